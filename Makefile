@@ -1,0 +1,58 @@
+# Quick start: `make run` (set up + run the default pipeline), `make test` (set up + run the tests).
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+CONFIG ?= configs/default.yaml
+ARGS   ?=
+
+# No telemetry from MLflow or Prefect.
+export MLFLOW_DISABLE_TELEMETRY := true
+export DO_NOT_TRACK := 1
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+
+.PHONY: run test test-all lint format ui prefect-ui clean help
+
+help:
+	@echo "make run    - set up .venv and run the default pipeline (CONFIG=..., ARGS='--set train.epochs=5')"
+	@echo "make test   - set up .venv with dev extras and run the test suite"
+	@echo "make test-all - also run the tests marked slow"
+	@echo "make lint   - ruff check and format check"
+	@echo "make ui     - MLflow UI on http://127.0.0.1:5000 for ./mlflow.db"
+	@echo "make prefect-ui - Prefect server and UI on http://127.0.0.1:4200"
+
+# One stamp per install flavour; both reinstall when the pins change.
+$(VENV)/.run: pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e .
+	touch $@
+
+$(VENV)/.dev: pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	touch $@ $(VENV)/.run
+
+run: $(VENV)/.run
+	$(BIN)/robustops run --config $(CONFIG) $(ARGS)
+
+test: $(VENV)/.dev
+	$(BIN)/python -m pytest $(ARGS)
+
+test-all: $(VENV)/.dev
+	$(BIN)/python -m pytest -m "" $(ARGS)
+
+lint: $(VENV)/.dev
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(VENV)/.dev
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+ui: $(VENV)/.run
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000
+
+prefect-ui: $(VENV)/.run
+	$(BIN)/prefect server start --host 127.0.0.1 --port 4200
+
+clean:
+	rm -rf $(VENV) mlflow.db mlartifacts .pytest_cache .ruff_cache

@@ -1,0 +1,115 @@
+"""The ``robustops`` command line.
+
+Bad input (config, data, arguments) ends with one readable ``error:`` line and exit code 2, and is
+caught before Prefect or MLflow start, so nothing is written for a run that could not succeed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from typing import Any
+
+EXIT_USAGE = 2
+EXIT_FAILED = 1
+
+
+def _quiet_telemetry() -> None:
+    # Set before mlflow/prefect are imported: both read these at import time.
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="robustops", description="Train, attack and score image classifiers.")
+    p.add_argument("--debug", action="store_true", help="show full tracebacks")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def with_config(name: str, help: str) -> argparse.ArgumentParser:
+        s = sub.add_parser(name, help=help)
+        s.add_argument("--config", "-c", default=None, help="YAML config (default: built-in defaults)")
+        s.add_argument(
+            "--set",
+            dest="overrides",
+            action="append",
+            default=[],
+            metavar="KEY=VALUE",
+            help="override a config field, e.g. --set train.epochs=5 (repeatable)",
+        )
+        return s
+
+    with_config("run", "run the robustness pipeline (Prefect flow, results in MLflow)")
+    with_config("config", "print the resolved config and exit")
+    with_config("check-data", "load and validate the configured data, print class counts")
+    return p
+
+
+def _table(models: dict[str, dict[str, Any]]) -> str:
+    names = list(models)
+    keys = [k for k in next(iter(models.values()))["metrics"] if "/class_" not in k]
+    width = max(len(k) for k in keys)
+    lines = [f"{'metric':<{width}}  " + "  ".join(f"{n:>10}" for n in names)]
+    lines += [f"{k:<{width}}  " + "  ".join(f"{models[n]['metrics'][k]:>10.4f}" for n in names) for k in keys]
+    return "\n".join(lines)
+
+
+def _run(cfg: Any) -> int:
+    from flows.pipeline import robustness_pipeline
+    from tasks.tracking import tracking_uri, ui_command
+
+    start = time.perf_counter()
+    out = robustness_pipeline(cfg)
+    took = time.perf_counter() - start
+    print(f"\nrobustops: pipeline finished in {took:.1f} s  (split {out['sizes']})")
+    print(_table(out["models"]))
+    if out["version"]:
+        print(f"registered: {out['registered_model']} version {out['version']}")
+    print(f"MLflow:     {tracking_uri(cfg.mlflow)}  parent run {out['parent_run_id']}")
+    print(f"MLflow UI:  {ui_command(cfg.mlflow)}")
+    print("Prefect UI: prefect server start   # then open http://127.0.0.1:4200")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    _quiet_telemetry()
+    args = _parser().parse_args(argv)
+    from robustops.errors import RobustopsError
+
+    try:
+        from robustops.config import load_config, to_yaml
+
+        cfg = load_config(args.config, args.overrides)
+        if args.command == "config":
+            print(to_yaml(cfg), end="")
+            return 0
+        from robustops.data import load_dataset
+        from robustops.training import resolve_device
+
+        resolve_device(cfg.device)
+        ds = load_dataset(cfg.data)  # validate up front: fail in one line before any server starts
+        if args.command == "check-data":
+            print(f"{ds.source}: {len(ds.y)} images, shape {ds.shape}, {ds.num_classes} classes")
+            for name, n in ds.counts().items():
+                print(f"  {name}: {n}")
+            return 0
+        return _run(cfg)
+    except RobustopsError as e:
+        if args.debug:
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # an unexpected failure: still one line, with a way to see more
+        if args.debug:
+            raise
+        print(f"error: {type(e).__name__}: {e} (rerun with --debug for the traceback)", file=sys.stderr)
+        return EXIT_FAILED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,215 @@
+"""Loading the three data sources: the embedded digits, an .npz file, an image folder.
+
+Each loader hands its raw arrays to :mod:`robustops.data.validate`, so every source gets the same
+checks and comes out as a :class:`Dataset` in the canonical layout.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from robustops.config import DataConfig, DataSource
+from robustops.data.validate import check_classes, check_images, check_labels
+from robustops.errors import DataValidationError
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
+MIN_PER_CLASS = 3  # one sample each for train, validation and test
+
+
+@dataclass
+class Dataset:
+    """Images as float32 (N, C, H, W) in [0, 1], labels as int64 class indices 0..K-1."""
+
+    x: np.ndarray
+    y: np.ndarray
+    classes: list[str]
+    source: str
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(self.x.shape[1:])  # type: ignore[return-value]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def counts(self) -> dict[str, int]:
+        k = np.bincount(self.y, minlength=self.num_classes)
+        return {c: int(n) for c, n in zip(self.classes, k)}
+
+
+def _index_labels(y: np.ndarray) -> tuple[np.ndarray, list[str]]:
+    # Users may label classes 1..10 or {0, 3, 7}; the model needs 0..K-1. Keep the originals as names.
+    values, idx = np.unique(y, return_inverse=True)
+    return idx.astype(np.int64), [str(v) for v in values]
+
+
+def load_digits() -> Dataset:
+    """scikit-learn's 8x8 digits (1797 images, 10 classes), shipped with the package: no network."""
+    from sklearn.datasets import load_digits as sk_digits
+
+    d = sk_digits()
+    x = (d.images / 16.0).astype(np.float32)  # pixel values are 0..16
+    x = check_images(x, "digits")
+    return Dataset(x, d.target.astype(np.int64), [str(c) for c in range(10)], "digits")
+
+
+def _fail(path: Path, msg: str) -> None:
+    raise DataValidationError(f"{path}: {msg}")
+
+
+def _open(path: Path, kind: str) -> None:
+    if not path.exists():
+        _fail(path, f"not found; set data.path to an existing {kind}")
+    try:
+        if path.is_file():
+            with path.open("rb"):
+                pass
+        else:
+            list(path.iterdir())
+    except OSError as e:
+        _fail(path, f"cannot be read ({e.strerror}); check its permissions")
+
+
+def load_npz(path: str | Path) -> Dataset:
+    """Loads ``x`` and ``y`` from an .npz file; pickled content is refused, never loaded."""
+    path = Path(path)
+    _open(path, ".npz file")
+    if not path.is_file():
+        _fail(path, "is a folder; set data.source to 'folder' or point data.path at an .npz file")
+    with path.open("rb") as f:
+        magic = f.read(6)
+    if magic.startswith(b"\x93NUMPY"):
+        _fail(path, "is a single .npy array; save np.savez(path, x=images, y=labels) instead")
+    if not magic.startswith(b"PK"):
+        _fail(path, "is not an .npz file (no zip header); save it with np.savez(path, x=..., y=...)")
+    try:
+        # allow_pickle=False: a pickled array can run arbitrary code when loaded.
+        with np.load(path, allow_pickle=False) as npz:
+            keys = sorted(npz.files)
+            missing = [k for k in ("x", "y") if k not in keys]
+            if missing:
+                _fail(
+                    path,
+                    f"missing array(s) {', '.join(missing)} (found: {', '.join(keys) or 'none'}); "
+                    "save np.savez(path, x=images, y=labels)",
+                )
+            arrays = {}
+            for k in ("x", "y"):
+                try:
+                    arrays[k] = npz[k]
+                except ValueError:
+                    _fail(
+                        path,
+                        f"array {k!r} holds pickled Python objects, which are never loaded; "
+                        "save a numeric array instead",
+                    )
+    except (zipfile.BadZipFile, EOFError, OSError) as e:
+        _fail(path, f"is truncated or corrupt ({e}); write the file again")
+    x = check_images(arrays["x"], str(path))
+    y = check_labels(arrays["y"], len(x), str(path))
+    y, classes = _index_labels(y)
+    return Dataset(x, y, classes, str(path))
+
+
+def _read_image(file: Path, channels: int | None) -> np.ndarray:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(file) as im:
+            im.load()
+            mode = {1: "L", 3: "RGB"}.get(channels or 0)
+            if mode is None:
+                mode = "L" if im.mode in ("1", "L", "I", "I;16", "F") else "RGB"
+            arr = np.asarray(im.convert(mode), dtype=np.uint8)
+    except (UnidentifiedImageError, OSError, SyntaxError) as e:
+        _fail(file, f"is not a readable PNG/JPEG image ({type(e).__name__}); remove or replace it")
+    return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
+
+
+def load_folder(path: str | Path, channels: int | None = None, size: tuple[int, int] | None = None) -> Dataset:
+    """Loads ``path/<class>/<image>.png|jpg``; the subfolder names are the class names.
+
+    Hidden files (``.DS_Store``) are skipped; any other non-image file is an error, so that a
+    stray file is not silently dropped from the training data.
+    """
+    path = Path(path)
+    _open(path, "image folder")
+    if not path.is_dir():
+        _fail(path, "is a file; set data.source to 'npz' or point data.path at an image folder")
+    dirs = sorted(d for d in path.iterdir() if d.is_dir() and not d.name.startswith("."))
+    if not dirs:
+        _fail(path, "is empty; it needs one subfolder per class holding PNG/JPEG images")
+    files: list[tuple[Path, int]] = []
+    for label, d in enumerate(dirs):
+        entries = sorted(f for f in d.iterdir() if not f.name.startswith("."))
+        others = [f for f in entries if f.is_dir() or f.suffix.lower() not in IMAGE_SUFFIXES]
+        if others:
+            _fail(others[0], "is not a PNG/JPEG image; class folders may hold only images")
+        if not entries:
+            _fail(d, "holds no images; add PNG/JPEG files or remove the class folder")
+        files += [(f, label) for f in entries]
+
+    images = [_read_image(f, channels) for f, _ in files]
+    if channels is None and len({im.shape[0] for im in images}) > 1:
+        # Mixed grayscale and colour: promote all to RGB rather than drop colour.
+        images = [np.repeat(im, 3, axis=0) if im.shape[0] == 1 else im for im in images]
+    if size is not None:
+        images = [resize(im[None], size)[0] for im in images]
+    else:
+        sizes = {im.shape[1:] for im in images}
+        if len(sizes) > 1:
+            first = {}
+            for im, (f, _) in zip(images, files):
+                first.setdefault(im.shape[1:], f)
+            (s1, f1), (s2, f2) = list(first.items())[:2]
+            _fail(
+                path,
+                f"images have different sizes ({s1[0]}x{s1[1]} in {f1.name}, {s2[0]}x{s2[1]} in "
+                f"{f2.name}); set data.image_size to resize them",
+            )
+    x = check_images(np.stack(images), str(path))
+    y = np.array([label for _, label in files], dtype=np.int64)
+    return Dataset(x, y, [d.name for d in dirs], str(path))
+
+
+def resize(x: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resizes (N, C, H, W) images to ``size`` (bilinear, antialiased when shrinking)."""
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
+    dtype = x.dtype
+    t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+    out = F.interpolate(t, size=tuple(size), mode="bilinear", antialias=True, align_corners=False)
+    out = out.clamp_(0, 255 if dtype == np.uint8 else 1).numpy()
+    return out.round().astype(np.uint8) if dtype == np.uint8 else out
+
+
+def _channels(x: np.ndarray, channels: int | None) -> np.ndarray:
+    if channels is None or x.shape[1] == channels:
+        return x
+    if channels == 3:
+        return np.repeat(x, 3, axis=1)
+    # ITU-R 601 luma, the weights PIL uses for "L".
+    w = np.array([0.299, 0.587, 0.114], dtype=np.float32).reshape(1, 3, 1, 1)
+    return (x * w).sum(axis=1, keepdims=True)
+
+
+def load_dataset(cfg: DataConfig) -> Dataset:
+    """Loads, validates and (optionally) resizes the configured data."""
+    if cfg.source is DataSource.DIGITS:
+        ds = load_digits()
+    elif cfg.source is DataSource.NPZ:
+        ds = load_npz(cfg.path)
+    else:
+        ds = load_folder(cfg.path, cfg.channels, cfg.image_size)
+    ds.x = _channels(ds.x, cfg.channels)
+    if cfg.image_size is not None:
+        ds.x = resize(ds.x, cfg.image_size)
+    check_classes(ds.y, MIN_PER_CLASS, ds.source, ds.classes)
+    return ds

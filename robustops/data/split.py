@@ -1,0 +1,51 @@
+"""Seeded, stratified train/validation/test split."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from robustops.data.loaders import Dataset
+
+
+@dataclass
+class Split:
+    train: Dataset
+    val: Dataset
+    test: Dataset
+
+    def sizes(self) -> dict[str, int]:
+        return {"train": len(self.train.y), "val": len(self.val.y), "test": len(self.test.y)}
+
+
+def split_indices(
+    y: np.ndarray, val_fraction: float, test_fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-class split that puts at least one sample of every class in each part.
+
+    Written here rather than chaining sklearn's train_test_split twice: that can leave a small
+    class out of the validation or test part, and then per-class recall is undefined.
+    """
+    rng = np.random.default_rng(seed)
+    parts: tuple[list, list, list] = ([], [], [])
+    for c in np.unique(y):
+        idx = rng.permutation(np.flatnonzero(y == c))
+        n = len(idx)
+        n_test = max(1, round(n * test_fraction))
+        n_val = max(1, round(n * val_fraction))
+        if n - n_test - n_val < 1:
+            raise ValueError(f"class {c} has {n} samples, too few to split three ways")
+        parts[0].append(idx[n_test + n_val :])
+        parts[1].append(idx[n_test : n_test + n_val])
+        parts[2].append(idx[:n_test])
+    return tuple(np.sort(np.concatenate(p)) for p in parts)  # type: ignore[return-value]
+
+
+def split_dataset(ds: Dataset, val_fraction: float, test_fraction: float, seed: int) -> Split:
+    tr, va, te = split_indices(ds.y, val_fraction, test_fraction, seed)
+
+    def part(idx: np.ndarray) -> Dataset:
+        return Dataset(ds.x[idx], ds.y[idx], ds.classes, ds.source)
+
+    return Split(part(tr), part(va), part(te))

@@ -1,0 +1,17 @@
+"""Errors a user can act on.
+
+Every error that reaches a user names the problem and the fix in one line; the CLI prints
+``str(err)`` and exits non-zero without a traceback.
+"""
+
+
+class RobustopsError(Exception):
+    """Base class for errors caused by user input (config, data, arguments)."""
+
+
+class ConfigError(RobustopsError, ValueError):
+    """A config file, key or value is wrong."""
+
+
+class DataValidationError(RobustopsError, ValueError):
+    """Input data is missing, unreadable or malformed (defence layer 1)."""

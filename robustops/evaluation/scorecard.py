@@ -1,0 +1,61 @@
+"""The first cut of the scorecard: clean accuracy, per-class recall, FGSM and PGD accuracy."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from torch import nn
+
+from robustops.attacks import FGSM, PGD, Attack
+from robustops.config import EvalConfig
+from robustops.data import Dataset
+from robustops.evaluation.adversarial import robust_accuracy
+from robustops.evaluation.metrics import adv_key, confusion_matrix, per_class_recall, predict
+
+
+@dataclass
+class Scorecard:
+    """Every number of one model's evaluation, keyed by structured metric names."""
+
+    metrics: dict[str, float]
+    confusion: np.ndarray
+    classes: list[str]
+    attacks: list[dict[str, Any]] = field(default_factory=list)
+    curves: dict[str, dict[float, float]] = field(default_factory=dict)
+    n_test: int = 0
+    n_attacked: int = 0
+
+
+def attacks_for(cfg: EvalConfig, seed: int) -> list[Attack]:
+    out: list[Attack] = []
+    for eps in cfg.eps:
+        if eps == 0:
+            continue
+        out.append(FGSM(eps))
+        out.append(PGD(eps, steps=cfg.pgd_steps, step_size=cfg.pgd_rel_step * eps / cfg.pgd_steps,
+                       restarts=cfg.pgd_restarts, seed=seed))
+    return out
+
+
+def evaluate(model: nn.Module, test: Dataset, cfg: EvalConfig, seed: int = 0, device: str = "cpu") -> Scorecard:
+    model.eval()
+    pred = predict(model, test.x, cfg.batch_size, device).argmax(1)
+    cm = confusion_matrix(test.y, pred, test.num_classes)
+    recall = per_class_recall(cm)
+    metrics = {"clean/acc": float((pred == test.y).mean())}
+    metrics |= {f"clean/recall/class_{c}": float(r) for c, r in zip(test.classes, recall)}
+    metrics["clean/recall/min"] = float(np.nanmin(recall))
+
+    x, y = test.x, test.y
+    if cfg.max_samples is not None and cfg.max_samples < len(y):
+        idx = np.sort(np.random.default_rng(seed).permutation(len(y))[: cfg.max_samples])
+        x, y = x[idx], y[idx]
+    card = Scorecard(metrics, cm, test.classes, n_test=len(test.y), n_attacked=len(y))
+    for attack in attacks_for(cfg, seed):
+        acc = robust_accuracy(model, attack, x, y, cfg.batch_size, device)
+        metrics[adv_key(attack.name, attack.eps)] = acc
+        card.curves.setdefault(attack.name, {})[attack.eps] = acc
+        card.attacks.append(attack.settings() | {"acc": acc, "n": len(y)})
+    return card

@@ -1,0 +1,5 @@
+"""Training methods: baseline now; adversarial, distillation and smoothing plug into ``fit``."""
+
+from robustops.training.standard import TrainResult, fit, resolve_device, seed_everything, train_baseline
+
+__all__ = ["TrainResult", "fit", "resolve_device", "seed_everything", "train_baseline"]
