@@ -6,7 +6,7 @@ key instead of a silently ignored setting.
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal
 
@@ -20,13 +20,13 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
-class DataSource(str, Enum):
+class DataSource(StrEnum):
     DIGITS = "digits"
     NPZ = "npz"
     FOLDER = "folder"
 
 
-class Optimizer(str, Enum):
+class Optimizer(StrEnum):
     ADAM = "adam"
     SGD = "sgd"
 
@@ -115,9 +115,7 @@ class EvalConfig(Strict):
 
 
 class MlflowConfig(Strict):
-    tracking_uri: str | None = Field(
-        None, description="None: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db"
-    )
+    tracking_uri: str | None = Field(None, description="None: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db")
     experiment: str = Field("robustops", min_length=1)
     registered_model: str = Field("robustops-digits", min_length=1)
     artifact_root: str = Field("mlartifacts", description="artifact folder of new experiments")

@@ -38,7 +38,12 @@ def small_cnn(
     layers: list[nn.Module] = []
     cin, side_h, side_w = c, h, w
     for cout in (width, 2 * width):
-        layers += [nn.Conv2d(cin, cout, 3, padding=1), nn.ReLU(), nn.Conv2d(cout, cout, 3, padding=1), nn.ReLU()]
+        layers += [
+            nn.Conv2d(cin, cout, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(cout, cout, 3, padding=1),
+            nn.ReLU(),
+        ]
         if min(side_h, side_w) >= 4:  # pool while at least 2x2 remains
             layers.append(nn.MaxPool2d(2))
             side_h, side_w = side_h // 2, side_w // 2

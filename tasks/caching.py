@@ -74,8 +74,12 @@ def file_fingerprint(path: Path | None) -> str:
         return "none"
     path = Path(path)
     files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
-    return fingerprint([(str(f.relative_to(path) if f != path else f.name), f.stat().st_size,
-                         f.stat().st_mtime_ns) for f in files])
+    return fingerprint(
+        [
+            (str(f.relative_to(path) if f != path else f.name), f.stat().st_size, f.stat().st_mtime_ns)
+            for f in files
+        ]
+    )
 
 
 def hash_inputs(context: Any, parameters: dict[str, Any]) -> str:

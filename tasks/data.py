@@ -42,6 +42,10 @@ def load_data(cfg: DataConfig, seed: int) -> Split:
     split = split_dataset(ds, cfg.val_fraction, cfg.test_fraction, seed)
     get_run_logger().info(
         "data %s: %d images of shape %s, %d classes, split %s",
-        ds.source, len(ds.y), ds.shape, ds.num_classes, split.sizes(),
+        ds.source,
+        len(ds.y),
+        ds.shape,
+        ds.num_classes,
+        split.sizes(),
     )
     return split

@@ -42,7 +42,9 @@ def log_data_summary(mcfg: MlflowConfig, run_id: str, split: Split) -> None:
         "class_counts": {name: part.counts() for name, part in vars(split).items()},
     }
     tracking.log_json(mcfg, run_id, info, "data/summary.json")
-    tracking.log_params(mcfg, run_id, {"data.num_classes": train.num_classes, "data.shape": list(train.shape)})
+    tracking.log_params(
+        mcfg, run_id, {"data.num_classes": train.num_classes, "data.shape": list(train.shape)}
+    )
     tracking.log_metrics(mcfg, run_id, {f"data/n_{k}": v for k, v in split.sizes().items()})
 
 
@@ -55,7 +57,9 @@ def log_model_run(
     Returns (run id, model URI).
     """
     m = cfg.mlflow
-    run_id = tracking.start_run(m, name, parent_id=parent_id, tags={"robustops.kind": "model", "robustops.model": name})
+    run_id = tracking.start_run(
+        m, name, parent_id=parent_id, tags={"robustops.kind": "model", "robustops.model": name}
+    )
     ok = False
     try:
         tracking.log_params(m, run_id, flatten(cfg) | {"defence": name})
@@ -64,12 +68,20 @@ def log_model_run(
             m,
             run_id,
             card.metrics
-            | {"train/best_epoch": result.best_epoch, "val/best_acc": result.best_val_acc, "train/seconds": result.seconds},
+            | {
+                "train/best_epoch": result.best_epoch,
+                "val/best_acc": result.best_val_acc,
+                "train/seconds": result.seconds,
+            },
         )
         tracking.log_json(m, run_id, card.attacks, "evaluation/attacks.json")
         tracking.log_json(m, run_id, card.metrics, "evaluation/scorecard.json")
-        tracking.log_figure(m, run_id, confusion_figure(card.confusion, card.classes, f"{name}: test split"),
-                            "plots/confusion_matrix.png")
+        tracking.log_figure(
+            m,
+            run_id,
+            confusion_figure(card.confusion, card.classes, f"{name}: test split"),
+            "plots/confusion_matrix.png",
+        )
         if card.curves:
             fig = accuracy_vs_eps_figure(card.curves, card.metrics["clean/acc"], f"{name}: accuracy vs eps")
             tracking.log_figure(m, run_id, fig, "plots/accuracy_vs_eps.png")

@@ -52,7 +52,9 @@ def experiment_id(cfg: MlflowConfig) -> str:
     return c.create_experiment(cfg.experiment, artifact_location=location)
 
 
-def start_run(cfg: MlflowConfig, name: str, parent_id: str | None = None, tags: dict[str, str] | None = None) -> str:
+def start_run(
+    cfg: MlflowConfig, name: str, parent_id: str | None = None, tags: dict[str, str] | None = None
+) -> str:
     tags = dict(tags or {})
     if parent_id:
         tags[PARENT_TAG] = parent_id
@@ -89,7 +91,10 @@ def log_history(cfg: MlflowConfig, run_id: str, history: list[dict[str, float]])
     now = int(time.time() * 1000)
     names = {"loss": "train/loss", "train_acc": "train/acc", "val_acc": "val/acc", "val_loss": "val/loss"}
     batch = [
-        Metric(names[k], float(v), now, int(row["epoch"])) for row in history for k, v in row.items() if k in names
+        Metric(names[k], float(v), now, int(row["epoch"]))
+        for row in history
+        for k, v in row.items()
+        if k in names
     ]
     c = client(cfg)
     for i in range(0, len(batch), 1000):
@@ -153,4 +158,3 @@ def ui_command(cfg: MlflowConfig) -> str:
     if uri.startswith(("http://", "https://")):
         return f"open {uri}"
     return f"mlflow ui --backend-store-uri {uri} --port 5000   # then open http://127.0.0.1:5000"
-

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from contextlib import contextmanager
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 import torch
@@ -18,12 +18,12 @@ from torch import nn
 from robustops.registry import Registry
 
 
-class ThreatModel(str, Enum):
+class ThreatModel(StrEnum):
     LINF = "Linf"
     L2 = "L2"
 
 
-ATTACKS: Registry[type["Attack"]] = Registry("attack")
+ATTACKS: Registry[type[Attack]] = Registry("attack")
 
 
 @contextmanager

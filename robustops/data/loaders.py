@@ -41,7 +41,7 @@ class Dataset:
 
     def counts(self) -> dict[str, int]:
         k = np.bincount(self.y, minlength=self.num_classes)
-        return {c: int(n) for c, n in zip(self.classes, k)}
+        return {c: int(n) for c, n in zip(self.classes, k, strict=True)}
 
 
 def _index_labels(y: np.ndarray) -> tuple[np.ndarray, list[str]]:
@@ -133,7 +133,9 @@ def _read_image(file: Path, channels: int | None) -> np.ndarray:
     return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
 
 
-def load_folder(path: str | Path, channels: int | None = None, size: tuple[int, int] | None = None) -> Dataset:
+def load_folder(
+    path: str | Path, channels: int | None = None, size: tuple[int, int] | None = None
+) -> Dataset:
     """Loads ``path/<class>/<image>.png|jpg``; the subfolder names are the class names.
 
     Hidden files (``.DS_Store``) are skipped; any other non-image file is an error, so that a
@@ -166,7 +168,7 @@ def load_folder(path: str | Path, channels: int | None = None, size: tuple[int, 
         sizes = {im.shape[1:] for im in images}
         if len(sizes) > 1:
             first = {}
-            for im, (f, _) in zip(images, files):
+            for im, (f, _) in zip(images, files, strict=True):
                 first.setdefault(im.shape[1:], f)
             (s1, f1), (s2, f2) = list(first.items())[:2]
             _fail(

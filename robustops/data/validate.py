@@ -54,15 +54,14 @@ def check_images(x: object, source: str = "data") -> np.ndarray:
         return x.astype(np.float32) / 255.0
     if x.dtype.kind in "iu":
         lo, hi = int(x.min()), int(x.max())
-        hint = "cast to uint8" if 0 <= lo and hi <= 255 else "scale to 0..255 and cast to uint8"
+        hint = "cast to uint8" if lo >= 0 and hi <= 255 else "scale to 0..255 and cast to uint8"
         _fail(source, f"images have integer dtype {x.dtype} (values {lo}..{hi}); {hint}")
     bad = ~np.isfinite(x)
     if bad.any():
         idx = int(np.argwhere(bad.reshape(n, -1).any(axis=1))[0, 0])
         _fail(
             source,
-            f"{int(bad.sum())} pixel(s) are NaN or inf (first in image {idx}); "
-            "clean or drop those images",
+            f"{int(bad.sum())} pixel(s) are NaN or inf (first in image {idx}); clean or drop those images",
         )
     lo, hi = float(x.min()), float(x.max())
     if lo < 0 or hi > 1:
@@ -97,7 +96,9 @@ def check_classes(
     if len(classes) < 2:
         _fail(source, f"found {len(classes)} class; a classifier needs at least 2")
     small = [
-        (names[c] if names else int(c), int(k)) for c, k in zip(classes, counts) if k < min_per_class
+        (names[c] if names else int(c), int(k))
+        for c, k in zip(classes, counts, strict=True)
+        if k < min_per_class
     ]
     if small:
         shown = ", ".join(f"class {c}: {k}" for c, k in small[:5])

@@ -18,7 +18,9 @@ def adv_key(attack: str, eps: float) -> str:
 
 
 @torch.no_grad()
-def predict(model: nn.Module, x: np.ndarray | torch.Tensor, batch_size: int = 512, device: str = "cpu") -> np.ndarray:
+def predict(
+    model: nn.Module, x: np.ndarray | torch.Tensor, batch_size: int = 512, device: str = "cpu"
+) -> np.ndarray:
     """Logits for ``x`` (N, C, H, W) in eval mode, in batches."""
     was_training = model.training
     model.eval()

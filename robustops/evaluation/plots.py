@@ -21,8 +21,15 @@ def confusion_figure(cm: np.ndarray, classes: list[str], title: str = "confusion
     if k <= 20:
         for i in range(k):
             for j in range(k):
-                ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=8,
-                        color="white" if frac[i, j] > 0.5 else "black")
+                ax.text(
+                    j,
+                    i,
+                    str(cm[i, j]),
+                    ha="center",
+                    va="center",
+                    fontsize=8,
+                    color="white" if frac[i, j] > 0.5 else "black",
+                )
     ax.set_xticks(range(k), classes if k <= 30 else [""] * k)
     ax.set_yticks(range(k), classes if k <= 30 else [""] * k)
     ax.set_xlabel("predicted")

@@ -34,18 +34,27 @@ def attacks_for(cfg: EvalConfig, seed: int) -> list[Attack]:
         if eps == 0:
             continue
         out.append(FGSM(eps))
-        out.append(PGD(eps, steps=cfg.pgd_steps, step_size=cfg.pgd_rel_step * eps / cfg.pgd_steps,
-                       restarts=cfg.pgd_restarts, seed=seed))
+        out.append(
+            PGD(
+                eps,
+                steps=cfg.pgd_steps,
+                step_size=cfg.pgd_rel_step * eps / cfg.pgd_steps,
+                restarts=cfg.pgd_restarts,
+                seed=seed,
+            )
+        )
     return out
 
 
-def evaluate(model: nn.Module, test: Dataset, cfg: EvalConfig, seed: int = 0, device: str = "cpu") -> Scorecard:
+def evaluate(
+    model: nn.Module, test: Dataset, cfg: EvalConfig, seed: int = 0, device: str = "cpu"
+) -> Scorecard:
     model.eval()
     pred = predict(model, test.x, cfg.batch_size, device).argmax(1)
     cm = confusion_matrix(test.y, pred, test.num_classes)
     recall = per_class_recall(cm)
     metrics = {"clean/acc": float((pred == test.y).mean())}
-    metrics |= {f"clean/recall/class_{c}": float(r) for c, r in zip(test.classes, recall)}
+    metrics |= {f"clean/recall/class_{c}": float(r) for c, r in zip(test.classes, recall, strict=True)}
     metrics["clean/recall/min"] = float(np.nanmin(recall))
 
     x, y = test.x, test.y

@@ -92,7 +92,13 @@ def fit(
         val_acc = float((logits.argmax(1).numpy() == val.y).mean())
         val_loss = float(nn.functional.cross_entropy(logits, torch.from_numpy(val.y)))
         result.history.append(
-            {"epoch": epoch, "loss": total / seen, "train_acc": train_acc, "val_acc": val_acc, "val_loss": val_loss}
+            {
+                "epoch": epoch,
+                "loss": total / seen,
+                "train_acc": train_acc,
+                "val_acc": val_acc,
+                "val_loss": val_loss,
+            }
         )
         bar.set_postfix(loss=f"{total / seen:.3f}", val_acc=f"{val_acc:.3f}")
         # A small validation split ties on accuracy often; the lower loss breaks the tie.
@@ -105,6 +111,7 @@ def fit(
                 result.stopped_early = epoch < cfg.epochs
                 break
     bar.close()
+    opt.zero_grad(set_to_none=True)  # free the gradient buffers: the model is done training
     model.load_state_dict(best_state)
     model.eval()
     result.best_val_acc = best_acc
@@ -113,7 +120,12 @@ def fit(
 
 
 def train_baseline(
-    train: Dataset, val: Dataset, model_cfg: ModelConfig, train_cfg: TrainConfig, seed: int, device: str = "cpu"
+    train: Dataset,
+    val: Dataset,
+    model_cfg: ModelConfig,
+    train_cfg: TrainConfig,
+    seed: int,
+    device: str = "cpu",
 ) -> TrainResult:
     """Builds the configured model (normalized with training statistics) and trains it."""
     seed_everything(seed)

@@ -1,0 +1,106 @@
+"""The attack contract, checked for every registered attack."""
+
+import numpy as np
+import pytest
+import torch
+
+from robustops.attacks import ATTACKS, FGSM, PGD
+from robustops.evaluation import robust_accuracy
+
+EPS = 0.1
+
+
+def _batch(split, n=64):
+    return torch.from_numpy(split.test.x[:n]), torch.from_numpy(split.test.y[:n])
+
+
+@pytest.mark.parametrize("name", ATTACKS.names())
+def test_stays_in_eps_ball_and_unit_range(name, trained, digits_split):
+    x, y = _batch(digits_split)
+    x_adv = ATTACKS.get(name)(EPS)(trained.model, x, y)
+    assert x_adv.shape == x.shape and x_adv.dtype == x.dtype
+    assert (x_adv - x).abs().max() <= EPS + 1e-6
+    assert x_adv.min() >= 0 and x_adv.max() <= 1
+    assert not x_adv.requires_grad
+
+
+@pytest.mark.parametrize("name", ATTACKS.names())
+def test_eps_zero_is_identity(name, trained, digits_split):
+    x, y = _batch(digits_split)
+    assert torch.equal(ATTACKS.get(name)(0.0)(trained.model, x, y), x)
+
+
+@pytest.mark.parametrize("name", ATTACKS.names())
+@pytest.mark.parametrize("eps", [-0.1, float("nan"), float("inf"), 1.5, "0.1"])
+def test_bad_eps_raises(name, eps):
+    with pytest.raises(ValueError, match="eps"):
+        ATTACKS.get(name)(eps)
+
+
+@pytest.mark.parametrize("name", ATTACKS.names())
+def test_input_outside_unit_range_raises(name, trained, digits_split):
+    x, y = _batch(digits_split)
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        ATTACKS.get(name)(EPS)(trained.model, x * 2 + 0.5, y)
+    with pytest.raises(ValueError, match="one label per input"):
+        ATTACKS.get(name)(EPS)(trained.model, x, y[:-1])
+
+
+@pytest.mark.parametrize("name", ATTACKS.names())
+def test_runs_in_eval_mode_and_restores_mode_and_grads(name, trained, digits_split):
+    model = trained.model
+    seen = []
+    hook = model.register_forward_pre_hook(lambda m, _: seen.append(m.training))
+    model.zero_grad(set_to_none=True)
+    model.train()
+    try:
+        x, y = _batch(digits_split, 8)
+        ATTACKS.get(name)(EPS)(model, x, y)
+    finally:
+        hook.remove()
+        model.eval()
+    assert seen and not any(seen)  # attacked in eval mode (dropout off)
+    assert all(p.grad is None for p in model.parameters())  # no stray parameter gradients
+
+
+@pytest.mark.parametrize("name", ATTACKS.names())
+def test_attack_lowers_accuracy_of_a_trained_model(name, trained, digits_split):
+    x, y = digits_split.test.x, digits_split.test.y
+    clean = float((trained.model(torch.from_numpy(x)).argmax(1).numpy() == y).mean())
+    adv = robust_accuracy(trained.model, ATTACKS.get(name)(0.2), x, y)
+    assert clean > 0.9
+    assert adv < clean - 0.3
+
+
+def test_pgd_is_at_least_as_strong_as_fgsm_and_more_steps_help(trained, digits_split):
+    x, y = digits_split.test.x, digits_split.test.y
+    fgsm = robust_accuracy(trained.model, FGSM(EPS), x, y)
+    pgd10 = robust_accuracy(trained.model, PGD(EPS, steps=10), x, y)
+    pgd1 = robust_accuracy(trained.model, PGD(EPS, steps=1, random_start=False, step_size=EPS), x, y)
+    assert pgd10 <= fgsm
+    assert pgd1 == pytest.approx(fgsm)  # one full-size step from x is FGSM
+
+
+def test_pgd_is_reproducible_and_restarts_never_help_the_model(trained, digits_split):
+    x, y = _batch(digits_split, 128)
+    a = PGD(EPS, steps=5, seed=3)(trained.model, x, y)
+    b = PGD(EPS, steps=5, seed=3)(trained.model, x, y)
+    assert torch.equal(a, b)
+    one = robust_accuracy(trained.model, PGD(EPS, steps=5, seed=3), x.numpy(), y.numpy())
+    three = robust_accuracy(trained.model, PGD(EPS, steps=5, seed=3, restarts=3), x.numpy(), y.numpy())
+    assert three <= one
+
+
+def test_settings_describe_the_attack():
+    s = PGD(0.1, steps=7, restarts=2, seed=5).settings()
+    assert s == {
+        "attack": "pgd_linf",
+        "threat": "Linf",
+        "eps": 0.1,
+        "steps": 7,
+        "step_size": pytest.approx(2.5 * 0.1 / 7),
+        "random_start": True,
+        "restarts": 2,
+        "seed": 5,
+    }
+    assert np.isclose(FGSM(0.3).settings()["eps"], 0.3)

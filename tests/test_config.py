@@ -1,0 +1,90 @@
+from pathlib import Path
+
+import pytest
+
+from robustops.config import Config, DataSource, flatten, load_config, parse_overrides, to_yaml
+from robustops.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_default_yaml_equals_built_in_defaults():
+    # configs/default.yaml documents every key; it must not drift from the one place of defaults.
+    assert load_config(ROOT / "configs/default.yaml") == Config()
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in (ROOT / "configs").glob("*.yaml")))
+def test_every_shipped_config_validates(name):
+    cfg = load_config(ROOT / "configs" / name)
+    assert isinstance(cfg, Config)
+
+
+def test_set_overrides_any_field_with_yaml_typed_values():
+    cfg = load_config(
+        ROOT / "configs/default.yaml",
+        ["train.epochs=5", "evaluation.eps=[0.3, 0.1]", "train.progress=false", "data.image_size=16"],
+    )
+    assert cfg.train.epochs == 5
+    assert cfg.evaluation.eps == [0.1, 0.3]
+    assert cfg.train.progress is False
+    assert cfg.data.image_size == (16, 16)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "names"),
+    [
+        (["train.epoch=5"], "train.epoch: unknown key"),
+        (["trian.epochs=5"], "trian: unknown key"),
+        (["train.epochs=-1"], "train.epochs"),
+        (["train.epochs=many"], "train.epochs"),
+        (["train.optimizer=adamw"], "train.optimizer"),
+        (["model.name=resnet9000"], "unknown model 'resnet9000'"),
+        (["evaluation.eps=[0.1, 2]"], "evaluation.eps"),
+        (["data.source=npz"], "data.path is not set"),
+        (["data.val_fraction=0.45", "data.test_fraction=0.45"], "at least 20% for training"),
+    ],
+)
+def test_bad_key_or_value_names_the_key(overrides, names):
+    with pytest.raises(ConfigError) as err:
+        load_config(None, overrides)
+    assert names in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("item", ["train.epochs", "=5", "train..epochs=5", "train.epochs=[1,"])
+def test_malformed_set_is_an_error(item):
+    with pytest.raises(ConfigError, match="bad --set"):
+        parse_overrides([item])
+
+
+def test_set_into_a_scalar_is_an_error():
+    with pytest.raises(ConfigError, match="train.epochs is not a section"):
+        load_config(None, ["train.epochs=5", "train.epochs.x=1"])
+
+
+def test_yaml_file_errors(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train:\n  epochs: [1,\n")
+    with pytest.raises(ConfigError, match="not valid YAML at line"):
+        load_config(bad)
+    scalar = tmp_path / "scalar.yaml"
+    scalar.write_text("- a\n- b\n")
+    with pytest.raises(ConfigError, match="must hold a mapping"):
+        load_config(scalar)
+    python_tag = tmp_path / "tag.yaml"
+    python_tag.write_text("seed: !!python/object/apply:os.system ['echo hi']\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):  # safe_load refuses code tags
+        load_config(python_tag)
+
+
+def test_resolved_config_round_trips_and_flattens():
+    cfg = load_config(None, ["data.source=npz", "data.path=x.npz"])
+    assert cfg.data.source is DataSource.NPZ
+    import yaml
+
+    assert Config.model_validate(yaml.safe_load(to_yaml(cfg))) == cfg
+    flat = flatten(cfg)
+    assert flat["train.epochs"] == str(cfg.train.epochs)
+    assert flat["data.path"] == "x.npz"

@@ -1,0 +1,137 @@
+"""The pipeline as users run it: real Prefect flow runs, a real MLflow sqlite store."""
+
+from __future__ import annotations
+
+import json
+
+import mlflow
+import numpy as np
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+from prefect.testing.utilities import prefect_test_harness
+
+from flows.cli import main
+from flows.pipeline import robustness_pipeline
+from robustops.config import Config, load_config
+from robustops.data import load_digits, split_dataset
+from robustops.errors import DataValidationError
+
+TINY = [
+    "train.epochs=3",
+    "train.progress=false",
+    "model.name=mlp",
+    "model.hidden=64",
+    "evaluation.eps=[0.05, 0.1]",
+    "evaluation.pgd_steps=3",
+    "evaluation.max_samples=64",
+    "mlflow.registered_model=tiny-digits",
+]
+
+
+@pytest.fixture(scope="module")
+def harness():
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    root = tmp_path_factory.mktemp("mlflow")
+    return [f"mlflow.tracking_uri=sqlite:///{root}/mlflow.db", f"mlflow.artifact_root={root}/mlartifacts"]
+
+
+@pytest.fixture(scope="module")
+def tiny(store) -> Config:
+    return load_config(None, TINY + store)
+
+
+@pytest.fixture(scope="module")
+def first_run(harness, tiny):
+    return robustness_pipeline(tiny)
+
+
+def _client(cfg: Config) -> MlflowClient:
+    return MlflowClient(cfg.mlflow.tracking_uri)
+
+
+def test_parent_run_holds_config_and_data_summary(first_run, tiny):
+    c = _client(tiny)
+    parent = c.get_run(first_run["parent_run_id"])
+    assert parent.info.status == "FINISHED"
+    assert parent.data.tags["prefect.flow_run_id"]
+    assert parent.data.params["train.epochs"] == "3"
+    resolved = yaml.safe_load(mlflow.artifacts.load_text(f"{parent.info.artifact_uri}/config/resolved.yaml"))
+    assert Config.model_validate(resolved) == tiny
+    summary = json.loads(mlflow.artifacts.load_text(f"{parent.info.artifact_uri}/data/summary.json"))
+    assert summary["sizes"] == first_run["sizes"] and sum(summary["sizes"].values()) == 1797
+    assert str(tiny.mlflow.artifact_root) in parent.info.artifact_uri
+
+
+def test_nested_model_run_has_metrics_curves_and_artifacts(first_run, tiny):
+    c = _client(tiny)
+    child_id = first_run["models"]["baseline"]["run_id"]
+    child = c.get_run(child_id)
+    assert child.info.status == "FINISHED"
+    assert child.data.tags["mlflow.parentRunId"] == first_run["parent_run_id"]
+    m = child.data.metrics
+    assert m["clean/acc"] > 0.85
+    assert m["adv/pgd_linf/eps_0.1/acc"] <= m["adv/fgsm/eps_0.1/acc"] + 0.05
+    assert m["adv/pgd_linf/eps_0.1/acc"] < m["clean/acc"]
+    assert [h.step for h in c.get_metric_history(child_id, "val/acc")] == [1, 2, 3]
+    files = {a.path for p in ("plots", "evaluation") for a in c.list_artifacts(child_id, p)}
+    assert {"plots/confusion_matrix.png", "plots/accuracy_vs_eps.png", "evaluation/attacks.json"} <= files
+    attacks = json.loads(mlflow.artifacts.load_text(f"{child.info.artifact_uri}/evaluation/attacks.json"))
+    assert {(a["attack"], a["eps"]) for a in attacks} == {
+        ("fgsm", 0.05),
+        ("fgsm", 0.1),
+        ("pgd_linf", 0.05),
+        ("pgd_linf", 0.1),
+    }
+
+
+def test_registered_model_serves_the_scored_predictions(first_run, tiny):
+    c = _client(tiny)
+    version = c.get_model_version("tiny-digits", first_run["version"])
+    assert version.run_id == first_run["models"]["baseline"]["run_id"]
+    uri = f"models:/tiny-digits/{version.version}"
+    mlflow.set_tracking_uri(tiny.mlflow.tracking_uri)
+    assert mlflow.models.get_model_info(uri).signature is not None
+    model = mlflow.pyfunc.load_model(uri)
+    test = split_dataset(load_digits(), tiny.data.val_fraction, tiny.data.test_fraction, tiny.seed).test
+    logits = np.asarray(model.predict(test.x))  # any batch size: the batch dimension is dynamic
+    assert logits.shape == (len(test.y), 10)
+    assert (logits.argmax(1) == test.y).mean() == pytest.approx(
+        first_run["models"]["baseline"]["metrics"]["clean/acc"]
+    )
+
+
+def test_rerun_reuses_cached_training(first_run, tiny):
+    again = robustness_pipeline(tiny)
+    c = _client(tiny)
+    first = c.get_run(first_run["models"]["baseline"]["run_id"]).data.metrics
+    second = c.get_run(again["models"]["baseline"]["run_id"]).data.metrics
+    assert again["parent_run_id"] != first_run["parent_run_id"]
+    assert second["train/seconds"] == first["train/seconds"]  # the cached result, not a retrain
+    assert int(again["version"]) == int(first_run["version"]) + 1
+
+
+def test_failed_run_is_marked_failed_and_registers_nothing(first_run, tiny, store, tmp_path):
+    bad = load_config(None, TINY + store + ["data.source=npz", f"data.path={tmp_path}/x.npz"])
+    c = _client(tiny)
+    before = len(c.search_model_versions("name='tiny-digits'"))
+    with pytest.raises(DataValidationError, match="not found"):
+        robustness_pipeline(bad)
+    exp = c.get_experiment_by_name(tiny.mlflow.experiment)
+    last = c.search_runs([exp.experiment_id], order_by=["attributes.start_time DESC"], max_results=1)[0]
+    assert last.data.tags["robustops.kind"] == "pipeline" and last.info.status == "FAILED"
+    assert len(c.search_model_versions("name='tiny-digits'")) == before
+
+
+def test_cli_run_prints_summary_and_ui_commands(harness, store, capsys):
+    sets = [a for s in TINY + store + ["mlflow.register_model=false"] for a in ("--set", s)]
+    assert main(["run", *sets]) == 0
+    out = capsys.readouterr().out
+    assert "pipeline finished in" in out and "clean/acc" in out and "baseline" in out
+    assert "mlflow ui --backend-store-uri sqlite:///" in out and "prefect server start" in out
+    assert "registered:" not in out

@@ -1,0 +1,39 @@
+import numpy as np
+import torch
+
+from robustops.config import ModelConfig, TrainConfig
+from robustops.evaluation import predict
+from robustops.training import train_baseline
+
+QUICK = TrainConfig(epochs=3, patience=3, progress=False)
+
+
+def _states_equal(a, b):
+    return all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_training_reaches_high_accuracy(trained, digits_split):
+    pred = predict(trained.model, digits_split.test.x).argmax(1)
+    assert (pred == digits_split.test.y).mean() > 0.93
+    assert len(trained.history) == 8 and trained.history[-1]["loss"] < trained.history[0]["loss"]
+
+
+def test_training_is_deterministic_on_cpu(digits_split):
+    m = ModelConfig(name="cnn", width=8, hidden=32)
+    a = train_baseline(digits_split.train, digits_split.val, m, QUICK, seed=7)
+    b = train_baseline(digits_split.train, digits_split.val, m, QUICK, seed=7)
+    c = train_baseline(digits_split.train, digits_split.val, m, QUICK, seed=8)
+    assert _states_equal(a.model.state_dict(), b.model.state_dict())
+    assert not _states_equal(a.model.state_dict(), c.model.state_dict())
+    assert a.history == b.history
+
+
+def test_early_stopping_restores_the_best_epoch(digits_split):
+    # A huge SGD learning rate diverges after the first epochs, so validation accuracy stops improving.
+    cfg = TrainConfig(optimizer="sgd", lr=5.0, epochs=30, patience=2, progress=False)
+    r = train_baseline(digits_split.train, digits_split.val, ModelConfig(name="mlp", hidden=32), cfg, seed=0)
+    assert r.stopped_early and len(r.history) < 30
+    assert len(r.history) == r.best_epoch + 2
+    val = (predict(r.model, digits_split.val.x).argmax(1) == digits_split.val.y).mean()
+    assert np.isclose(val, r.best_val_acc)  # the returned weights are the best epoch's
+    assert r.best_val_acc == max(h["val_acc"] for h in r.history)
