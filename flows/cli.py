@@ -47,24 +47,16 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _table(models: dict[str, dict[str, Any]]) -> str:
-    names = list(models)
-    keys = [k for k in next(iter(models.values()))["metrics"] if "/class_" not in k]
-    width = max(len(k) for k in keys)
-    lines = [f"{'metric':<{width}}  " + "  ".join(f"{n:>10}" for n in names)]
-    lines += [f"{k:<{width}}  " + "  ".join(f"{models[n]['metrics'][k]:>10.4f}" for n in names) for k in keys]
-    return "\n".join(lines)
-
-
 def _run(cfg: Any) -> int:
     from flows.pipeline import robustness_pipeline
+    from robustops.evaluation.report import text_table
     from tasks.tracking import tracking_uri, ui_command
 
     start = time.perf_counter()
     out = robustness_pipeline(cfg)
     took = time.perf_counter() - start
     print(f"\nrobustops: pipeline finished in {took:.1f} s  (split {out['sizes']})")
-    print(_table(out["models"]))
+    print(text_table({name: m["metrics"] for name, m in out["models"].items()}))
     if out["version"]:
         print(f"registered: {out['registered_model']} version {out['version']}")
     print(f"MLflow:     {tracking_uri(cfg.mlflow)}  parent run {out['parent_run_id']}")

@@ -29,17 +29,18 @@ def robustness_pipeline(cfg: Config = Config()) -> dict[str, Any]:  # noqa: B008
     """
     device = resolve_device(cfg.device)
     parent = open_pipeline_run(cfg, flow_run.get_id())
-    ok = False
+    ok, scores = False, {}
     try:
         split = load_data(cfg.data, cfg.seed)
         log_data_summary(cfg.mlflow, parent, split)
         result = train_model(split, cfg.model, cfg.train, cfg.seed, device)
         card = evaluate_model(result.model, split.test, cfg.evaluation, cfg.seed, device)
         run_id, model_uri = log_model_run(cfg, parent, "baseline", result, card, split)
+        scores["baseline"] = card.metrics
         version = register_model(cfg.mlflow, model_uri, run_id, card) if cfg.mlflow.register_model else None
         ok = True
     finally:
-        close_pipeline_run(cfg.mlflow, parent, ok)
+        close_pipeline_run(cfg.mlflow, parent, ok, scores)
     return {
         "parent_run_id": parent,
         "models": {"baseline": {"run_id": run_id, "model_uri": model_uri, "metrics": card.metrics}},

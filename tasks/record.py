@@ -13,6 +13,7 @@ from robustops.config import Config, MlflowConfig, flatten, to_yaml
 from robustops.data import Split
 from robustops.evaluation import Scorecard
 from robustops.evaluation.plots import accuracy_vs_eps_figure, confusion_figure
+from robustops.evaluation.report import markdown_table
 from robustops.training import TrainResult
 from tasks import tracking
 
@@ -86,6 +87,12 @@ def log_model_run(
             fig = accuracy_vs_eps_figure(card.curves, card.metrics["clean/acc"], f"{name}: accuracy vs eps")
             tracking.log_figure(m, run_id, fig, "plots/accuracy_vs_eps.png")
         model_uri = tracking.log_torch_model(m, run_id, result.model, split.test.x)
+        tracking.set_note(
+            m,
+            run_id,
+            f"**{name}** ({cfg.model.name}), best epoch {result.best_epoch}, test split of "
+            f"{card.n_test} images, attacks on {card.n_attacked}.\n\n" + markdown_table({name: card.metrics}),
+        )
         ok = True
     finally:
         tracking.end_run(m, run_id, ok)
@@ -101,5 +108,12 @@ def register_model(mcfg: MlflowConfig, model_uri: str, run_id: str, card: Scorec
 
 
 @task(name="close-pipeline-run", **RETRY)
-def close_pipeline_run(mcfg: MlflowConfig, run_id: str, ok: bool) -> None:
+def close_pipeline_run(
+    mcfg: MlflowConfig, run_id: str, ok: bool, scores: dict[str, dict[str, float]] | None = None
+) -> None:
+    """Ends the parent run; on success its Description holds the table of every model's scores."""
+    if ok and scores:
+        tracking.set_note(
+            mcfg, run_id, "Scores on the test split, one column per model.\n\n" + markdown_table(scores)
+        )
     tracking.end_run(mcfg, run_id, ok)

@@ -23,6 +23,9 @@ from robustops.config import MlflowConfig
 
 DEFAULT_URI = "sqlite:///mlflow.db"
 PARENT_TAG = "mlflow.parentRunId"
+NOTE_TAG = "mlflow.note.content"  # the run's Description in the MLflow UI (markdown)
+# Opens the experiment in the UI's model-training view instead of its GenAI view.
+KIND_TAG, KIND = "mlflow.experimentKind", "custom_model_development"
 
 
 def tracking_uri(cfg: MlflowConfig) -> str:
@@ -49,13 +52,16 @@ def experiment_id(cfg: MlflowConfig) -> str:
     location = None
     if _is_local(tracking_uri(cfg)):
         location = Path(cfg.artifact_root).resolve().as_uri()
-    return c.create_experiment(cfg.experiment, artifact_location=location)
+    return c.create_experiment(cfg.experiment, artifact_location=location, tags={KIND_TAG: KIND})
 
 
 def start_run(
     cfg: MlflowConfig, name: str, parent_id: str | None = None, tags: dict[str, str] | None = None
 ) -> str:
-    tags = dict(tags or {})
+    tags = {
+        "mlflow.source.name": "robustops: Prefect flow robustness-pipeline",
+        "mlflow.source.type": "JOB",
+    } | (tags or {})
     if parent_id:
         tags[PARENT_TAG] = parent_id
     run = client(cfg).create_run(experiment_id(cfg), run_name=name, tags=tags)
@@ -99,6 +105,10 @@ def log_history(cfg: MlflowConfig, run_id: str, history: list[dict[str, float]])
     c = client(cfg)
     for i in range(0, len(batch), 1000):
         c.log_batch(run_id, metrics=batch[i : i + 1000])
+
+
+def set_note(cfg: MlflowConfig, run_id: str, markdown: str) -> None:
+    client(cfg).set_tag(run_id, NOTE_TAG, markdown)
 
 
 def log_text(cfg: MlflowConfig, run_id: str, text: str, path: str) -> None:

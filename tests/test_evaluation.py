@@ -5,6 +5,7 @@ import pytest
 
 from robustops.config import EvalConfig
 from robustops.evaluation import confusion_matrix, evaluate, per_class_recall
+from robustops.evaluation.metrics import safe
 from robustops.evaluation.plots import accuracy_vs_eps_figure, confusion_figure
 
 # MLflow's rule for metric names (mlflow.utils.validation), without the colon Windows refuses.
@@ -48,3 +49,24 @@ def test_figures_render(trained, digits_split):
     assert len(fig.axes) == 2
     fig2 = accuracy_vs_eps_figure(card.curves, card.metrics["clean/acc"], "t")
     assert len(fig2.axes[0].lines) == 2
+
+
+@pytest.mark.parametrize("name", ["big cat (wild)", "a/b", "näive+1", "", "x=y@z"])
+def test_user_class_names_become_valid_metric_segments(name):
+    seg = safe(name)
+    assert MLFLOW_NAME.match(seg) and seg and "/" not in seg
+
+
+def test_summary_tables_align_models_and_skip_per_class():
+    from robustops.evaluation.report import markdown_table, text_table
+
+    models = {"a": {"clean/acc": 0.9, "clean/recall/class_0": 0.8}, "b": {"clean/acc": 0.5, "adv/x": 0.25}}
+    text = text_table(models).splitlines()
+    assert text[0].split() == ["metric", "a", "b"]
+    assert text[1].split() == ["clean/acc", "0.9000", "0.5000"] and text[2].split() == [
+        "adv/x",
+        "-",
+        "0.2500",
+    ]
+    md = markdown_table(models)
+    assert "class_0" not in md and "| `clean/acc` | 0.9000 | 0.5000 |" in md

@@ -135,3 +135,14 @@ def test_cli_run_prints_summary_and_ui_commands(harness, store, capsys):
     assert "pipeline finished in" in out and "clean/acc" in out and "baseline" in out
     assert "mlflow ui --backend-store-uri sqlite:///" in out and "prefect server start" in out
     assert "registered:" not in out
+
+
+def test_runs_read_well_in_the_mlflow_ui(first_run, tiny):
+    c = _client(tiny)
+    exp = c.get_experiment_by_name(tiny.mlflow.experiment)
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
+    parent = c.get_run(first_run["parent_run_id"]).data.tags
+    child = c.get_run(first_run["models"]["baseline"]["run_id"]).data.tags
+    acc = first_run["models"]["baseline"]["metrics"]["clean/acc"]
+    assert f"| `clean/acc` | {acc:.4f} |" in parent["mlflow.note.content"]
+    assert "baseline" in child["mlflow.note.content"] and "mlflow.source.name" in child

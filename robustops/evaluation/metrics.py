@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import torch
 from torch import nn
@@ -10,6 +12,11 @@ from torch import nn
 def fmt(value: float) -> str:
     """Stable number format for metric names: 0.1 -> '0.1', 0.25 -> '0.25', 1.0 -> '1'."""
     return f"{value:g}"
+
+
+def safe(part: str) -> str:
+    """A user-given name (a class folder, say) made safe for one segment of a metric name."""
+    return re.sub(r"[^\w.\-]", "_", part) or "_"
 
 
 def adv_key(attack: str, eps: float) -> str:

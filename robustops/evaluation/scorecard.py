@@ -12,7 +12,7 @@ from robustops.attacks import FGSM, PGD, Attack
 from robustops.config import EvalConfig
 from robustops.data import Dataset
 from robustops.evaluation.adversarial import robust_accuracy
-from robustops.evaluation.metrics import adv_key, confusion_matrix, per_class_recall, predict
+from robustops.evaluation.metrics import adv_key, confusion_matrix, per_class_recall, predict, safe
 
 
 @dataclass
@@ -54,7 +54,7 @@ def evaluate(
     cm = confusion_matrix(test.y, pred, test.num_classes)
     recall = per_class_recall(cm)
     metrics = {"clean/acc": float((pred == test.y).mean())}
-    metrics |= {f"clean/recall/class_{c}": float(r) for c, r in zip(test.classes, recall, strict=True)}
+    metrics |= {f"clean/recall/class_{safe(c)}": float(r) for c, r in zip(test.classes, recall, strict=True)}
     metrics["clean/recall/min"] = float(np.nanmin(recall))
 
     x, y = test.x, test.y
