@@ -31,6 +31,48 @@ class Optimizer(StrEnum):
     SGD = "sgd"
 
 
+class AugmentPolicy(StrEnum):
+    NONE = "none"
+    CORRUPTIONS = "corruptions"
+    AUGMIX = "augmix"
+
+
+# Disjoint by design: each held-out corruption has a trained relative (shot vs gaussian noise,
+# defocus vs gaussian blur, fog vs contrast), as in Hendrycks' protocol, but is never trained on.
+TRAIN_CORRUPTIONS = [
+    "gaussian_noise",
+    "impulse_noise",
+    "gaussian_blur",
+    "motion_blur",
+    "contrast",
+    "brightness",
+    "pixelate",
+    "affine",
+    "cutout",
+]
+EVAL_CORRUPTIONS = [
+    "shot_noise",
+    "speckle_noise",
+    "defocus_blur",
+    "zoom_blur",
+    "gamma",
+    "fog",
+    "jpeg",
+    "elastic",
+]
+
+
+def _known_corruptions(names: list[str]) -> list[str]:
+    from robustops.corruptions import CORRUPTIONS  # late import: corruptions import torch
+
+    bad = [n for n in names if n not in CORRUPTIONS]
+    if bad:
+        raise ValueError(f"unknown corruption(s) {bad}; known: {', '.join(CORRUPTIONS.names())}")
+    if len(set(names)) != len(names):
+        raise ValueError("corruption names repeat")
+    return names
+
+
 class DataConfig(Strict):
     source: DataSource = DataSource.DIGITS
     path: Path | None = Field(None, description="an .npz file or an image folder")
@@ -42,6 +84,19 @@ class DataConfig(Strict):
     )
     val_fraction: float = Field(0.15, gt=0, lt=0.5)
     test_fraction: float = Field(0.2, gt=0, lt=0.5)
+    train_class_fraction: dict[str, float] = Field(
+        {},
+        description="keep only this share of a class's training samples, e.g. {'3': 0.05}: "
+        "simulates a rare class (validation and test stay whole)",
+    )
+
+    @field_validator("train_class_fraction")
+    @classmethod
+    def _fractions(cls, v: dict[str, float]) -> dict[str, float]:
+        bad = {k: f for k, f in v.items() if not 0 < f <= 1}
+        if bad:
+            raise ValueError(f"fractions must lie in (0, 1], got {bad}")
+        return v
 
     @field_validator("image_size", mode="before")
     @classmethod
@@ -64,6 +119,68 @@ class DataConfig(Strict):
         if self.val_fraction + self.test_fraction >= 0.8:
             raise ValueError("val_fraction + test_fraction must leave at least 20% for training")
         return self
+
+
+class SynthesisConfig(Strict):
+    """Synthetic samples for minority classes, made only when the training split is imbalanced."""
+
+    enabled: bool = True
+    generator: str = Field("interpolate", description="a registered generator: interpolate | cvae")
+    imbalance_ratio: float = Field(
+        0.5, gt=0, le=1, description="a class with fewer than this share of the largest class is a minority"
+    )
+    target_ratio: float = Field(1.0, gt=0, le=1, description="fill minority classes up to this share")
+    neighbours: int = Field(5, ge=1, description="interpolate: partners drawn from the k nearest")
+    jitter: float = Field(1.0, ge=0, description="interpolate: strength of the random affine jitter")
+    latent: int = Field(16, ge=2, description="cvae: latent dimensions")
+    epochs: int = Field(80, ge=1, description="cvae: training epochs")
+    grid_per_class: int = Field(8, ge=1, le=32, description="samples per class in the logged grid")
+
+    @field_validator("generator")
+    @classmethod
+    def _registered(cls, v: str) -> str:
+        from robustops.data.synthesis import GENERATORS
+
+        if v not in GENERATORS:
+            raise ValueError(f"unknown generator {v!r}; known: {', '.join(GENERATORS.names())}")
+        return v
+
+
+class AugmentConfig(Strict):
+    """Training-time augmentation; never uses an evaluation corruption."""
+
+    policy: AugmentPolicy = AugmentPolicy.CORRUPTIONS
+    corruptions: list[str] = Field(TRAIN_CORRUPTIONS, description="drawn at random per sample")
+    severity: tuple[int, int] = Field((1, 3), description="severities drawn uniformly from [min, max]")
+    p: float = Field(0.5, ge=0, le=1, description="corruptions policy: share of each batch augmented")
+    width: int = Field(3, ge=1, le=8, description="augmix: chains mixed per image")
+    depth: int = Field(0, ge=0, le=5, description="augmix: ops per chain (0: random 1..3)")
+    alpha: float = Field(1.0, gt=0, description="augmix: Dirichlet and Beta concentration")
+    jsd: bool = Field(False, description="augmix: add the Jensen-Shannon consistency loss")
+    jsd_weight: float = Field(12.0, ge=0)
+
+    @field_validator("corruptions")
+    @classmethod
+    def _known(cls, v: list[str]) -> list[str]:
+        return _known_corruptions(v)
+
+    @field_validator("severity")
+    @classmethod
+    def _range(cls, v: tuple[int, int]) -> tuple[int, int]:
+        if not 1 <= v[0] <= v[1] <= 5:
+            raise ValueError(f"severity must be [min, max] with 1 <= min <= max <= 5, got {list(v)}")
+        return v
+
+
+class AdversarialSetConfig(Strict):
+    """The adversarial examples exported for audits and adversarial training."""
+
+    enabled: bool = True
+    attack: Literal["fgsm", "pgd_linf", "pgd_l2"] = "pgd_linf"
+    eps: float = Field(0.1, gt=0)
+    steps: int = Field(20, ge=1)
+    rel_step: float = Field(2.5, gt=0)
+    max_samples: int | None = Field(None, ge=1)
 
 
 class ModelConfig(Strict):
@@ -104,6 +221,20 @@ class EvalConfig(Strict):
     max_samples: int | None = Field(
         None, ge=1, description="attack at most this many test samples (None: all)"
     )
+    corruptions: list[str] = Field(EVAL_CORRUPTIONS, description="held out: never used in training")
+    severities: list[int] = Field([1, 2, 3, 4, 5])
+
+    @field_validator("corruptions")
+    @classmethod
+    def _known(cls, v: list[str]) -> list[str]:
+        return _known_corruptions(v)
+
+    @field_validator("severities")
+    @classmethod
+    def _severities(cls, v: list[int]) -> list[int]:
+        if not v or any(s not in (1, 2, 3, 4, 5) for s in v):
+            raise ValueError(f"severities must be a non-empty subset of 1..5, got {v}")
+        return sorted(set(v))
 
     @field_validator("eps")
     @classmethod
@@ -126,10 +257,24 @@ class Config(Strict):
     seed: int = Field(0, ge=0)
     device: Literal["cpu", "cuda", "auto"] = "cpu"
     data: DataConfig = DataConfig()
+    synthesis: SynthesisConfig = SynthesisConfig()
+    augment: AugmentConfig = AugmentConfig()
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
     evaluation: EvalConfig = EvalConfig()
+    adversarial_set: AdversarialSetConfig = AdversarialSetConfig()
     mlflow: MlflowConfig = MlflowConfig()
+
+    @model_validator(mode="after")
+    def _held_out(self) -> Config:
+        if self.augment.policy is not AugmentPolicy.NONE:
+            both = sorted(set(self.augment.corruptions) & set(self.evaluation.corruptions))
+            if both:
+                raise ValueError(
+                    f"corruption(s) {both} are in augment.corruptions and evaluation.corruptions; "
+                    "evaluation corruptions are held out and must never be trained on: remove them from one list"
+                )
+        return self
 
 
 def _format(err: ValidationError) -> str:

@@ -1,4 +1,4 @@
-"""Data tasks: load, validate and split."""
+"""Data tasks: load, validate and split; thin rare classes; synthesize minority classes."""
 
 from __future__ import annotations
 
@@ -7,8 +7,10 @@ from typing import Any
 from prefect import task
 from prefect.logging import get_run_logger
 
-from robustops.config import DataConfig
-from robustops.data import Split, load_dataset, split_dataset
+from robustops.config import DataConfig, SynthesisConfig
+from robustops.data import Split, load_dataset, split_dataset, thin_classes
+from robustops.data.synthesis import SynthesisResult, synthesize
+from robustops.evaluation.synthetic import judge_synthetic
 from tasks.caching import file_fingerprint, hash_inputs
 
 
@@ -37,9 +39,11 @@ def _io_error(task: Any, task_run: Any, state: Any) -> bool:
     persist_result=True,
 )
 def load_data(cfg: DataConfig, seed: int) -> Split:
-    """Loads and validates the configured data, then makes the seeded stratified split."""
+    """Loads and validates the configured data, makes the seeded stratified split, and thins the
+    training split of any class named in ``train_class_fraction``."""
     ds = load_dataset(cfg)
     split = split_dataset(ds, cfg.val_fraction, cfg.test_fraction, seed)
+    split.train = thin_classes(split.train, cfg.train_class_fraction, seed)
     get_run_logger().info(
         "data %s: %d images of shape %s, %d classes, split %s",
         ds.source,
@@ -49,3 +53,23 @@ def load_data(cfg: DataConfig, seed: int) -> Split:
         split.sizes(),
     )
     return split
+
+
+@task(name="synthesize-minority-classes", cache_key_fn=hash_inputs, persist_result=True)
+def synthesize_data(
+    split: Split, cfg: SynthesisConfig, seed: int
+) -> tuple[SynthesisResult, dict[str, float]]:
+    """Fills minority classes of the training split; returns the result and the judge's scores."""
+    result = synthesize(split.train, cfg, seed)
+    log = get_run_logger()
+    if not result.made:
+        log.info("classes balanced within imbalance_ratio %.2f: no synthesis", cfg.imbalance_ratio)
+        return result, {}
+    quality = judge_synthetic(split.train, split.val, result.x, result.y, seed)
+    log.info(
+        "synthesized %s with %s; judge accuracy on them %.3f",
+        result.made,
+        cfg.generator,
+        quality["synth/judge/acc"],
+    )
+    return result, quality

@@ -6,15 +6,30 @@ fully logged, so a failure never leaves a half-written version in the registry.
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
 from prefect import task
 from prefect.logging import get_run_logger
 
-from robustops.config import Config, MlflowConfig, flatten, to_yaml
+from robustops.config import AugmentPolicy, Config, MlflowConfig, flatten, to_yaml
+from robustops.corruptions import CORRUPTIONS, describe
 from robustops.data import Split
+from robustops.data.adversarial import AdversarialSet, save_npz
+from robustops.data.synthesis import SynthesisResult
 from robustops.evaluation import Scorecard
-from robustops.evaluation.plots import accuracy_vs_eps_figure, confusion_figure
+from robustops.evaluation.metrics import safe
+from robustops.evaluation.plots import (
+    accuracy_vs_eps_figure,
+    confusion_figure,
+    corruption_heatmap,
+    image_grid,
+)
 from robustops.evaluation.report import markdown_table
 from robustops.training import TrainResult
+from robustops.training.augment import augmix
 from tasks import tracking
 
 RETRY = {"retries": 3, "retry_delay_seconds": [1, 2, 4]}
@@ -32,31 +47,113 @@ def open_pipeline_run(cfg: Config, flow_run_id: str | None) -> str:
     return run_id
 
 
-@task(name="log-data-summary", **RETRY)
-def log_data_summary(mcfg: MlflowConfig, run_id: str, split: Split) -> None:
+def _severity_rows(x: torch.Tensor, names: list[str], seed: int) -> dict[str, np.ndarray]:
+    """One row per corruption: the same image at severities 1..5."""
+    return {n: np.concatenate([CORRUPTIONS.get(n)(x, s, seed).numpy() for s in range(1, 6)]) for n in names}
+
+
+@task(name="log-data-stage", **RETRY)
+def log_data_stage(
+    cfg: Config, run_id: str, split: Split, synth: SynthesisResult, quality: dict[str, float]
+) -> None:
+    """Counts per class before and after synthesis, sample grids, augmentation and held-out settings."""
+    m = cfg.mlflow
     train = split.train
+    sizes = split.sizes()
     info = {
         "source": train.source,
         "shape": list(train.shape),
         "classes": train.classes,
-        "sizes": split.sizes(),
+        "sizes": sizes,
         "class_counts": {name: part.counts() for name, part in vars(split).items()},
     }
-    tracking.log_json(mcfg, run_id, info, "data/summary.json")
-    tracking.log_params(
-        mcfg, run_id, {"data.num_classes": train.num_classes, "data.shape": list(train.shape)}
+    tracking.log_json(m, run_id, info, "data/summary.json")
+    tracking.log_params(m, run_id, {"data.num_classes": train.num_classes, "data.shape": list(train.shape)})
+    metrics = {f"data/n_{k}": v for k, v in sizes.items()} | {"synth/n": float(len(synth.y))} | quality
+    for name in train.classes:
+        metrics[f"data/class_{safe(name)}/n_real"] = synth.before[name]
+        metrics[f"data/class_{safe(name)}/n_synthetic"] = synth.made.get(name, 0)
+    tracking.log_metrics(m, run_id, metrics)
+    tracking.log_json(
+        m,
+        run_id,
+        {"generator": synth.generator, "made": synth.made, "before": synth.before, "after": synth.after,
+         "settings": cfg.synthesis.model_dump(mode="json"), "quality": quality},
+        "data/synthesis.json",
+    )  # fmt: skip
+    if synth.made:
+        rows = {}
+        k = cfg.synthesis.grid_per_class
+        for name in synth.made:
+            c = train.classes.index(name)
+            rows[f"{name} real"] = train.x[train.y == c][:k]
+            rows[f"{name} synthetic"] = synth.x[synth.y == c][:k]
+        fig = image_grid(rows, f"synthetic samples ({synth.generator}) beside real ones", per_row=k)
+        tracking.log_figure(m, run_id, fig, "data/synthetic_samples.png")
+    _log_corruption_settings(cfg, run_id, split)
+
+
+def _log_corruption_settings(cfg: Config, run_id: str, split: Split) -> None:
+    m, aug = cfg.mlflow, cfg.augment
+    used = aug.corruptions if aug.policy is not AugmentPolicy.NONE else []
+    table = {c["name"]: c for c in describe()}
+    tracking.log_json(
+        m,
+        run_id,
+        {"augment": aug.model_dump(mode="json"), "train_corruptions": [table[n] for n in used],
+         "eval_corruptions": [table[n] for n in cfg.evaluation.corruptions]},
+        "data/corruptions.json",
+    )  # fmt: skip
+    x = torch.from_numpy(split.train.x[:1])
+    if used:
+        rows = _severity_rows(x, used, cfg.seed)
+        if aug.policy is AugmentPolicy.AUGMIX:
+            gen = torch.Generator().manual_seed(cfg.seed)
+            rows["augmix"] = np.concatenate([augmix(x, aug, gen).numpy() for _ in range(5)])
+        fig = image_grid(rows, f"training augmentation ({aug.policy.value}), severities 1-5", per_row=5)
+        tracking.log_figure(m, run_id, fig, "data/augmentation_samples.png")
+    if cfg.evaluation.corruptions:
+        rows = _severity_rows(x, cfg.evaluation.corruptions, cfg.seed)
+        fig = image_grid(rows, "held-out evaluation corruptions, severities 1-5", per_row=5)
+        tracking.log_figure(m, run_id, fig, "data/held_out_corruptions.png")
+
+
+def _log_adversarial_set(m: MlflowConfig, run_id: str, aset: AdversarialSet, test_x: np.ndarray) -> None:
+    s = aset.settings
+    name = f"{s['attack']}_eps_{s['eps']:g}"
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / f"{name}.npz"
+        save_npz(aset, path)
+        tracking.log_file(m, run_id, path, "adversarial")
+    tracking.log_metrics(
+        m, run_id, {"adv_set/n": len(aset.y), "adv_set/robust_share": float(aset.robust.mean())}
     )
-    tracking.log_metrics(mcfg, run_id, {f"data/n_{k}": v for k, v in split.sizes().items()})
+    k = min(8, len(aset.y))
+    clean = test_x[aset.x_clean_index[:k]]
+    fig = image_grid(
+        {
+            "clean": clean,
+            "adversarial": aset.x[:k],
+            "difference": np.abs(aset.x[:k] - clean) / max(s["eps"], 1e-6),
+        },
+        f"{s['attack']} eps {s['eps']:g} (difference scaled by 1/eps)",
+        per_row=k,
+    )
+    tracking.log_figure(m, run_id, fig, "adversarial/examples.png")
 
 
 @task(name="log-model-run", **RETRY)
 def log_model_run(
-    cfg: Config, parent_id: str, name: str, result: TrainResult, card: Scorecard, split: Split
+    cfg: Config,
+    parent_id: str,
+    name: str,
+    result: TrainResult,
+    card: Scorecard,
+    split: Split,
+    aset: AdversarialSet | None = None,
 ) -> tuple[str, str]:
-    """Logs one trained model in a nested run: params, curves, scores, plots and the model.
-
-    Returns (run id, model URI).
-    """
+    """Logs one trained model in a nested run: params, curves, scores, plots, its adversarial set
+    and the model. Returns (run id, model URI)."""
     m = cfg.mlflow
     run_id = tracking.start_run(
         m, name, parent_id=parent_id, tags={"robustops.kind": "model", "robustops.model": name}
@@ -86,12 +183,18 @@ def log_model_run(
         if card.curves:
             fig = accuracy_vs_eps_figure(card.curves, card.metrics["clean/acc"], f"{name}: accuracy vs eps")
             tracking.log_figure(m, run_id, fig, "plots/accuracy_vs_eps.png")
+        if card.corruption:
+            fig = corruption_heatmap(card.corruption, f"{name}: held-out corruptions")
+            tracking.log_figure(m, run_id, fig, "plots/corruption_heatmap.png")
+        if aset is not None and len(aset.y):
+            _log_adversarial_set(m, run_id, aset, split.test.x)
         model_uri = tracking.log_torch_model(m, run_id, result.model, split.test.x)
         tracking.set_note(
             m,
             run_id,
-            f"**{name}** ({cfg.model.name}), best epoch {result.best_epoch}, test split of "
-            f"{card.n_test} images, attacks on {card.n_attacked}.\n\n" + markdown_table({name: card.metrics}),
+            f"**{name}** ({cfg.model.name}, augment: {cfg.augment.policy.value}), best epoch {result.best_epoch}, "
+            f"test split of {card.n_test} images, attacks on {card.n_attacked}.\n\n"
+            + markdown_table({name: card.metrics}),
         )
         ok = True
     finally:

@@ -119,6 +119,10 @@ def log_json(cfg: MlflowConfig, run_id: str, obj: Any, path: str) -> None:
     client(cfg).log_text(run_id, json.dumps(obj, indent=2, default=str), path)
 
 
+def log_file(cfg: MlflowConfig, run_id: str, path: Path, artifact_dir: str) -> None:
+    client(cfg).log_artifact(run_id, str(path), artifact_dir)
+
+
 def log_figure(cfg: MlflowConfig, run_id: str, fig: Figure, path: str) -> None:
     import matplotlib.pyplot as plt
 

@@ -4,10 +4,17 @@ import numpy as np
 import pytest
 import torch
 
-from robustops.attacks import ATTACKS, FGSM, PGD
+from robustops.attacks import ATTACKS, FGSM, PGD, PGDL2, ThreatModel
 from robustops.evaluation import robust_accuracy
 
 EPS = 0.1
+BAD_EPS = [-0.1, float("nan"), float("inf"), 1.5, "0.1"]
+
+
+def _size(name, delta):
+    """Per-example size of a perturbation in the attack's own norm."""
+    p = 2 if ATTACKS.get(name).threat is ThreatModel.L2 else float("inf")
+    return torch.linalg.vector_norm(delta.flatten(1), ord=p, dim=1)
 
 
 def _batch(split, n=64):
@@ -19,7 +26,7 @@ def test_stays_in_eps_ball_and_unit_range(name, trained, digits_split):
     x, y = _batch(digits_split)
     x_adv = ATTACKS.get(name)(EPS)(trained.model, x, y)
     assert x_adv.shape == x.shape and x_adv.dtype == x.dtype
-    assert (x_adv - x).abs().max() <= EPS + 1e-6
+    assert _size(name, x_adv - x).max() <= EPS + 1e-6
     assert x_adv.min() >= 0 and x_adv.max() <= 1
     assert not x_adv.requires_grad
 
@@ -30,8 +37,16 @@ def test_eps_zero_is_identity(name, trained, digits_split):
     assert torch.equal(ATTACKS.get(name)(0.0)(trained.model, x, y), x)
 
 
-@pytest.mark.parametrize("name", ATTACKS.names())
-@pytest.mark.parametrize("eps", [-0.1, float("nan"), float("inf"), 1.5, "0.1"])
+@pytest.mark.parametrize(
+    ("name", "eps"),
+    [
+        (name, eps)
+        for name in ATTACKS.names()
+        for eps in BAD_EPS
+        # An L2 radius above 1 is legitimate: the norm sums over all pixels.
+        if not (eps == 1.5 and ATTACKS.get(name).threat is ThreatModel.L2)
+    ],
+)
 def test_bad_eps_raises(name, eps):
     with pytest.raises(ValueError, match="eps"):
         ATTACKS.get(name)(eps)
@@ -67,7 +82,10 @@ def test_runs_in_eval_mode_and_restores_mode_and_grads(name, trained, digits_spl
 def test_attack_lowers_accuracy_of_a_trained_model(name, trained, digits_split):
     x, y = digits_split.test.x, digits_split.test.y
     clean = float((trained.model(torch.from_numpy(x)).argmax(1).numpy() == y).mean())
-    adv = robust_accuracy(trained.model, ATTACKS.get(name)(0.2), x, y)
+    # An L-inf eps of 0.2 matches an L2 radius of about 0.2 * sqrt(64) / 2 = 0.8 on the 8x8 digits;
+    # PGD-L2 at 0.8 takes this MLP from ~0.94 to ~0.16.
+    eps = 0.8 if ATTACKS.get(name).threat is ThreatModel.L2 else 0.2
+    adv = robust_accuracy(trained.model, ATTACKS.get(name)(eps), x, y)
     assert clean > 0.9
     assert adv < clean - 0.3
 
@@ -104,3 +122,36 @@ def test_settings_describe_the_attack():
         "seed": 5,
     }
     assert np.isclose(FGSM(0.3).settings()["eps"], 0.3)
+
+
+def test_pgd_l2_stays_in_the_l2_ball_per_example(trained, digits_split):
+    x, y = _batch(digits_split)
+    for eps in (0.3, 1.5):  # an L2 radius may exceed 1
+        x_adv = PGDL2(eps, steps=10)(trained.model, x, y)
+        assert (torch.linalg.vector_norm((x_adv - x).flatten(1), dim=1) <= eps + 1e-5).all()
+        assert x_adv.min() >= 0 and x_adv.max() <= 1
+
+
+def test_pgd_l2_is_reproducible_and_more_steps_and_restarts_help(trained, digits_split):
+    x, y = _batch(digits_split, 128)
+    assert torch.equal(
+        PGDL2(0.5, steps=5, seed=3)(trained.model, x, y), PGDL2(0.5, steps=5, seed=3)(trained.model, x, y)
+    )
+    x, y = x.numpy(), y.numpy()
+    one = robust_accuracy(trained.model, PGDL2(0.5, steps=1), x, y)
+    ten = robust_accuracy(trained.model, PGDL2(0.5, steps=10), x, y)
+    restarts = robust_accuracy(trained.model, PGDL2(0.5, steps=10, restarts=2), x, y)
+    assert restarts <= ten <= one  # a restart only replaces examples the first run failed to break
+
+
+def test_pgd_l2_settings_describe_the_attack():
+    assert PGDL2(2.0, steps=8, seed=1).settings() == {
+        "attack": "pgd_l2",
+        "threat": "L2",
+        "eps": 2.0,
+        "steps": 8,
+        "step_size": pytest.approx(2.5 * 2.0 / 8),
+        "random_start": True,
+        "restarts": 1,
+        "seed": 1,
+    }

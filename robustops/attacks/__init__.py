@@ -2,5 +2,6 @@
 
 from robustops.attacks.base import ATTACKS, Attack, ThreatModel, eval_mode
 from robustops.attacks.gradient import FGSM, PGD
+from robustops.attacks.l2 import PGDL2
 
-__all__ = ["ATTACKS", "FGSM", "PGD", "Attack", "ThreatModel", "eval_mode"]
+__all__ = ["ATTACKS", "FGSM", "PGD", "PGDL2", "Attack", "ThreatModel", "eval_mode"]

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from robustops.data.loaders import Dataset
+from robustops.errors import DataValidationError
 
 
 @dataclass
@@ -49,3 +50,24 @@ def split_dataset(ds: Dataset, val_fraction: float, test_fraction: float, seed: 
         return Dataset(ds.x[idx], ds.y[idx], ds.classes, ds.source)
 
     return Split(part(tr), part(va), part(te))
+
+
+def thin_classes(ds: Dataset, fractions: dict[str, float], seed: int) -> Dataset:
+    """Keeps only ``fractions[name]`` of the named classes (at least one sample each).
+
+    Used to simulate a rare class on balanced data; apply it to the training split only.
+    """
+    if not fractions:
+        return ds
+    unknown = sorted(set(fractions) - set(ds.classes))
+    if unknown:
+        raise DataValidationError(
+            f"data.train_class_fraction names unknown class(es) {unknown}; classes are {ds.classes}"
+        )
+    rng = np.random.default_rng(seed)
+    keep = np.ones(len(ds.y), bool)
+    for name, frac in fractions.items():
+        idx = np.flatnonzero(ds.y == ds.classes.index(name))
+        drop = rng.permutation(idx)[max(1, round(len(idx) * frac)) :]
+        keep[drop] = False
+    return Dataset(ds.x[keep], ds.y[keep], ds.classes, ds.source)

@@ -55,3 +55,41 @@ def accuracy_vs_eps_figure(curves: dict[str, dict[float, float]], clean_acc: flo
     ax.set_title(title)
     fig.tight_layout()
     return fig
+
+
+def corruption_heatmap(acc: dict[str, dict[int, float]], title: str) -> Figure:
+    """Accuracy per held-out corruption (rows) and severity (columns)."""
+    names = list(acc)
+    sev = sorted({s for v in acc.values() for s in v})
+    grid = np.array([[acc[n].get(s, np.nan) for s in sev] for n in names])
+    fig, ax = plt.subplots(figsize=(1.2 + 0.7 * len(sev), 0.9 + 0.38 * len(names)), dpi=100)
+    im = ax.imshow(grid, cmap="RdYlGn", vmin=0, vmax=1, aspect="auto")
+    for i in range(len(names)):
+        for j in range(len(sev)):
+            ax.text(j, i, f"{grid[i, j]:.2f}", ha="center", va="center", fontsize=8)
+    ax.set_xticks(range(len(sev)), [f"s{s}" for s in sev])
+    ax.set_yticks(range(len(names)), names)
+    ax.set_title(title)
+    fig.colorbar(im, ax=ax, fraction=0.046, label="accuracy")
+    fig.tight_layout()
+    return fig
+
+
+def image_grid(rows: dict[str, np.ndarray], title: str, per_row: int = 8) -> Figure:
+    """One row of images per label; images are (N, C, H, W) in [0, 1]."""
+    labels = list(rows)
+    fig, axes = plt.subplots(
+        len(labels), per_row, figsize=(0.9 * per_row + 1, 0.9 * len(labels) + 0.6), dpi=100, squeeze=False
+    )
+    for r, label in enumerate(labels):
+        imgs = rows[label]
+        for c in range(per_row):
+            ax = axes[r, c]
+            ax.axis("off")
+            if c < len(imgs):
+                im = imgs[c]
+                ax.imshow(im[0] if im.shape[0] == 1 else im.transpose(1, 2, 0), cmap="gray", vmin=0, vmax=1)
+        axes[r, 0].text(-0.3, 0.5, label, transform=axes[r, 0].transAxes, ha="right", va="center", fontsize=9)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig

@@ -1,4 +1,4 @@
-"""The first cut of the scorecard: clean accuracy, per-class recall, FGSM and PGD accuracy."""
+"""The scorecard: clean accuracy, per-class recall, FGSM and PGD accuracy, held-out corruptions."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from robustops.attacks import FGSM, PGD, Attack
 from robustops.config import EvalConfig
 from robustops.data import Dataset
 from robustops.evaluation.adversarial import robust_accuracy
+from robustops.evaluation.corruption import corruption_accuracy, corruption_metrics
 from robustops.evaluation.metrics import adv_key, confusion_matrix, per_class_recall, predict, safe
 
 
@@ -24,6 +25,7 @@ class Scorecard:
     classes: list[str]
     attacks: list[dict[str, Any]] = field(default_factory=list)
     curves: dict[str, dict[float, float]] = field(default_factory=dict)
+    corruption: dict[str, dict[int, float]] = field(default_factory=dict)
     n_test: int = 0
     n_attacked: int = 0
 
@@ -67,4 +69,8 @@ def evaluate(
         metrics[adv_key(attack.name, attack.eps)] = acc
         card.curves.setdefault(attack.name, {})[attack.eps] = acc
         card.attacks.append(attack.settings() | {"acc": acc, "n": len(y)})
+    card.corruption = corruption_accuracy(
+        model, test.x, test.y, cfg.corruptions, cfg.severities, seed, cfg.batch_size, device
+    )
+    metrics |= corruption_metrics(card.corruption)
     return card

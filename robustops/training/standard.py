@@ -126,8 +126,12 @@ def train_baseline(
     train_cfg: TrainConfig,
     seed: int,
     device: str = "cpu",
+    loss_fn: LossFn = cross_entropy,
 ) -> TrainResult:
-    """Builds the configured model (normalized with training statistics) and trains it."""
+    """Builds the configured model (normalized with training statistics) and trains it.
+
+    ``loss_fn`` carries the augmentation policy (see :mod:`robustops.training.augment`).
+    """
     seed_everything(seed)
     dims = (0, 2, 3)
     mean = torch.from_numpy(train.x.mean(axis=dims))
@@ -142,7 +146,16 @@ def train_baseline(
         hidden=model_cfg.hidden,
         dropout=model_cfg.dropout,
     )
-    return fit(model, train, val, train_cfg, seed=seed, device=device, desc=f"train {model_cfg.name}")
+    return fit(
+        model,
+        train,
+        val,
+        train_cfg,
+        seed=seed,
+        loss_fn=loss_fn,
+        device=device,
+        desc=f"train {model_cfg.name}",
+    )
 
 
 def resolve_device(name: str) -> str:

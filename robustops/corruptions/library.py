@@ -1,0 +1,263 @@
+"""Seventeen corruptions in the spirit of ImageNet-C / CIFAR-10-C, batched on torch.
+
+Parameters follow CIFAR-10-C (Hendrycks & Dietterich, 2019) where it has them. Spatial parameters
+(blur sizes, shifts, displacements) are given in pixels of a 32x32 image and scaled by
+``spatial_scale`` so an 8x8 digit and a 224x224 photo see a comparable corruption; the scale is
+floored at 0.5 so tiny images still change visibly. Written on torch rather than wrapping the
+imagecorruptions package: that works one image at a time in numpy/OpenCV and needs fixed sizes.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from robustops.corruptions.base import Family, register
+
+
+def spatial_scale(x: torch.Tensor) -> float:
+    return max(min(x.shape[-2:]) / 32.0, 0.5)
+
+
+def _rand(shape, gen: torch.Generator, x: torch.Tensor) -> torch.Tensor:
+    return torch.rand(shape, generator=gen).to(x.device, x.dtype)
+
+
+def _randn(shape, gen: torch.Generator, x: torch.Tensor) -> torch.Tensor:
+    return torch.randn(shape, generator=gen).to(x.device, x.dtype)
+
+
+def _conv(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+    """Same-size convolution of every channel with one 2-D kernel, or one kernel per image (N, k, k)."""
+    n, c, h, w = x.shape
+    k = kernel if kernel.ndim == 3 else kernel[None].expand(n, -1, -1)
+    kh, kw = k.shape[-2:]
+    ph, pw = kh // 2, kw // 2
+    mode = "reflect" if ph < h and pw < w else "replicate"
+    xp = F.pad(x, (pw, pw, ph, ph), mode=mode)
+    # Grouped conv: one group per (image, channel), so per-image kernels need no Python loop.
+    weight = k.repeat_interleave(c, dim=0)[:, None].to(x.dtype)
+    out = F.conv2d(xp.reshape(1, n * c, h + 2 * ph, w + 2 * pw), weight, groups=n * c)
+    return out.reshape(n, c, h, w)
+
+
+def _gaussian_kernel(sigma: float, device) -> torch.Tensor:
+    r = max(1, math.ceil(3 * sigma))
+    t = torch.arange(-r, r + 1, dtype=torch.float32, device=device)
+    g = torch.exp(-(t**2) / (2 * sigma**2))
+    k = g[:, None] * g[None, :]
+    return k / k.sum()
+
+
+def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    return _conv(x, _gaussian_kernel(sigma, x.device)) if sigma > 0 else x
+
+
+def warp(
+    x: torch.Tensor, theta: torch.Tensor | None = None, flow: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Resamples x through an affine map (N, 2, 3) and/or a flow in normalized coordinates (N, H, W, 2)."""
+    n, _, h, w = x.shape
+    if theta is None:
+        theta = torch.eye(2, 3, dtype=x.dtype, device=x.device).expand(n, 2, 3)
+    grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
+    if flow is not None:
+        grid = grid + flow
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+# ---- noise ------------------------------------------------------------------------------------
+
+
+@register("gaussian_noise", Family.NOISE, (0.04, 0.06, 0.08, 0.09, 0.10), "noise std")
+def _gaussian_noise(x, sigma, gen):
+    return x + sigma * _randn(x.shape, gen, x)
+
+
+@register("shot_noise", Family.NOISE, (500, 250, 100, 75, 50), "photons at full intensity")
+def _shot_noise(x, photons, gen):
+    lam = (x * photons).float().cpu()
+    return torch.poisson(lam, generator=gen).to(x.device, x.dtype) / photons
+
+
+@register("impulse_noise", Family.NOISE, (0.01, 0.02, 0.03, 0.05, 0.07), "share of salt-and-pepper pixels")
+def _impulse_noise(x, amount, gen):
+    u = _rand(x.shape, gen, x)
+    salt = _rand(x.shape, gen, x) < 0.5
+    hit = u < amount
+    return torch.where(hit & salt, torch.ones_like(x), torch.where(hit, torch.zeros_like(x), x))
+
+
+@register("speckle_noise", Family.NOISE, (0.06, 0.10, 0.12, 0.16, 0.20), "multiplicative noise std")
+def _speckle_noise(x, sigma, gen):
+    return x + x * sigma * _randn(x.shape, gen, x)
+
+
+# ---- blur -------------------------------------------------------------------------------------
+
+
+@register("gaussian_blur", Family.BLUR, (0.4, 0.6, 0.7, 0.8, 1.0), "sigma, px at 32x32")
+def _gaussian_blur(x, sigma, gen):
+    return gaussian_blur(x, sigma * spatial_scale(x))
+
+
+@register("defocus_blur", Family.BLUR, (0.5, 0.75, 1.0, 1.5, 2.0), "disk radius, px at 32x32")
+def _defocus_blur(x, radius, gen):
+    r = radius * spatial_scale(x)
+    k = math.ceil(r)
+    t = torch.arange(-k, k + 1, dtype=torch.float32, device=x.device)
+    dist = torch.sqrt(t[:, None] ** 2 + t[None, :] ** 2)
+    # A disk with a 1 px linear edge: sub-pixel radii (small images) still blur, and grow smoothly.
+    disk = (r + 1 - dist).clamp(0, 1)
+    return _conv(x, disk / disk.sum())
+
+
+@register("motion_blur", Family.BLUR, (2.0, 3.0, 4.0, 5.0, 6.0), "streak length, px at 32x32")
+def _motion_blur(x, length, gen):
+    n = x.shape[0]
+    half = length * spatial_scale(x) / 2
+    k = math.ceil(half)
+    angle = _rand((n,), gen, x).float() * math.pi  # a random direction per image
+    t = torch.arange(-k, k + 1, dtype=torch.float32, device=x.device)
+    yy, xx = torch.meshgrid(t, t, indexing="ij")
+    dx, dy = torch.cos(angle)[:, None, None], torch.sin(angle)[:, None, None]
+    along = (xx * dx + yy * dy).clamp(-half, half)
+    dist = torch.sqrt((xx - along * dx) ** 2 + (yy - along * dy) ** 2)
+    kern = (1 - dist).clamp(min=0)  # an antialiased line segment
+    return _conv(x, kern / kern.sum(dim=(1, 2), keepdim=True))
+
+
+@register("zoom_blur", Family.BLUR, (1.06, 1.11, 1.16, 1.21, 1.26), "largest zoom factor")
+def _zoom_blur(x, zmax, gen):
+    n = x.shape[0]
+    out = x.clone()
+    zooms = torch.linspace(1, zmax, 6)[1:]
+    for z in zooms:
+        theta = torch.zeros(n, 2, 3, device=x.device)
+        theta[:, 0, 0] = theta[:, 1, 1] = 1 / z
+        out += warp(x, theta)
+    return out / (len(zooms) + 1)
+
+
+# ---- weather ----------------------------------------------------------------------------------
+
+
+@register("fog", Family.WEATHER, (0.3, 0.5, 0.7, 0.9, 1.2), "fog strength")
+def _fog(x, strength, gen):
+    n, _, h, w = x.shape
+    fog = torch.zeros(n, 1, h, w, dtype=x.dtype, device=x.device)
+    for octave, cells in enumerate((2, 4, 8)):  # smooth noise at three scales, like a plasma fractal
+        coarse = _rand((n, 1, cells, cells), gen, x)
+        fog += F.interpolate(coarse, size=(h, w), mode="bicubic", align_corners=False) / 2**octave
+    lo = fog.amin(dim=(2, 3), keepdim=True)
+    hi = fog.amax(dim=(2, 3), keepdim=True)
+    fog = (fog - lo) / (hi - lo + 1e-6)
+    peak = x.amax(dim=(1, 2, 3), keepdim=True)
+    return (x + strength * fog) * peak / (peak + strength)
+
+
+# ---- digital ----------------------------------------------------------------------------------
+
+
+@register("contrast", Family.DIGITAL, (0.75, 0.5, 0.4, 0.3, 0.15), "contrast factor")
+def _contrast(x, c, gen):
+    mean = x.mean(dim=(1, 2, 3), keepdim=True)
+    return (x - mean) * c + mean
+
+
+@register("brightness", Family.DIGITAL, (0.1, 0.2, 0.3, 0.4, 0.5), "added intensity")
+def _brightness(x, b, gen):
+    return x + b
+
+
+@register("gamma", Family.DIGITAL, (1.4, 1.8, 2.2, 2.7, 3.3), "gamma exponent (darkens)")
+def _gamma(x, g, gen):
+    return x.clamp(0, 1) ** g
+
+
+@register("pixelate", Family.DIGITAL, (0.95, 0.9, 0.85, 0.75, 0.65), "resolution factor")
+def _pixelate(x, f, gen):
+    h, w = x.shape[-2:]
+    small = F.interpolate(x, size=(max(2, int(h * f)), max(2, int(w * f))), mode="area")
+    return F.interpolate(small, size=(h, w), mode="nearest")
+
+
+_JPEG_LUMA = torch.tensor(
+    [
+        [16, 11, 10, 16, 24, 40, 51, 61],
+        [12, 12, 14, 19, 26, 58, 60, 55],
+        [14, 13, 16, 24, 40, 57, 69, 56],
+        [14, 17, 22, 29, 51, 87, 80, 62],
+        [18, 22, 37, 56, 68, 109, 103, 77],
+        [24, 35, 55, 64, 81, 104, 113, 92],
+        [49, 64, 78, 87, 103, 121, 120, 101],
+        [72, 92, 95, 98, 112, 100, 103, 99],
+    ],
+    dtype=torch.float32,
+)
+
+
+def _dct_matrix(n: int = 8) -> torch.Tensor:
+    k = torch.arange(n, dtype=torch.float32)
+    m = torch.cos(math.pi * (2 * k[None, :] + 1) * k[:, None] / (2 * n)) * math.sqrt(2 / n)
+    m[0] /= math.sqrt(2)
+    return m  # orthonormal DCT-II
+
+
+@register("jpeg", Family.DIGITAL, (80, 65, 58, 50, 40), "JPEG quality")
+def _jpeg(x, quality, gen):
+    """8x8 block DCT quantized with the JPEG luminance table at the given quality."""
+    n, c, h, w = x.shape
+    scale = 5000 / quality if quality < 50 else 200 - 2 * quality
+    q = ((_JPEG_LUMA * scale + 50) // 100).clamp(min=1).to(x.device, x.dtype)
+    ph, pw = (-h) % 8, (-w) % 8
+    xp = F.pad(x * 255 - 128, (0, pw, 0, ph), mode="replicate")
+    hh, ww = xp.shape[-2:]
+    blocks = xp.reshape(n, c, hh // 8, 8, ww // 8, 8).permute(0, 1, 2, 4, 3, 5)
+    d = _dct_matrix().to(x.device, x.dtype)
+    coef = d @ blocks @ d.T
+    blocks = d.T @ (torch.round(coef / q) * q) @ d
+    out = blocks.permute(0, 1, 2, 4, 3, 5).reshape(n, c, hh, ww)[..., :h, :w]
+    return (out + 128) / 255
+
+
+@register("cutout", Family.DIGITAL, (0.2, 0.3, 0.4, 0.5, 0.6), "square side / image side")
+def _cutout(x, frac, gen):
+    n, _, h, w = x.shape
+    sh, sw = max(1, round(h * frac)), max(1, round(w * frac))
+    top = (_rand((n,), gen, x) * (h - sh + 1)).long().clamp(max=h - sh)
+    left = (_rand((n,), gen, x) * (w - sw + 1)).long().clamp(max=w - sw)
+    rows = torch.arange(h, device=x.device)[None, :, None]
+    cols = torch.arange(w, device=x.device)[None, None, :]
+    top, left = top[:, None, None], left[:, None, None]
+    hole = (rows >= top) & (rows < top + sh) & (cols >= left) & (cols < left + sw)
+    return x.masked_fill(hole[:, None], 0.0)
+
+
+# ---- geometric --------------------------------------------------------------------------------
+
+
+@register("elastic", Family.GEOMETRIC, (0.5, 0.75, 1.0, 1.25, 1.5), "max displacement, px at 32x32")
+def _elastic(x, alpha, gen):
+    n, _, h, w = x.shape
+    coarse = _rand((n, 2, 4, 4), gen, x) * 2 - 1  # a smooth random field from a coarse grid
+    field = F.interpolate(coarse, size=(h, w), mode="bicubic", align_corners=False).clamp(-1, 1)
+    px = alpha * spatial_scale(x)
+    flow = field.permute(0, 2, 3, 1) * torch.tensor([2 * px / w, 2 * px / h], device=x.device, dtype=x.dtype)
+    return warp(x, flow=flow)
+
+
+@register("affine", Family.GEOMETRIC, ((4, 0.02), (8, 0.04), (12, 0.06), (16, 0.08), (20, 0.10)),
+          "(rotation degrees, shift / side)")  # fmt: skip
+def _affine(x, param, gen):
+    deg, shift = param
+    n = x.shape[0]
+    sign = torch.where(_rand((n, 3), gen, x) < 0.5, -1.0, 1.0).to(x.device, x.dtype)
+    a = math.radians(deg) * sign[:, 0]
+    theta = torch.zeros(n, 2, 3, device=x.device, dtype=x.dtype)
+    theta[:, 0, 0], theta[:, 0, 1] = torch.cos(a), -torch.sin(a)
+    theta[:, 1, 0], theta[:, 1, 1] = torch.sin(a), torch.cos(a)
+    theta[:, :, 2] = 2 * shift * sign[:, 1:]  # normalized coordinates span 2
+    return warp(x, theta)

@@ -1,0 +1,85 @@
+"""Training-time augmentation as loss functions for :func:`robustops.training.fit`.
+
+Two policies: random corruptions at random severity, and AugMix (Hendrycks et al., 2020): a
+convex mix of several short chains of corruptions, blended with the original, optionally with the
+Jensen-Shannon consistency loss between the clean image and two AugMix views.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from robustops.config import AugmentConfig, AugmentPolicy
+from robustops.corruptions import CORRUPTIONS
+from robustops.training.standard import LossFn, cross_entropy
+
+
+def corrupt_batch(
+    x: torch.Tensor, names: list[str], severity: tuple[int, int], p: float, gen: torch.Generator
+) -> torch.Tensor:
+    """Corrupts a random share ``p`` of the batch, each image with a random corruption and severity."""
+    n = len(x)
+    chosen = torch.rand(n, generator=gen) < p
+    which = torch.randint(len(names), (n,), generator=gen)
+    sev = torch.randint(severity[0], severity[1] + 1, (n,), generator=gen)
+    out = x.clone()
+    # One call per (corruption, severity) group keeps the work batched.
+    for c in range(len(names)):
+        for s in range(severity[0], severity[1] + 1):
+            idx = torch.nonzero(chosen & (which == c) & (sev == s)).flatten()
+            if len(idx):
+                out[idx] = CORRUPTIONS.get(names[c])(x[idx], s, gen)
+    return out
+
+
+def augmix(x: torch.Tensor, cfg: AugmentConfig, gen: torch.Generator) -> torch.Tensor:
+    """One AugMix view of the batch: Dirichlet-weighted chains, Beta-blended with the original."""
+    n = len(x)
+    # torch.distributions takes no generator: make_loss seeds the global stream per batch instead.
+    alpha = torch.full((cfg.width,), cfg.alpha)
+    w = torch.distributions.Dirichlet(alpha).sample((n,)) if n else torch.zeros(0, cfg.width)
+    m = torch.distributions.Beta(cfg.alpha, cfg.alpha).sample((n,))
+    mix = torch.zeros_like(x)
+    for i in range(cfg.width):
+        depth = cfg.depth or int(torch.randint(1, 4, (1,), generator=gen))
+        chain = x
+        for _ in range(depth):
+            chain = corrupt_batch(chain, cfg.corruptions, cfg.severity, 1.0, gen)
+        mix += w[:, i].view(-1, 1, 1, 1).to(x) * chain
+    m = m.view(-1, 1, 1, 1).to(x)
+    return ((1 - m) * x + m * mix).clamp(0, 1)
+
+
+def jsd(logits: list[torch.Tensor]) -> torch.Tensor:
+    """Jensen-Shannon divergence between the predictive distributions of several views."""
+    probs = [F.softmax(z, dim=1) for z in logits]
+    mean = torch.stack(probs).mean(0).clamp(1e-7, 1).log()
+    return sum(F.kl_div(mean, p, reduction="batchmean") for p in probs) / len(probs)
+
+
+def make_loss(cfg: AugmentConfig, seed: int) -> LossFn:
+    """The per-batch loss for the configured policy, with its own seeded random stream."""
+    if cfg.policy is AugmentPolicy.NONE or not cfg.corruptions:
+        return cross_entropy
+    gen = torch.Generator().manual_seed(seed + 1)
+
+    if cfg.policy is AugmentPolicy.CORRUPTIONS:
+
+        def corrupted(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            return F.cross_entropy(model(corrupt_batch(x, cfg.corruptions, cfg.severity, cfg.p, gen)), y)
+
+        return corrupted
+
+    def augmixed(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        torch.manual_seed(
+            int(torch.randint(2**31 - 1, (1,), generator=gen))
+        )  # seeds the Dirichlet/Beta draws
+        if not cfg.jsd:
+            return F.cross_entropy(model(augmix(x, cfg, gen)), y)
+        views = torch.cat([x, augmix(x, cfg, gen), augmix(x, cfg, gen)])
+        logits = model(views).chunk(3)
+        return F.cross_entropy(logits[0], y) + cfg.jsd_weight * jsd(list(logits))
+
+    return augmixed

@@ -1,0 +1,80 @@
+"""Adversarial-set task: attack the test split once and keep the examples."""
+
+from __future__ import annotations
+
+import inspect
+import logging
+
+import numpy as np
+from prefect import task
+from prefect.exceptions import MissingContextError
+from prefect.logging import get_logger, get_run_logger
+from torch import nn
+
+from robustops.attacks import ATTACKS, Attack
+from robustops.data import Dataset
+from robustops.data.adversarial import AdversarialSet, generate
+from tasks.caching import hash_inputs
+
+
+def build_attack(name: str, eps: float, steps: int, rel_step: float, seed: int) -> Attack:
+    """Builds a registered attack, passing only the arguments its constructor takes.
+
+    FGSM takes only eps; the PGD attacks also take steps, a step size of ``rel_step * eps / steps``
+    (as in the scorecard) and the seed of their random start.
+    """
+    cls = ATTACKS.get(name)
+    # eps = 0 is the identity attack; a zero step size would be rejected for no reason.
+    extra = {"steps": steps, "step_size": rel_step * eps / steps if eps > 0 else None, "seed": seed}
+    accepted = inspect.signature(cls).parameters
+    return cls(eps, **{k: v for k, v in extra.items() if k in accepted})
+
+
+def _logger() -> logging.Logger | logging.LoggerAdapter:
+    # Outside a flow or task run (task.fn(...) in tests or notebooks) there is no run logger.
+    try:
+        return get_run_logger()
+    except MissingContextError:
+        return get_logger("robustops.tasks")
+
+
+@task(name="generate-adversarial-set", cache_key_fn=hash_inputs, persist_result=True)
+def generate_adversarial_set(
+    model: nn.Module,
+    test: Dataset,
+    attack_name: str,
+    eps: float,
+    steps: int,
+    rel_step: float,
+    seed: int,
+    device: str,
+    max_samples: int | None,
+) -> AdversarialSet:
+    """Attacks the test split (or a seeded subsample of it) and returns the adversarial set.
+
+    Args:
+        model: the trained classifier.
+        test: the test split; the set's indices point at its rows.
+        attack_name: a name in the ``ATTACKS`` registry.
+        eps: attack radius in the attack's own norm.
+        steps: gradient steps (PGD attacks only).
+        rel_step: step size relative to eps / steps (PGD attacks only).
+        seed: seeds the subsample and the attack's random start.
+        device: torch device the model lives on.
+        max_samples: attack at most this many test images; None attacks them all.
+    """
+    attack = build_attack(attack_name, eps, steps, rel_step, seed)
+    index = np.arange(len(test.y))
+    if max_samples is not None and max_samples < len(index):
+        # The same subsample as the scorecard's for the same seed, so the two can be compared.
+        index = np.sort(np.random.default_rng(seed).permutation(len(index))[:max_samples])
+    aset = generate(model, attack, test.x[index], test.y[index], test.classes, device=device, index=index)
+    _logger().info(
+        "adversarial set: %s eps=%g on %d of %d test images, %.4f still classified correctly",
+        attack.name,
+        attack.eps,
+        len(aset),
+        len(test.y),
+        float(aset.robust.mean()) if len(aset) else float("nan"),
+    )
+    return aset
