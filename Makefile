@@ -10,7 +10,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := 1
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 
-.PHONY: run test test-all lint format ui prefect-ui clean help
+.PHONY: run test test-all lint format ui prefect-ui bench-corruptions clean help
 
 help:
 	@echo "make run    - set up .venv and run the default pipeline (CONFIG=..., ARGS='--set train.epochs=5')"
@@ -19,6 +19,7 @@ help:
 	@echo "make lint   - ruff check and format check"
 	@echo "make ui     - MLflow UI on http://127.0.0.1:5000 for ./mlflow.db"
 	@echo "make prefect-ui - Prefect server and UI on http://127.0.0.1:4200"
+	@echo "make bench-corruptions - our corruptions vs imagecorruptions, in .venv-bench (ARGS='--n 200')"
 
 # One stamp per install flavour; both reinstall when the pins change.
 $(VENV)/.run: pyproject.toml constraints.txt
@@ -53,6 +54,17 @@ ui: $(VENV)/.run
 
 prefect-ui: $(VENV)/.run
 	$(BIN)/prefect server start --host 127.0.0.1 --port 4200
+
+# A separate venv that sees .venv through a .pth file and adds imagecorruptions, so .venv never gets it.
+BENCH  := .venv-bench
+PURELIB := import sysconfig; print(sysconfig.get_paths()["purelib"])
+
+bench-corruptions: $(VENV)/.run
+	test -x $(BENCH)/bin/python || ($(PYTHON) -m venv $(BENCH) \
+	  && PTH="$$($(BENCH)/bin/python -c '$(PURELIB)')/robustops-main-venv.pth" \
+	  && $(BIN)/python -c '$(PURELIB)' > "$$PTH" && pwd >> "$$PTH" \
+	  && $(BENCH)/bin/python -m pip install --quiet --disable-pip-version-check -c constraints.txt imagecorruptions==1.1.2)
+	$(BENCH)/bin/python benchmarks/corruption_speed.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) mlflow.db mlartifacts .pytest_cache .ruff_cache

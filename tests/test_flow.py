@@ -26,6 +26,8 @@ TINY = [
     "evaluation.pgd_steps=3",
     "evaluation.max_samples=64",
     "mlflow.registered_model=tiny-digits",
+    "data.train_class_fraction={'3': 0.1}",  # a rare class, so the data stage synthesizes
+    "adversarial_set.max_samples=32",
 ]
 
 
@@ -64,8 +66,46 @@ def test_parent_run_holds_config_and_data_summary(first_run, tiny):
     resolved = yaml.safe_load(mlflow.artifacts.load_text(f"{parent.info.artifact_uri}/config/resolved.yaml"))
     assert Config.model_validate(resolved) == tiny
     summary = json.loads(mlflow.artifacts.load_text(f"{parent.info.artifact_uri}/data/summary.json"))
-    assert summary["sizes"] == first_run["sizes"] and sum(summary["sizes"].values()) == 1797
+    assert summary["sizes"] == first_run["sizes"] and summary["sizes"]["test"] == 359  # train is thinned
     assert str(tiny.mlflow.artifact_root) in parent.info.artifact_uri
+
+
+def test_data_stage_is_logged(first_run, tiny):
+    c = _client(tiny)
+    parent_id = first_run["parent_run_id"]
+    m = c.get_run(parent_id).data.metrics
+    assert (
+        first_run["synthesized"] == {"3": int(m["data/class_3/n_synthetic"])}
+        and m["data/class_3/n_synthetic"] > 0
+    )
+    assert m["data/class_3/n_real"] + m["data/class_3/n_synthetic"] == max(
+        m[f"data/class_{k}/n_real"] for k in range(10)
+    )
+    assert 0 <= m["synth/judge/acc"] <= 1
+    files = {a.path for a in c.list_artifacts(parent_id, "data")}
+    assert {
+        "data/synthetic_samples.png",
+        "data/augmentation_samples.png",
+        "data/held_out_corruptions.png",
+        "data/corruptions.json",
+        "data/synthesis.json",
+        "data/summary.json",
+    } <= files
+    synth = json.loads(
+        mlflow.artifacts.load_text(f"{c.get_run(parent_id).info.artifact_uri}/data/synthesis.json")
+    )
+    assert synth["after"]["3"] == synth["before"]["3"] + synth["made"]["3"]
+
+
+def test_adversarial_set_is_exported(first_run, tiny, tmp_path):
+    from robustops.data.adversarial import load_npz
+
+    c = _client(tiny)
+    child_id = first_run["models"]["baseline"]["run_id"]
+    local = c.download_artifacts(child_id, "adversarial/pgd_linf_eps_0.1.npz", str(tmp_path))
+    aset = load_npz(local)
+    assert len(aset) == 32 and aset.settings["attack"] == "pgd_linf" and aset.settings["eps"] == 0.1
+    assert c.get_run(child_id).data.metrics["adv_set/robust_share"] == pytest.approx(aset.robust.mean())
 
 
 def test_nested_model_run_has_metrics_curves_and_artifacts(first_run, tiny):
@@ -79,8 +119,15 @@ def test_nested_model_run_has_metrics_curves_and_artifacts(first_run, tiny):
     assert m["adv/pgd_linf/eps_0.1/acc"] <= m["adv/fgsm/eps_0.1/acc"] + 0.05
     assert m["adv/pgd_linf/eps_0.1/acc"] < m["clean/acc"]
     assert [h.step for h in c.get_metric_history(child_id, "val/acc")] == [1, 2, 3]
-    files = {a.path for p in ("plots", "evaluation") for a in c.list_artifacts(child_id, p)}
-    assert {"plots/confusion_matrix.png", "plots/accuracy_vs_eps.png", "evaluation/attacks.json"} <= files
+    files = {a.path for p in ("plots", "evaluation", "adversarial") for a in c.list_artifacts(child_id, p)}
+    assert {
+        "plots/confusion_matrix.png",
+        "plots/accuracy_vs_eps.png",
+        "plots/corruption_heatmap.png",
+        "evaluation/attacks.json",
+        "adversarial/examples.png",
+    } <= files
+    assert 0 < m["corruption/mean_acc"] <= 1 and "corruption/fog/s5/acc" in m
     attacks = json.loads(mlflow.artifacts.load_text(f"{child.info.artifact_uri}/evaluation/attacks.json"))
     assert {(a["attack"], a["eps"]) for a in attacks} == {
         ("fgsm", 0.05),

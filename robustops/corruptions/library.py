@@ -177,7 +177,7 @@ def _gamma(x, g, gen):
     return x.clamp(0, 1) ** g
 
 
-@register("pixelate", Family.DIGITAL, (0.95, 0.9, 0.85, 0.75, 0.65), "resolution factor")
+@register("pixelate", Family.DIGITAL, (0.6, 0.5, 0.4, 0.3, 0.25), "resolution factor (ImageNet-C)")
 def _pixelate(x, f, gen):
     h, w = x.shape[-2:]
     small = F.interpolate(x, size=(max(2, int(h * f)), max(2, int(w * f))), mode="area")

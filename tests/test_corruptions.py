@@ -1,0 +1,92 @@
+"""Properties of every registered corruption at every severity, on gray and RGB images."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from robustops.corruptions import CORRUPTIONS, SEVERITIES, add_gaussian_noise, corrupt, describe
+
+NAMES = CORRUPTIONS.names()
+# Corruptions that draw random numbers: a different seed must give a different result.
+RANDOM = {"gaussian_noise", "shot_noise", "impulse_noise", "speckle_noise", "motion_blur", "fog", "cutout",
+          "elastic", "affine"}  # fmt: skip
+
+
+def _rgb(n: int = 12, size: int = 16) -> torch.Tensor:
+    """Smooth random colour images with edges, so blur and compression have something to change."""
+    g = torch.Generator().manual_seed(0)
+    low = torch.rand(n, 3, 4, 4, generator=g)
+    x = torch.nn.functional.interpolate(low, size=(size, size), mode="bilinear", align_corners=False)
+    x[:, :, size // 3 : size // 2] = 0.9
+    return (0.1 + 0.8 * x).clamp(0, 1)
+
+
+@pytest.fixture(scope="module", params=["gray8", "rgb16"])
+def images(request, digits):
+    return torch.from_numpy(digits.x[:12]) if request.param == "gray8" else _rgb()
+
+
+def test_the_suite_is_complete():
+    assert len(NAMES) >= 15
+    for c in describe():
+        assert len(c["params"]) == 5 and c["unit"] and c["family"]
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("severity", SEVERITIES)
+def test_shape_dtype_range_and_determinism(name, severity, images):
+    c = CORRUPTIONS.get(name)
+    out = c(images, severity, seed=3)
+    assert out.shape == images.shape and out.dtype == images.dtype
+    assert out.min() >= 0 and out.max() <= 1 and torch.isfinite(out).all()
+    assert torch.equal(out, c(images, severity, seed=3))
+    if name in RANDOM:
+        assert not torch.equal(out, c(images, severity, seed=4))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_damage_grows_with_severity(name, images):
+    c = CORRUPTIONS.get(name)
+    mad = [float((c(images, s, seed=0) - images).abs().mean()) for s in SEVERITIES]
+    assert mad[4] > mad[0]
+    assert all(b >= a - 0.01 for a, b in zip(mad, mad[1:], strict=False)), mad  # non-decreasing, small slack
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_bad_severity_and_shape_raise(name, images):
+    c = CORRUPTIONS.get(name)
+    for bad in (0, 6, 2.5):
+        with pytest.raises(ValueError, match="severity"):
+            c(images, bad)
+    with pytest.raises(ValueError, match="C = 1 or 3"):
+        c(images[:, :1].repeat(1, 2, 1, 1), 1)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    name=st.sampled_from(NAMES),
+    severity=st.sampled_from(SEVERITIES),
+    n=st.integers(0, 3),
+    c=st.sampled_from([1, 3]),
+    h=st.integers(4, 40),
+    w=st.integers(4, 40),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_any_size_and_channel_count(name, severity, n, c, h, w, seed):
+    x = torch.rand(n, c, h, w, generator=torch.Generator().manual_seed(seed))
+    out = CORRUPTIONS.get(name)(x, severity, seed)
+    assert out.shape == x.shape and (n == 0 or (out.min() >= 0 and out.max() <= 1))
+
+
+def test_seed_example_add_gaussian_noise_on_one_numpy_image(digits):
+    image = digits.x[0]
+    noisy = add_gaussian_noise(image, 3)
+    assert isinstance(noisy, np.ndarray) and noisy.shape == image.shape
+    assert noisy.min() >= 0 and noisy.max() <= 1 and not np.array_equal(noisy, image)
+    np.testing.assert_array_equal(noisy, corrupt(image, "gaussian_noise", 3))
+    spread = np.std(add_gaussian_noise(np.full((1, 32, 32), 0.5, np.float32), 5) - 0.5)
+    assert spread == pytest.approx(0.10, rel=0.1)  # severity 5 is sigma 0.10
