@@ -55,14 +55,20 @@ class PGD(Attack):
         self.restarts = restarts
         self.seed = seed
 
+    def _start(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        # Drawn on the CPU so a seed gives the same start on every device.
+        noise = torch.rand(x.shape, generator=gen, device="cpu").to(x.device, x.dtype)
+        return (x + (2 * noise - 1) * self.eps).clamp(0, 1)
+
+    def _step(self, x_adv: torch.Tensor, x: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+        """One ascent step along the sign of the gradient, projected onto the ball and [0, 1]."""
+        x_adv = x_adv + self.step_size * grad.sign()
+        return torch.min(torch.max(x_adv, x - self.eps), x + self.eps).clamp(0, 1)
+
     def _run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-        x_adv = x.clone()
-        if self.random_start:
-            noise = torch.rand(x.shape, generator=gen, device="cpu").to(x.device)
-            x_adv = (x + (2 * noise - 1) * self.eps).clamp(0, 1)
+        x_adv = self._start(x, gen) if self.random_start else x.clone()
         for _ in range(self.steps):
-            x_adv = x_adv + self.step_size * input_grad(model, x_adv, y).sign()
-            x_adv = torch.min(torch.max(x_adv, x - self.eps), x + self.eps).clamp(0, 1)
+            x_adv = self._step(x_adv, x, input_grad(model, x_adv, y))
         return x_adv
 
     def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -74,7 +80,7 @@ class PGD(Attack):
             if not robust.any():
                 break
             cand = self._run(model, x, y, gen)
-            best = torch.where(robust.view(-1, 1, 1, 1), cand, best)
+            best = torch.where(robust.view(-1, *([1] * (x.ndim - 1))), cand, best)
         return best
 
     def settings(self) -> dict[str, Any]:

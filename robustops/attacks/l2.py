@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
-from torch import nn
 
-from robustops.attacks.base import ATTACKS, Attack, ThreatModel, input_grad
+from robustops.attacks.base import ATTACKS, ThreatModel
+from robustops.attacks.gradient import PGD
 
 # Guards divisions by a per-example norm: a zero gradient (saturated softmax) or a zero
 # perturbation must give a zero step, not NaN.
@@ -25,43 +23,17 @@ def project_l2(delta: torch.Tensor, eps: float) -> torch.Tensor:
 
 
 @ATTACKS.register("pgd_l2")
-class PGDL2(Attack):
+class PGDL2(PGD):
     """Projected gradient descent in the L2 ball (Madry et al., 2018).
 
     Each step moves along the per-example normalized gradient, projects onto the ball, then
     clamps to [0, 1]; clamping moves pixels towards x, so the result stays inside the ball.
-
-    Args:
-        eps: radius of the L2 ball (may exceed 1: the norm sums over all pixels).
-        steps: gradient steps per restart.
-        step_size: absolute step size; default 2.5 * eps / steps.
-        random_start: start from a uniform point in the ball (else from x).
-        restarts: independent runs; an input counts as broken if any run breaks it.
-        seed: seeds the random starts, so a score is reproducible.
+    Arguments as for :class:`~robustops.attacks.gradient.PGD`; eps may exceed 1 (the norm sums
+    over all pixels).
     """
 
     name = "pgd_l2"
     threat = ThreatModel.L2
-
-    def __init__(
-        self,
-        eps: float,
-        steps: int = 20,
-        step_size: float | None = None,
-        random_start: bool = True,
-        restarts: int = 1,
-        seed: int = 0,
-    ) -> None:
-        super().__init__(eps)
-        if steps < 1 or restarts < 1:
-            raise ValueError(f"steps and restarts must be >= 1, got {steps} and {restarts}")
-        if step_size is not None and not step_size > 0:
-            raise ValueError(f"step_size must be > 0, got {step_size}")
-        self.steps = steps
-        self.step_size = step_size if step_size is not None else 2.5 * self.eps / steps
-        self.random_start = random_start
-        self.restarts = restarts
-        self.seed = seed
 
     def _start(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         # A Gaussian direction is uniform on the sphere; radius eps * U^(1/d) makes the point
@@ -74,31 +46,6 @@ class PGDL2(Attack):
         delta = (direction * self.eps * u.pow(1.0 / d)).to(x.device)
         return (x + delta).clamp(0, 1)
 
-    def _run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-        x_adv = self._start(x, gen) if self.random_start else x.clone()
-        for _ in range(self.steps):
-            grad = input_grad(model, x_adv, y)
-            x_adv = x_adv + self.step_size * grad / _norms(grad).clamp_min(TINY)
-            x_adv = (x + project_l2(x_adv - x, self.eps)).clamp(0, 1)
-        return x_adv
-
-    def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        gen = torch.Generator().manual_seed(self.seed)
-        best = self._run(model, x, y, gen)
-        for _ in range(self.restarts - 1):
-            with torch.no_grad():
-                robust = model(best).argmax(1) == y
-            if not robust.any():
-                break
-            cand = self._run(model, x, y, gen)
-            best = torch.where(robust.view(-1, *([1] * (x.ndim - 1))), cand, best)
-        return best
-
-    def settings(self) -> dict[str, Any]:
-        return super().settings() | {
-            "steps": self.steps,
-            "step_size": self.step_size,
-            "random_start": self.random_start,
-            "restarts": self.restarts,
-            "seed": self.seed,
-        }
+    def _step(self, x_adv: torch.Tensor, x: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+        x_adv = x_adv + self.step_size * grad / _norms(grad).clamp_min(TINY)
+        return (x + project_l2(x_adv - x, self.eps)).clamp(0, 1)
