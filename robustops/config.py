@@ -131,7 +131,7 @@ class SynthesisConfig(Strict):
     )
     target_ratio: float = Field(1.0, gt=0, le=1, description="fill minority classes up to this share")
     neighbours: int = Field(5, ge=1, description="interpolate: partners drawn from the k nearest")
-    jitter: float = Field(1.0, ge=0, description="interpolate: strength of the random affine jitter")
+    jitter: float = Field(1.5, ge=0, description="strength of the random shape jitter of new samples")
     latent: int = Field(16, ge=2, description="cvae: latent dimensions")
     epochs: int = Field(80, ge=1, description="cvae: training epochs")
     grid_per_class: int = Field(8, ge=1, le=32, description="samples per class in the logged grid")

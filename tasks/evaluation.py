@@ -9,6 +9,7 @@ from torch import nn
 from robustops.config import EvalConfig
 from robustops.data import Dataset
 from robustops.evaluation import Scorecard, evaluate
+from robustops.evaluation.report import headline
 from tasks.caching import hash_inputs
 
 
@@ -18,6 +19,6 @@ def evaluate_model(model: nn.Module, test: Dataset, cfg: EvalConfig, seed: int, 
     card = evaluate(model, test, cfg, seed, device)
     get_run_logger().info(
         "scores: %s",
-        ", ".join(f"{k}={v:.4f}" for k, v in card.metrics.items() if "/class_" not in k),
+        ", ".join(f"{k}={v:.4f}" for k, v in headline(card.metrics).items()),
     )
     return card

@@ -60,7 +60,10 @@ def test_user_class_names_become_valid_metric_segments(name):
 def test_summary_tables_align_models_and_skip_per_class():
     from robustops.evaluation.report import markdown_table, text_table
 
-    models = {"a": {"clean/acc": 0.9, "clean/recall/class_0": 0.8}, "b": {"clean/acc": 0.5, "adv/x": 0.25}}
+    models = {
+        "a": {"clean/acc": 0.9, "clean/recall/class_0": 0.8, "corruption/fog/s1/acc": 0.7},
+        "b": {"clean/acc": 0.5, "adv/x": 0.25},
+    }
     text = text_table(models).splitlines()
     assert text[0].split() == ["metric", "a", "b"]
     assert text[1].split() == ["clean/acc", "0.9000", "0.5000"] and text[2].split() == [
@@ -69,4 +72,4 @@ def test_summary_tables_align_models_and_skip_per_class():
         "0.2500",
     ]
     md = markdown_table(models)
-    assert "class_0" not in md and "| `clean/acc` | 0.9000 | 0.5000 |" in md
+    assert "class_0" not in md and "/s1/" not in md and "| `clean/acc` | 0.9000 | 0.5000 |" in md

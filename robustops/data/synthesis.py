@@ -30,11 +30,13 @@ def plan(counts: np.ndarray, imbalance_ratio: float, target_ratio: float) -> np.
 
 
 def jitter(x: torch.Tensor, gen: torch.Generator, strength: float = 1.0) -> torch.Tensor:
-    """Random shape variation per image, scaled by ``strength``: an affine map (rotation up to
-    10 deg, shear up to 0.15, scale +-8 % per axis, shift up to 6 %) and a thinner or thicker
-    stroke (half a 3x3 erosion or dilation). None of it is an evaluation corruption."""
+    """A random affine map per image, scaled by ``strength``: rotation up to 10 deg, shear up to
+    0.15, scale +-8 % per axis, shift up to 6 %. None of it is an evaluation corruption.
+
+    (A thinner/thicker-stroke variant was tried and lowered rare-class recall on the digits.)
+    """
     n = x.shape[0]
-    u = torch.rand(n, 7, generator=gen) * 2 - 1
+    u = torch.rand(n, 6, generator=gen) * 2 - 1
     a = math.radians(10) * strength * u[:, 0]
     shear = 0.15 * strength * u[:, 1]
     sx, sy = 1 + 0.08 * strength * u[:, 2], 1 + 0.08 * strength * u[:, 3]
@@ -42,12 +44,7 @@ def jitter(x: torch.Tensor, gen: torch.Generator, strength: float = 1.0) -> torc
     theta[:, 0, 0], theta[:, 0, 1] = torch.cos(a) / sx, (shear - torch.sin(a)) / sx
     theta[:, 1, 0], theta[:, 1, 1] = torch.sin(a) / sy, torch.cos(a) / sy
     theta[:, :, 2] = 0.12 * strength * u[:, 4:6]
-    out = warp(x, theta)
-    dilated = torch.nn.functional.max_pool2d(out, 3, stride=1, padding=1)
-    eroded = -torch.nn.functional.max_pool2d(-out, 3, stride=1, padding=1)
-    morph = torch.where((u[:, 6] > 1 / 3).view(-1, 1, 1, 1), dilated, out)
-    morph = torch.where((u[:, 6] < -1 / 3).view(-1, 1, 1, 1), eroded, morph)
-    return (out + 0.5 * min(strength, 1.0) * (morph - out)).clamp(0, 1)
+    return warp(x, theta).clamp(0, 1)
 
 
 @GENERATORS.register("interpolate")

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import re
+
+_DETAIL = re.compile(r"/class_|/s\d/")
+
 
 def headline(metrics: dict[str, float]) -> dict[str, float]:
-    """The metrics worth a glance: everything but the per-class breakdown."""
-    return {k: v for k, v in metrics.items() if "/class_" not in k}
+    """The metrics worth a glance: no per-class or per-severity breakdown."""
+    return {k: v for k, v in metrics.items() if not _DETAIL.search(k)}
 
 
 def _rows(models: dict[str, dict[str, float]]) -> tuple[list[str], list[str]]:
