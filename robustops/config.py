@@ -280,11 +280,13 @@ class Config(Strict):
 def _format(err: ValidationError) -> str:
     parts = []
     for e in err.errors():
-        key = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        key = ".".join(str(p) for p in e["loc"])
         msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
             msg = "unknown key (check the spelling; see configs/default.yaml for every key)"
-        parts.append(f"{key}: {msg}")
+        elif isinstance(e.get("input"), (str, int, float, bool)) and e["type"] != "value_error":
+            msg = f"{msg}, got {e['input']!r}"
+        parts.append(f"{key}: {msg}" if key else msg)
     return "; ".join(parts)
 
 
