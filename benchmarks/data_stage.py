@@ -19,7 +19,7 @@ import time
 
 import numpy as np
 
-from robustops.config import load_config
+from robustops.config import AugmentConfig, load_config
 from robustops.data import load_dataset, split_dataset, thin_classes
 from robustops.data.synthesis import GENERATORS, synthesize
 from robustops.evaluation import confusion_matrix, per_class_recall, predict
@@ -73,7 +73,10 @@ def augmentation(seeds: list[int], sets: list[str], policies: list[str]) -> list
         split = split_dataset(ds, base.data.val_fraction, base.data.test_fraction, seed)
         for policy in policies:
             jsd = policy == "augmix+jsd"
-            aug = base.augment.model_copy(update={"policy": policy.split("+")[0], "jsd": jsd})
+            # model_validate, not model_copy(update=...): the latter skips validation and enum coercion.
+            aug = AugmentConfig.model_validate(
+                base.augment.model_dump() | {"policy": policy.split("+")[0], "jsd": jsd}
+            )
             start = time.perf_counter()
             model = train_baseline(
                 split.train, split.val, base.model, base.train, seed, loss_fn=make_loss(aug, seed)

@@ -60,3 +60,16 @@ def test_losses_are_finite_and_seeded(trained, digits, policy, use_jsd):
     assert torch.isfinite(a) and a.requires_grad
     trained.model.zero_grad(set_to_none=True)
     assert float(a.detach()) == pytest.approx(float(b.detach()))
+
+
+def test_policies_train_on_different_images(digits):
+    x, y = torch.from_numpy(digits.x[:64]), torch.from_numpy(digits.y[:64])
+    seen = {}
+    for policy in ("none", "corruptions", "augmix"):
+        inputs = []
+        model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
+        model.register_forward_pre_hook(lambda m, a, inputs=inputs: inputs.append(a[0].clone()))
+        make_loss(AugmentConfig(policy=policy), seed=0)(model, x, y)
+        seen[policy] = inputs[0]
+    assert torch.equal(seen["none"], x)
+    assert not torch.equal(seen["corruptions"], x) and not torch.equal(seen["augmix"], seen["corruptions"])

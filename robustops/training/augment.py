@@ -61,11 +61,11 @@ def jsd(logits: list[torch.Tensor]) -> torch.Tensor:
 
 def make_loss(cfg: AugmentConfig, seed: int) -> LossFn:
     """The per-batch loss for the configured policy, with its own seeded random stream."""
-    if cfg.policy is AugmentPolicy.NONE or not cfg.corruptions:
+    if cfg.policy == AugmentPolicy.NONE or not cfg.corruptions:
         return cross_entropy
     gen = torch.Generator().manual_seed(seed + 1)
 
-    if cfg.policy is AugmentPolicy.CORRUPTIONS:
+    if cfg.policy == AugmentPolicy.CORRUPTIONS:
 
         def corrupted(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
             return F.cross_entropy(model(corrupt_batch(x, cfg.corruptions, cfg.severity, cfg.p, gen)), y)
