@@ -267,7 +267,7 @@ class Config(Strict):
 
     @model_validator(mode="after")
     def _held_out(self) -> Config:
-        if self.augment.policy is not AugmentPolicy.NONE:
+        if self.augment.policy != AugmentPolicy.NONE:
             both = sorted(set(self.augment.corruptions) & set(self.evaluation.corruptions))
             if both:
                 raise ValueError(

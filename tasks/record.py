@@ -95,7 +95,7 @@ def log_data_stage(
 
 def _log_corruption_settings(cfg: Config, run_id: str, split: Split) -> None:
     m, aug = cfg.mlflow, cfg.augment
-    used = aug.corruptions if aug.policy is not AugmentPolicy.NONE else []
+    used = aug.corruptions if aug.policy != AugmentPolicy.NONE else []
     table = {c["name"]: c for c in describe()}
     tracking.log_json(
         m,
@@ -107,7 +107,7 @@ def _log_corruption_settings(cfg: Config, run_id: str, split: Split) -> None:
     x = torch.from_numpy(split.train.x[:1])
     if used:
         rows = _severity_rows(x, used, cfg.seed)
-        if aug.policy is AugmentPolicy.AUGMIX:
+        if aug.policy == AugmentPolicy.AUGMIX:
             gen = torch.Generator().manual_seed(cfg.seed)
             rows["augmix"] = np.concatenate([augmix(x, aug, gen).numpy() for _ in range(5)])
         fig = image_grid(rows, f"training augmentation ({aug.policy.value}), severities 1-5", per_row=5)
