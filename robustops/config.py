@@ -62,6 +62,15 @@ EVAL_CORRUPTIONS = [
 ]
 
 
+def _registered(registry: Any, name: str) -> str:
+    """A name in a plug-in registry; the registry's own error lists the known names."""
+    try:
+        registry.get(name)
+    except KeyError as e:
+        raise ValueError(e.args[0]) from None
+    return name
+
+
 def _known_corruptions(names: list[str]) -> list[str]:
     from robustops.corruptions import CORRUPTIONS  # late import: corruptions import torch
 
@@ -139,11 +148,9 @@ class SynthesisConfig(Strict):
     @field_validator("generator")
     @classmethod
     def _registered(cls, v: str) -> str:
-        from robustops.data.synthesis import GENERATORS
+        from robustops.data.synthesis import GENERATORS  # late import: synthesis imports torch
 
-        if v not in GENERATORS:
-            raise ValueError(f"unknown generator {v!r}; known: {', '.join(GENERATORS.names())}")
-        return v
+        return _registered(GENERATORS, v)
 
 
 class AugmentConfig(Strict):
@@ -194,9 +201,7 @@ class ModelConfig(Strict):
     def _registered(cls, v: str) -> str:
         from robustops.models import MODELS  # late import: models import torch
 
-        if v not in MODELS:
-            raise ValueError(f"unknown model {v!r}; known: {', '.join(MODELS.names())}")
-        return v
+        return _registered(MODELS, v)
 
 
 class TrainConfig(Strict):
