@@ -100,6 +100,31 @@ def time_ours(name: str, x: torch.Tensor, severities: list[int]) -> dict[int, fl
     return out
 
 
+def shim_theirs() -> list[str]:
+    """Lets imagecorruptions 1.1.2 run on NumPy 2 and current scikit-image, so every pair is timed.
+
+    It uses ``np.float_`` (removed in NumPy 2; fog) and ``gaussian(..., multichannel=True)``
+    (removed from scikit-image; gaussian and glass blur): both renamed, not changed, upstream.
+    Returns what was patched, for the report.
+    """
+    import imagecorruptions.corruptions as ic
+
+    patched = []
+    if not hasattr(np, "float_"):
+        np.float_ = np.float64
+        patched.append("np.float_ = np.float64")
+    original = ic.gaussian
+
+    def gaussian(image, *args, multichannel=None, **kwargs):
+        if multichannel:
+            kwargs.setdefault("channel_axis", -1)
+        return original(image, *args, **kwargs)
+
+    ic.gaussian = gaussian
+    patched.append("skimage gaussian(multichannel=True) -> channel_axis=-1")
+    return patched
+
+
 def time_theirs(name: str, images: np.ndarray, severities: list[int]) -> tuple[dict[int, float], list[int]]:
     """Seconds per severity for the whole batch, and the severities that were timed on a subset."""
     from imagecorruptions import corrupt
@@ -180,7 +205,7 @@ def main() -> None:
         sys.exit(f"corruptions missing from our registry: {missing}")
     unpaired = [name for name in CORRUPTIONS.names() if name not in PAIRS]
 
-    env = environment()
+    env = environment() | {"imagecorruptions_shims": shim_theirs()}
     print("# Corruption speed: robustops (torch, batched) vs imagecorruptions (numpy/OpenCV, per image)\n")
     for key, value in env.items():
         print(f"- {key}: {value}")

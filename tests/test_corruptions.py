@@ -90,3 +90,22 @@ def test_seed_example_add_gaussian_noise_on_one_numpy_image(digits):
     np.testing.assert_array_equal(noisy, corrupt(image, "gaussian_noise", 3))
     spread = np.std(add_gaussian_noise(np.full((1, 32, 32), 0.5, np.float32), 5) - 0.5)
     assert spread == pytest.approx(0.10, rel=0.1)  # severity 5 is sigma 0.10
+
+
+@pytest.mark.parametrize("level", [0.01, 0.5])  # 0.01: exact Poisson path; 0.5: normal approximation
+def test_shot_noise_has_poisson_mean_and_variance(level):
+    photons = CORRUPTIONS.get("shot_noise").params[0]  # severity 1
+    x = torch.full((4, 1, 64, 64), level)
+    counts = CORRUPTIONS.get("shot_noise")(x, 1, seed=0) * photons
+    lam = level * photons
+    assert float(counts.mean()) == pytest.approx(lam, rel=0.03)
+    assert float(counts.var()) == pytest.approx(lam, rel=0.08)
+    assert torch.allclose(counts, counts.round(), atol=1e-3) and counts.min() >= 0  # whole photon counts
+
+
+def test_impulse_noise_hits_its_share_half_salt_half_pepper():
+    amount = CORRUPTIONS.get("impulse_noise").params[4]
+    out = CORRUPTIONS.get("impulse_noise")(torch.full((8, 1, 64, 64), 0.5), 5, seed=0)
+    salt, pepper = float((out == 1).float().mean()), float((out == 0).float().mean())
+    assert salt + pepper == pytest.approx(amount, rel=0.1)
+    assert salt == pytest.approx(pepper, rel=0.15)

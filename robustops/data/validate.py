@@ -46,7 +46,7 @@ def check_images(x: object, source: str = "data") -> np.ndarray:
         )
     n, _, h, w = x.shape
     if n == 0:
-        _fail(source, "there are no images (N = 0)")
+        _fail(source, "there are no images (N = 0); save at least 3 images per class")
     if min(h, w) < MIN_SIDE:
         _fail(source, f"images are {h}x{w}; they must be at least {MIN_SIDE}x{MIN_SIDE} pixels")
 
