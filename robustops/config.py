@@ -134,14 +134,21 @@ class SynthesisConfig(Strict):
     """Synthetic samples for minority classes, made only when the training split is imbalanced."""
 
     enabled: bool = True
-    generator: str = Field("interpolate", description="a registered generator: interpolate | cvae")
+    generator: str = Field("cvae", description="a registered generator: cvae | interpolate")
     imbalance_ratio: float = Field(
         0.5, gt=0, le=1, description="a class with fewer than this share of the largest class is a minority"
     )
     target_ratio: float = Field(1.0, gt=0, le=1, description="fill minority classes up to this share")
     neighbours: int = Field(5, ge=1, description="interpolate: partners drawn from the k nearest")
+    mix: float = Field(
+        0.3, ge=0, le=1, description="interpolate: largest step towards the partner (1: plain SMOTE)"
+    )
     jitter: float = Field(1.5, ge=0, description="strength of the random shape jitter of new samples")
     latent: int = Field(16, ge=2, description="cvae: latent dimensions")
+    style: Literal["borrowed", "prior"] = Field(
+        "borrowed",
+        description="cvae: latents of real images of other classes (borrowed) or of N(0, I) (prior)",
+    )
     epochs: int = Field(80, ge=1, description="cvae: training epochs")
     grid_per_class: int = Field(8, ge=1, le=32, description="samples per class in the logged grid")
 

@@ -28,6 +28,7 @@ TINY = [
     "mlflow.registered_model=tiny-digits",
     "data.train_class_fraction={'3': 0.1}",  # a rare class, so the data stage synthesizes
     "adversarial_set.max_samples=32",
+    "synthesis.generator=interpolate",  # no generator training: the flow test checks the plumbing
 ]
 
 

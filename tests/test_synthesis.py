@@ -58,3 +58,22 @@ def test_interpolated_samples_look_like_their_class(digits_split, rare):
     # The judge saw only 6 real '3's, so it is biased against the class; chance is 0.1.
     assert q["synth/judge/acc"] > 0.3 and q["synth/judge/real_val_acc"] > 0.85
     assert "synth/judge/acc/class_3" in q
+
+
+def test_interpolate_mix_zero_without_jitter_copies_real_samples(rare):
+    r = synthesize(rare, SynthesisConfig(generator="interpolate", mix=0.0, jitter=0.0), seed=0)
+    real = rare.x[rare.y == 3].reshape(1, -1, 64)
+    gap = np.abs(r.x.reshape(-1, 1, 64) - real).max(axis=2).min(axis=1)  # to the nearest real '3'
+    assert gap.max() < 1e-5
+    mixed = synthesize(rare, SynthesisConfig(generator="interpolate", mix=1.0, jitter=0.0), seed=0)
+    gap = np.abs(mixed.x.reshape(-1, 1, 64) - real).max(axis=2).min(axis=1)
+    assert np.median(gap) > 0.05  # blends lie between real samples, not on them
+
+
+@pytest.mark.parametrize("style", ["borrowed", "prior"])
+def test_cvae_samples_carry_the_minority_label(digits_split, rare, style):
+    """A judge trained on all the real digits reads the cvae's samples as '3's: the label, not
+    the borrowed latent of another class, decides the class."""
+    r = synthesize(rare, SynthesisConfig(generator="cvae", style=style, jitter=0.0), seed=0)
+    q = judge_synthetic(digits_split.train, digits_split.val, r.x, r.y, seed=0)
+    assert q["synth/judge/acc"] > 0.8, q
