@@ -31,6 +31,12 @@ class Optimizer(StrEnum):
     SGD = "sgd"
 
 
+class Schedule(StrEnum):
+    CONSTANT = "constant"
+    COSINE = "cosine"
+    ONECYCLE = "onecycle"
+
+
 class AugmentPolicy(StrEnum):
     NONE = "none"
     CORRUPTIONS = "corruptions"
@@ -165,7 +171,7 @@ class AugmentConfig(Strict):
 
     policy: AugmentPolicy = AugmentPolicy.CORRUPTIONS
     corruptions: list[str] = Field(TRAIN_CORRUPTIONS, description="drawn at random per sample")
-    severity: tuple[int, int] = Field((1, 3), description="severities drawn uniformly from [min, max]")
+    severity: tuple[int, int] = Field((1, 5), description="severities drawn uniformly from [min, max]")
     p: float = Field(0.5, ge=0, le=1, description="corruptions policy: share of each batch augmented")
     width: int = Field(3, ge=1, le=8, description="augmix: chains mixed per image")
     depth: int = Field(0, ge=0, le=5, description="augmix: ops per chain (0: random 1..3)")
@@ -218,7 +224,10 @@ class TrainConfig(Strict):
     momentum: float = Field(0.9, ge=0, lt=1, description="SGD only")
     batch_size: int = Field(64, ge=1)
     epochs: int = Field(40, ge=1)
-    patience: int = Field(6, ge=1, description="epochs without a better validation accuracy")
+    patience: int = Field(10, ge=1, description="epochs without a better validation accuracy")
+    schedule: Schedule = Field(
+        Schedule.CONSTANT, description="learning rate over the epochs: constant | cosine | onecycle"
+    )
     progress: bool = Field(True, description="show a progress bar on a terminal")
 
 

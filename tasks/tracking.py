@@ -95,7 +95,13 @@ def log_history(cfg: MlflowConfig, run_id: str, history: list[dict[str, float]])
     import time
 
     now = int(time.time() * 1000)
-    names = {"loss": "train/loss", "train_acc": "train/acc", "val_acc": "val/acc", "val_loss": "val/loss"}
+    names = {
+        "loss": "train/loss",
+        "train_acc": "train/acc",
+        "val_acc": "val/acc",
+        "val_loss": "val/loss",
+        "lr": "train/lr",
+    }
     batch = [
         Metric(names[k], float(v), now, int(row["epoch"]))
         for row in history

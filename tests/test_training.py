@@ -37,3 +37,20 @@ def test_early_stopping_restores_the_best_epoch(digits_split):
     val = (predict(r.model, digits_split.val.x).argmax(1) == digits_split.val.y).mean()
     assert np.isclose(val, r.best_val_acc)  # the returned weights are the best epoch's
     assert r.best_val_acc == max(h["val_acc"] for h in r.history)
+
+
+def test_learning_rate_schedules(digits_split):
+    m = ModelConfig(name="mlp", hidden=16)
+    lrs = {}
+    for schedule in ("constant", "cosine", "onecycle"):
+        cfg = TrainConfig(epochs=10, patience=10, lr=0.01, schedule=schedule, progress=False)
+        r = train_baseline(digits_split.train, digits_split.val, m, cfg, seed=0)
+        lrs[schedule] = [h["lr"] for h in r.history]  # lr after each epoch
+    assert lrs["constant"] == [0.01] * 10
+    assert (
+        all(b < a for a, b in zip(lrs["cosine"], lrs["cosine"][1:], strict=False))
+        and lrs["cosine"][-1] < 1e-6
+    )
+    one = lrs["onecycle"]
+    peak = int(np.argmax(one))
+    assert peak in (3, 4) and one[peak] > 0.009 and one[-1] < 1e-4  # up for 40 % of the steps, then down

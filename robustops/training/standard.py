@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from robustops.config import ModelConfig, Optimizer, TrainConfig
+from robustops.config import ModelConfig, Optimizer, Schedule, TrainConfig
 from robustops.data import Dataset
 from robustops.evaluation.metrics import predict
 from robustops.models import build_model
@@ -47,6 +47,23 @@ def make_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
     return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
+def make_scheduler(
+    opt: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int
+) -> torch.optim.lr_scheduler.LRScheduler | None:
+    """A per-batch learning-rate schedule over ``cfg.epochs`` (None: constant)."""
+    total = cfg.epochs * steps_per_epoch
+    if cfg.schedule is Schedule.COSINE:
+        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)
+    if cfg.schedule is Schedule.ONECYCLE:
+        # Linear up to lr over the first 40 %, then down to zero: the cyclic schedule of Wong et
+        # al.'s fast adversarial training.
+        return torch.optim.lr_scheduler.OneCycleLR(
+            opt, max_lr=cfg.lr, total_steps=total, pct_start=0.4, anneal_strategy="linear",
+            cycle_momentum=False,
+        )  # fmt: skip
+    return None
+
+
 def fit(
     model: nn.Module,
     train: Dataset,
@@ -67,6 +84,7 @@ def fit(
     opt = make_optimizer(model.parameters(), cfg)
     x = torch.from_numpy(train.x)
     y = torch.from_numpy(train.y)
+    sched = make_scheduler(opt, cfg, -(-len(y) // cfg.batch_size))
     result = TrainResult(model)
     best_state = copy.deepcopy(model.state_dict())
     best_acc, best_loss, stale = -1.0, float("inf"), 0
@@ -84,6 +102,8 @@ def fit(
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            if sched is not None:
+                sched.step()
             total += loss.item() * len(idx)
             seen += len(idx)
         model.eval()
@@ -98,6 +118,7 @@ def fit(
                 "train_acc": train_acc,
                 "val_acc": val_acc,
                 "val_loss": val_loss,
+                "lr": opt.param_groups[0]["lr"],
             }
         )
         bar.set_postfix(loss=f"{total / seen:.3f}", val_acc=f"{val_acc:.3f}")
