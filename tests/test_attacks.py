@@ -120,6 +120,7 @@ def test_settings_describe_the_attack():
         "random_start": True,
         "restarts": 2,
         "seed": 5,
+        "loss": "ce",
     }
     assert np.isclose(FGSM(0.3).settings()["eps"], 0.3)
 
@@ -154,4 +155,5 @@ def test_pgd_l2_settings_describe_the_attack():
         "random_start": True,
         "restarts": 1,
         "seed": 1,
+        "loss": "ce",
     }

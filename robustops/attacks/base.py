@@ -74,9 +74,14 @@ class Attack:
         return {"attack": self.name, "threat": self.threat.value, "eps": self.eps}
 
 
-def input_grad(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Gradient of the summed cross-entropy w.r.t. the input (parameter grads untouched)."""
+def input_grad(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss: str = "ce", ref: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Gradient of a summed attack loss (see :mod:`robustops.attacks.losses`) w.r.t. the input;
+    parameter gradients are untouched."""
+    from robustops.attacks.losses import LOSSES
+
     x = x.clone().requires_grad_(True)
-    loss = nn.functional.cross_entropy(model(x), y, reduction="sum")
-    (grad,) = torch.autograd.grad(loss, x)
+    value = LOSSES.get(loss)(model(x), y, ref)
+    (grad,) = torch.autograd.grad(value, x)
     return grad
