@@ -1,4 +1,5 @@
-"""The ``robustness-pipeline`` flow: data stage -> train -> evaluate -> log and register in MLflow."""
+"""The ``robustness-pipeline`` flow: data stage -> train the baseline and every defence -> score
+each -> log and register in MLflow."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from typing import Any
 from prefect import flow
 from prefect.runtime import flow_run
 
-from robustops.config import Config
+from robustops.config import Config, DefenceConfig, SmoothingConfig, StandardConfig
 from robustops.training import resolve_device
 from tasks.adversarial import generate_adversarial_set
 from tasks.data import load_data, synthesize_data
@@ -21,50 +22,81 @@ from tasks.record import (
 )
 from tasks.training import train_model
 
+BASELINE = StandardConfig(label="baseline")
+
+
+def model_specs(cfg: Config) -> list[DefenceConfig]:
+    """The baseline (plain training under the augmentation policy) and every configured defence."""
+    return [BASELINE, *cfg.defences]
+
 
 @flow(name="robustness-pipeline", log_prints=True)
 def robustness_pipeline(cfg: Config = Config()) -> dict[str, Any]:  # noqa: B008 - pydantic default
-    """Data stage (load, validate, split, synthesize), training under the augmentation policy,
-    scorecard, adversarial set, and everything recorded in MLflow.
+    """Data stage (load, validate, split, synthesize), then for the baseline and each defence:
+    training on the same split, the scorecard, an adversarial set, and everything recorded in
+    MLflow (one nested run per model).
 
-    Returns a summary: MLflow run ids, the headline metrics and the registered version.
+    Returns a summary: MLflow run ids, each model's metrics and registered version.
     """
     device = resolve_device(cfg.device)
     parent = open_pipeline_run(cfg, flow_run.get_id())
-    ok, scores = False, {}
+    ok, models = False, {}
     try:
         split = load_data(cfg.data, cfg.seed)
         synth, quality = synthesize_data(split, cfg.synthesis, cfg.seed)
         log_data_stage(cfg, parent, split, synth, quality)
-        result = train_model(synth.train, split.val, cfg.model, cfg.train, cfg.augment, cfg.seed, device)
-        card = evaluate_model(result.model, split.test, cfg.evaluation, cfg.seed, device)
         a = cfg.adversarial_set
-        aset = (
-            generate_adversarial_set(
-                result.model,
-                split.test,
-                a.attack,
-                a.eps,
-                a.steps,
-                a.rel_step,
+        for spec in model_specs(cfg):
+            name = spec.run_name
+            result = train_model(
+                synth.train,
+                split.val,
+                spec,
+                cfg.model,
+                cfg.train,
+                cfg.augment,
+                cfg.regularize,
                 cfg.seed,
                 device,
-                a.max_samples,
             )
-            if a.enabled
-            else None
-        )
-        run_id, model_uri = log_model_run(cfg, parent, "baseline", result, card, split, aset)
-        scores["baseline"] = card.metrics
-        version = register_model(cfg.mlflow, model_uri, run_id, card) if cfg.mlflow.register_model else None
+            smoothing = spec if isinstance(spec, SmoothingConfig) else None
+            card = evaluate_model(result.model, split.test, cfg.evaluation, cfg.seed, device, name, smoothing)
+            aset = (
+                generate_adversarial_set(
+                    result.model,
+                    split.test,
+                    a.attack,
+                    a.eps,
+                    a.steps,
+                    a.rel_step,
+                    cfg.seed,
+                    device,
+                    a.max_samples,
+                )
+                if a.enabled
+                else None
+            )
+            run_id, model_uri = log_model_run(cfg, parent, spec, result, card, split, aset)
+            version = (
+                register_model(cfg.mlflow, model_uri, run_id, card, name)
+                if cfg.mlflow.register_model
+                else None
+            )
+            models[name] = {
+                "run_id": run_id,
+                "model_uri": model_uri,
+                "version": version,
+                "defence": spec.name,
+                "metrics": card.metrics | {"train/seconds": result.seconds},
+            }
         ok = True
     finally:
-        close_pipeline_run(cfg.mlflow, parent, ok, scores)
+        close_pipeline_run(cfg.mlflow, parent, ok, {n: m["metrics"] for n, m in models.items()})
     return {
         "parent_run_id": parent,
-        "models": {"baseline": {"run_id": run_id, "model_uri": model_uri, "metrics": card.metrics}},
-        "registered_model": cfg.mlflow.registered_model if version else None,
-        "version": version,
+        "models": models,
+        "registered_model": cfg.mlflow.registered_model if cfg.mlflow.register_model else None,
+        "version": models["baseline"]["version"],
         "sizes": split.sizes(),
         "synthesized": synth.made,
     }

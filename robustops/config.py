@@ -11,7 +11,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializeAsAny,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from robustops.errors import ConfigError
 
@@ -238,6 +246,9 @@ class EvalConfig(Strict):
         2.5, gt=0, description="PGD step size as a multiple of eps / steps (Madry et al.)"
     )
     pgd_restarts: int = Field(1, ge=1)
+    margin_loss: Literal["cw", "dlr", "none"] = Field(
+        "cw", description="also run PGD on this logit-margin loss, which softmax saturation cannot mask"
+    )
     batch_size: int = Field(256, ge=1)
     max_samples: int | None = Field(
         None, ge=1, description="attack at most this many test samples (None: all)"
@@ -266,6 +277,136 @@ class EvalConfig(Strict):
         return sorted(set(v))
 
 
+class RegularizeConfig(Strict):
+    """Regularizers that apply to any training method."""
+
+    label_smoothing: float = Field(0.0, ge=0, lt=1, description="cross-entropy label smoothing")
+    spectral_norm: bool = Field(
+        False, description="spectral normalization of every conv and dense layer (a Lipschitz control)"
+    )
+    grad_penalty: float = Field(
+        0.0, ge=0, description="weight of the squared input-gradient norm of the loss (double backprop)"
+    )
+
+
+class DefenceConfig(Strict):
+    """Settings every defence has; each registered defence extends it with its own."""
+
+    name: str = Field(description="a registered defence")
+    label: str | None = Field(
+        None, description="the model's name in MLflow (default: the defence's name); must be unique"
+    )
+    epochs: int | None = Field(None, ge=1, description="overrides train.epochs for this defence")
+    regularize: RegularizeConfig | None = Field(None, description="overrides the top-level regularize")
+
+    @property
+    def run_name(self) -> str:
+        return self.label or self.name
+
+
+class StandardConfig(DefenceConfig):
+    """Plain training under the augmentation policy (what the baseline gets)."""
+
+    name: Literal["standard"] = "standard"
+
+
+class AdversarialConfig(DefenceConfig):
+    """Settings shared by the adversarial-training defences: the inner attack's threat model."""
+
+    eps: float = Field(0.1, gt=0, le=1, description="L-inf radius of the training attack")
+    warmup_epochs: int = Field(0, ge=0, description="ramp eps linearly from 0 over this many epochs")
+    select_steps: int = Field(
+        10, ge=1, description="PGD steps of the validation attack that picks the best epoch"
+    )
+
+
+class IterativeConfig(AdversarialConfig):
+    """Adversarial training whose inner maximisation is a multi-step PGD."""
+
+    steps: int = Field(10, ge=1, description="PGD steps of the inner maximisation")
+    rel_step: float = Field(2.5, gt=0, description="PGD step size as a multiple of eps / steps")
+
+
+class PGDATConfig(IterativeConfig):
+    """PGD adversarial training (Madry et al., 2018)."""
+
+    name: Literal["pgd_at"] = "pgd_at"
+    clean_weight: float = Field(
+        0.0, ge=0, le=1, description="mixed batches: loss = w * clean CE + (1 - w) * adversarial CE"
+    )
+
+
+class FGSMRSConfig(AdversarialConfig):
+    """FGSM from a random start ("Fast is better than free", Wong et al., 2020)."""
+
+    name: Literal["fgsm_rs"] = "fgsm_rs"
+    clean_weight: float = Field(
+        0.0, ge=0, le=1, description="mixed batches: loss = w * clean CE + (1 - w) * adversarial CE"
+    )
+    alpha: float = Field(1.25, gt=0, description="FGSM step size as a multiple of eps")
+    guard_samples: int = Field(256, ge=1, description="training images the overfitting guard attacks")
+    guard_drop: float = Field(
+        0.5, gt=0, le=1, description="guard: PGD accuracy fell below (1 - guard_drop) x its best so far"
+    )
+    guard_gap: float = Field(
+        0.3, ge=0, le=1, description="guard: and FGSM accuracy exceeds PGD accuracy by more than this"
+    )
+
+
+class TRADESConfig(IterativeConfig):
+    """TRADES (Zhang et al., 2019): clean cross-entropy plus beta * KL(clean || adversarial)."""
+
+    name: Literal["trades"] = "trades"
+    beta: float = Field(6.0, ge=0, description="weight of the robust KL term")
+
+
+class DistillationConfig(DefenceConfig):
+    """Defensive distillation (Papernot et al., 2016): teacher and student trained at temperature T,
+    the student deployed at T = 1."""
+
+    name: Literal["distillation"] = "distillation"
+    temperature: float = Field(50.0, gt=0, description="softmax temperature T of teacher and student")
+    student: ModelConfig | None = Field(None, description="the student's architecture (default: model)")
+
+
+class SmoothingConfig(DefenceConfig):
+    """Randomized smoothing (Cohen et al., 2019): Gaussian-noise training, certified L2 radii."""
+
+    name: Literal["smoothing"] = "smoothing"
+    sigma: float = Field(0.25, gt=0, description="std of the Gaussian noise, for training and certifying")
+    n0: int = Field(100, ge=1, description="noise samples that select the top class")
+    n: int = Field(1000, ge=1, description="noise samples that estimate its probability")
+    alpha: float = Field(0.001, gt=0, lt=0.5, description="failure probability of each certificate")
+    radii: list[float] = Field(
+        [0.0, 0.125, 0.25, 0.375, 0.5],
+        description="L2 radii to report; n caps the radius at sigma * Phi^-1(alpha ** (1 / n))",
+    )
+    batch_size: int = Field(2000, ge=1, description="noisy copies classified at once")
+    max_samples: int | None = Field(None, ge=1, description="certify at most this many test images")
+
+    @field_validator("radii")
+    @classmethod
+    def _radii(cls, v: list[float]) -> list[float]:
+        if not v or any(r < 0 for r in v):
+            raise ValueError(f"radii must be a non-empty list of numbers >= 0, got {v}")
+        return sorted(set(v))
+
+
+def _defence(item: Any) -> Any:
+    """A list entry: a name (shorthand for its defaults) or a block, validated by the registered
+    defence's own config class."""
+    from robustops.training.defences import DEFENCES  # late import: defences import torch
+
+    if isinstance(item, DefenceConfig):
+        return item
+    if isinstance(item, str):
+        item = {"name": item}
+    if not isinstance(item, dict) or "name" not in item:
+        raise ValueError(f"each defence is a name or a block with a 'name' key, got {item!r}")
+    cls = DEFENCES.get(_registered(DEFENCES, item["name"])).config
+    return cls.model_validate(item)
+
+
 class MlflowConfig(Strict):
     tracking_uri: str | None = Field(None, description="None: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db")
     experiment: str = Field("robustops", min_length=1)
@@ -284,7 +425,40 @@ class Config(Strict):
     train: TrainConfig = TrainConfig()
     evaluation: EvalConfig = EvalConfig()
     adversarial_set: AdversarialSetConfig = AdversarialSetConfig()
+    regularize: RegularizeConfig = RegularizeConfig()
+    defences: list[SerializeAsAny[DefenceConfig]] = Field(
+        default_factory=lambda: [
+            PGDATConfig(),
+            FGSMRSConfig(),
+            TRADESConfig(),
+            DistillationConfig(),
+            SmoothingConfig(),
+        ],
+        description="trained beside the baseline on the same split: names or blocks with settings",
+    )
     mlflow: MlflowConfig = MlflowConfig()
+
+    @field_validator("defences", mode="before")
+    @classmethod
+    def _defences(cls, v: Any) -> Any:
+        if v is None:
+            return []
+        if not isinstance(v, list):
+            raise ValueError(f"defences must be a list of names or blocks, got {type(v).__name__}")
+        out = []
+        for i, item in enumerate(v):
+            try:
+                out.append(_defence(item))
+            except ValidationError as e:
+                raise ValueError(f"defences.{i}: {_format(e)}") from None
+            except ValueError as e:
+                raise ValueError(f"defences.{i}: {e}") from None
+        names = [d.run_name for d in out]
+        if "baseline" in names or len(set(names)) != len(names):
+            raise ValueError(
+                f"defence labels must be unique and not 'baseline', got {names}: give repeats a 'label'"
+            )
+        return out
 
     @model_validator(mode="after")
     def _held_out(self) -> Config:
@@ -312,22 +486,39 @@ def _format(err: ValidationError) -> str:
 
 
 def _set(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    """Sets ``a.b.c`` in a nested tree of dicts and lists; a number indexes a list
+    (``defences.0.eps``), and a defence given by name alone becomes a block to set keys in."""
     keys = dotted.split(".")
-    node = tree
-    for i, k in enumerate(keys[:-1]):
-        child = node.setdefault(k, {})
-        if not isinstance(child, dict):
-            raise ConfigError(f"--set {dotted}: {'.'.join(keys[: i + 1])} is not a section")
-        node = child
-    node[keys[-1]] = value
+    node: Any = tree
+    for i, k in enumerate(keys):
+        where = ".".join(keys[: i + 1])
+        last = i == len(keys) - 1
+        if isinstance(node, list):
+            if not k.isdigit() or int(k) >= len(node):
+                raise ConfigError(f"--set {dotted}: {where} is not an item of a list of {len(node)}")
+            if last:
+                node[int(k)] = value
+                return
+            if isinstance(node[int(k)], str):
+                node[int(k)] = {"name": node[int(k)]}
+            node = node[int(k)]
+        elif isinstance(node, dict):
+            if last:
+                node[k] = value
+                return
+            node = node.setdefault(k, {})
+        else:
+            raise ConfigError(f"--set {dotted}: {'.'.join(keys[:i])} is not a section")
+    if not isinstance(node, (dict, list)):
+        raise ConfigError(f"--set {dotted}: {keys[-2]} is not a section")
 
 
-def parse_overrides(items: list[str]) -> dict[str, Any]:
-    """Turns ``["train.epochs=5", "evaluation.eps=[0.1,0.2]"]`` into a nested dict.
+def parse_overrides(items: list[str]) -> list[tuple[str, Any]]:
+    """Turns ``["train.epochs=5", "evaluation.eps=[0.1,0.2]"]`` into (key, value) pairs.
 
     Values are parsed as YAML, so numbers, lists and booleans work as they do in a file.
     """
-    tree: dict[str, Any] = {}
+    pairs = []
     for item in items:
         key, sep, raw = item.partition("=")
         key = key.strip()
@@ -337,18 +528,8 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
             value = yaml.safe_load(raw) if raw.strip() else None
         except yaml.YAMLError as e:
             raise ConfigError(f"bad --set {item!r}: value is not valid YAML ({e.problem})") from None
-        _set(tree, key, value)
-    return tree
-
-
-def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for k, v in extra.items():
-        if isinstance(v, dict) and isinstance(out.get(k), dict):
-            out[k] = _merge(out[k], v)
-        else:
-            out[k] = v
-    return out
+        pairs.append((key, value))
+    return pairs
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
@@ -378,7 +559,8 @@ def build_config(tree: dict[str, Any], source: str = "config") -> Config:
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
     """Loads a YAML config (defaults when ``path`` is None) and applies ``--set`` overrides."""
     tree = read_yaml(path) if path is not None else {}
-    tree = _merge(tree, parse_overrides(overrides or []))
+    for key, value in parse_overrides(overrides or []):
+        _set(tree, key, value)
     return build_config(tree, source=str(path) if path else "config")
 
 

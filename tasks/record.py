@@ -14,7 +14,7 @@ import torch
 from prefect import task
 from prefect.logging import get_run_logger
 
-from robustops.config import AugmentPolicy, Config, MlflowConfig, flatten, to_yaml
+from robustops.config import AugmentPolicy, Config, DefenceConfig, MlflowConfig, flatten, to_yaml
 from robustops.corruptions import CORRUPTIONS, describe
 from robustops.data import Split
 from robustops.data.adversarial import AdversarialSet, save_npz
@@ -23,12 +23,13 @@ from robustops.evaluation import Scorecard
 from robustops.evaluation.metrics import safe
 from robustops.evaluation.plots import (
     accuracy_vs_eps_figure,
+    certified_figure,
     confusion_figure,
     corruption_heatmap,
     image_grid,
 )
 from robustops.evaluation.report import markdown_table
-from robustops.training import TrainResult
+from robustops.training import TrainResult, checkpoint
 from robustops.training.augment import augmix
 from tasks import tracking
 
@@ -142,36 +143,61 @@ def _log_adversarial_set(m: MlflowConfig, run_id: str, aset: AdversarialSet, tes
     tracking.log_figure(m, run_id, fig, "adversarial/examples.png")
 
 
-@task(name="log-model-run", **RETRY)
+def _log_certificates(m: MlflowConfig, run_id: str, name: str, card: Scorecard) -> None:
+    c = card.certificates
+    if c is None:
+        return
+    curve = {f"{r:g}": c.certified_accuracy(r) for r in c.radii}
+    tracking.log_json(
+        m, run_id, {"settings": c.settings, "certified_accuracy": curve}, "evaluation/certificates.json"
+    )
+    fig = certified_figure(
+        c.radius, c.pred == c.y, c.radii, c.settings["sigma"], f"{name}: smoothed classifier"
+    )
+    tracking.log_figure(m, run_id, fig, "plots/certified_accuracy.png")
+
+
+def _log_checkpoint(m: MlflowConfig, run_id: str, result: TrainResult) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = checkpoint.save(result.model, result.spec, Path(tmp) / "checkpoint")
+        for f in sorted(folder.iterdir()):
+            tracking.log_file(m, run_id, f, "checkpoint")
+
+
+@task(name="log-model-run", task_run_name="log-{defence.run_name}", **RETRY)
 def log_model_run(
     cfg: Config,
     parent_id: str,
-    name: str,
+    defence: DefenceConfig,
     result: TrainResult,
     card: Scorecard,
     split: Split,
     aset: AdversarialSet | None = None,
 ) -> tuple[str, str]:
-    """Logs one trained model in a nested run: params, curves, scores, plots, its adversarial set
-    and the model. Returns (run id, model URI)."""
+    """Logs one trained model in a nested run: params, curves, scores, plots, its adversarial set,
+    a checkpoint and the model. Returns (run id, model URI)."""
     m = cfg.mlflow
-    run_id = tracking.start_run(
-        m, name, parent_id=parent_id, tags={"robustops.kind": "model", "robustops.model": name}
-    )
+    name = defence.run_name
+    tags = {"robustops.kind": "model", "robustops.model": name, "robustops.defence": defence.name}
+    run_id = tracking.start_run(m, name, parent_id=parent_id, tags=tags)
     ok = False
     try:
-        tracking.log_params(m, run_id, flatten(cfg) | {"defence": name})
+        settings = {f"defence.{k}": v for k, v in defence.model_dump(mode="json").items()}
+        tracking.log_params(m, run_id, flatten(cfg) | settings)
         tracking.log_history(m, run_id, result.history)
         tracking.log_metrics(
             m,
             run_id,
             card.metrics
+            | result.extras
             | {
                 "train/best_epoch": result.best_epoch,
                 "val/best_acc": result.best_val_acc,
                 "train/seconds": result.seconds,
             },
         )
+        if result.stop_reason:
+            tracking.set_tag(m, run_id, "robustops.stop_reason", result.stop_reason)
         tracking.log_json(m, run_id, card.attacks, "evaluation/attacks.json")
         tracking.log_json(m, run_id, card.metrics, "evaluation/scorecard.json")
         tracking.log_figure(
@@ -186,14 +212,18 @@ def log_model_run(
         if card.corruption:
             fig = corruption_heatmap(card.corruption, f"{name}: held-out corruptions")
             tracking.log_figure(m, run_id, fig, "plots/corruption_heatmap.png")
+        _log_certificates(m, run_id, name, card)
         if aset is not None and len(aset.y):
             _log_adversarial_set(m, run_id, aset, split.test.x)
+        _log_checkpoint(m, run_id, result)
         model_uri = tracking.log_torch_model(m, run_id, result.model, split.test.x)
+        stop = f" Stopped: {result.stop_reason}." if result.stop_reason else ""
         tracking.set_note(
             m,
             run_id,
-            f"**{name}** ({cfg.model.name}, augment: {cfg.augment.policy.value}), best epoch {result.best_epoch}, "
-            f"test split of {card.n_test} images, attacks on {card.n_attacked}.\n\n"
+            f"**{name}** (defence `{defence.name}`, model {result.spec.get('name', cfg.model.name)}, augment: "
+            f"{cfg.augment.policy.value}), best epoch {result.best_epoch}, trained in {result.seconds:.1f} s.{stop} "
+            f"Test split of {card.n_test} images, attacks on {card.n_attacked}.\n\n"
             + markdown_table({name: card.metrics}),
         )
         ok = True
@@ -202,9 +232,15 @@ def log_model_run(
     return run_id, model_uri
 
 
-@task(name="register-model", **RETRY)
-def register_model(mcfg: MlflowConfig, model_uri: str, run_id: str, card: Scorecard) -> str:
-    tags = {"clean_acc": f"{card.metrics['clean/acc']:.4f}"}
+@task(name="register-model", task_run_name="register-{name}", **RETRY)
+def register_model(
+    mcfg: MlflowConfig, model_uri: str, run_id: str, card: Scorecard, name: str = "model"
+) -> str:
+    """Registers a fully logged model as a new version, tagged with its name and headline scores."""
+    tags = {"robustops.model": name, "clean_acc": f"{card.metrics['clean/acc']:.4f}"}
+    pgd = sorted(k for k in card.metrics if k.startswith("adv/pgd_linf/"))
+    if pgd:
+        tags["pgd_acc"] = f"{pgd[-1].split('/')[2]}: {card.metrics[pgd[-1]]:.4f}"
     version = tracking.register(mcfg, model_uri, run_id, tags)
     get_run_logger().info("registered %s version %s", mcfg.registered_model, version)
     return version

@@ -113,6 +113,10 @@ def log_history(cfg: MlflowConfig, run_id: str, history: list[dict[str, float]])
         c.log_batch(run_id, metrics=batch[i : i + 1000])
 
 
+def set_tag(cfg: MlflowConfig, run_id: str, key: str, value: str) -> None:
+    client(cfg).set_tag(run_id, key, value[:5000])
+
+
 def set_note(cfg: MlflowConfig, run_id: str, markdown: str) -> None:
     client(cfg).set_tag(run_id, NOTE_TAG, markdown)
 

@@ -1,37 +1,47 @@
-"""Training tasks."""
+"""Training tasks: the baseline and every configured defence, one task run each."""
 
 from __future__ import annotations
 
 from prefect import task
 from prefect.logging import get_run_logger
 
-from robustops.config import AugmentConfig, ModelConfig, TrainConfig
+from robustops.config import AugmentConfig, DefenceConfig, ModelConfig, RegularizeConfig, TrainConfig
 from robustops.data import Dataset
-from robustops.training import TrainResult, train_baseline
-from robustops.training.augment import make_loss
+from robustops.training import TrainResult
+from robustops.training.defences import Context, train_defence
 from tasks.caching import hash_inputs
 
 
-@task(name="train-model", cache_key_fn=hash_inputs, persist_result=True)
+@task(
+    name="train-model",
+    task_run_name="train-{defence.run_name}",
+    cache_key_fn=hash_inputs,
+    persist_result=True,
+)
 def train_model(
     train: Dataset,
     val: Dataset,
+    defence: DefenceConfig,
     model_cfg: ModelConfig,
     train_cfg: TrainConfig,
     augment: AugmentConfig,
+    regularize: RegularizeConfig,
     seed: int,
     device: str,
 ) -> TrainResult:
-    """Trains under the augmentation policy; a rerun with the same data, config, seed and code
-    reuses the result."""
-    result = train_baseline(train, val, model_cfg, train_cfg, seed, device, loss_fn=make_loss(augment, seed))
+    """Trains one model (the baseline is the ``standard`` defence); a rerun with the same data,
+    settings, seed and code reuses the result."""
+    ctx = Context(model_cfg, train_cfg, augment, regularize, seed, device)
+    result = train_defence(train, val, ctx, defence)
     get_run_logger().info(
-        "trained %s (augment: %s): best epoch %d, val acc %.4f, %.1fs%s",
-        model_cfg.name,
+        "trained %s (%s, augment: %s): best epoch %d of %d, val acc %.4f, %.1fs%s",
+        defence.run_name,
+        defence.name,
         augment.policy.value,
         result.best_epoch,
+        len(result.history),
         result.best_val_acc,
         result.seconds,
-        " (early stop)" if result.stopped_early else "",
+        f" ({result.stop_reason})" if result.stop_reason else " (early stop)" if result.stopped_early else "",
     )
     return result

@@ -157,3 +157,41 @@ def test_pgd_l2_settings_describe_the_attack():
         "seed": 1,
         "loss": "ce",
     }
+
+
+class _Saturated(torch.nn.Module):
+    """A trained model with its logits scaled by 1e4: the same decisions, a saturated softmax."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        return self.model(x) * 1e4
+
+
+def test_margin_losses_see_through_softmax_saturation(trained, digits_split):
+    x, y = digits_split.test.x[:128], digits_split.test.y[:128]
+    masked = _Saturated(trained.model).eval()
+    ce = robust_accuracy(masked, PGD(0.1, steps=10, loss="ce"), x, y)
+    plain = robust_accuracy(trained.model, PGD(0.1, steps=10, loss="ce"), x, y)
+    for loss in ("cw", "dlr"):
+        margin = robust_accuracy(masked, PGD(0.1, steps=10, loss=loss), x, y)
+        assert margin < ce - 0.2  # cross-entropy's gradient vanished; the margin's did not
+        assert margin <= plain + 0.05  # as strong as CE-PGD on the unmasked model
+
+
+def test_unknown_loss_and_labels():
+    with pytest.raises(ValueError, match="unknown attack loss 'hinge'"):
+        PGD(0.1, loss="hinge")
+    assert PGD(0.1).label == "pgd_linf" and PGD(0.1, loss="cw").label == "pgd_linf_cw"
+    assert FGSM(0.1, loss="dlr").label == "fgsm_dlr"
+
+
+def test_kl_loss_starts_off_the_clean_point_and_moves_the_prediction(trained, digits_split):
+    x, y = _batch(digits_split, 64)
+    x_adv = PGD(0.1, steps=5, loss="kl")(trained.model, x, y)
+    assert (x_adv - x).abs().max() <= 0.1 + 1e-6 and not torch.equal(x_adv, x)
+    with torch.no_grad():
+        p, q = torch.softmax(trained.model(x), 1), torch.log_softmax(trained.model(x_adv), 1)
+    assert float(torch.nn.functional.kl_div(q, p, reduction="batchmean")) > 0.05

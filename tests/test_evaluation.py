@@ -32,13 +32,17 @@ def test_scorecard_names_and_values(trained, digits_split):
         "clean/recall/class_0",
         "adv/fgsm/eps_0.05/acc",
         "adv/pgd_linf/eps_0.2/acc",
+        "adv/pgd_linf_cw/eps_0.2/acc",
+        "lipschitz/bound",
+        "lipschitz/input_grad_l2",
     }
     assert all(MLFLOW_NAME.match(k) for k in m)
-    assert all(0 <= v <= 1 for v in m.values())
+    assert all(0 <= v <= 1 for k, v in m.items() if not k.startswith("lipschitz/"))
+    assert m["lipschitz/bound"] > 0 and m["lipschitz/input_grad_l2"] > 0
     assert m["clean/recall/min"] == pytest.approx(min(m[f"clean/recall/class_{c}"] for c in range(10)))
     assert m["adv/pgd_linf/eps_0.2/acc"] <= m["adv/pgd_linf/eps_0.05/acc"] <= m["clean/acc"] + 0.05
     assert card.n_attacked == 100 and card.confusion.sum() == card.n_test == len(digits_split.test.y)
-    assert {a["attack"] for a in card.attacks} == {"fgsm", "pgd_linf"} and all(
+    assert {a["label"] for a in card.attacks} == {"fgsm", "pgd_linf", "pgd_linf_cw"} and all(
         a["n"] == 100 for a in card.attacks
     )
 
@@ -48,7 +52,7 @@ def test_figures_render(trained, digits_split):
     fig = confusion_figure(card.confusion, card.classes)
     assert len(fig.axes) == 2
     fig2 = accuracy_vs_eps_figure(card.curves, card.metrics["clean/acc"], "t")
-    assert len(fig2.axes[0].lines) == 2
+    assert len(fig2.axes[0].lines) == 3  # fgsm, pgd_linf, pgd_linf_cw
 
 
 @pytest.mark.parametrize("name", ["big cat (wild)", "a/b", "näive+1", "", "x=y@z"])

@@ -7,6 +7,7 @@ import json
 import mlflow
 import numpy as np
 import pytest
+import torch
 import yaml
 from mlflow.tracking import MlflowClient
 from prefect.testing.utilities import prefect_test_harness
@@ -29,6 +30,7 @@ TINY = [
     "data.train_class_fraction={'3': 0.1}",  # a rare class, so the data stage synthesizes
     "adversarial_set.max_samples=32",
     "synthesis.generator=interpolate",  # no generator training: the flow test checks the plumbing
+    "defences=[{name: pgd_at, steps: 2, select_steps: 2}, {name: smoothing, n0: 10, n: 50, max_samples: 16}]",
 ]
 
 
@@ -130,11 +132,13 @@ def test_nested_model_run_has_metrics_curves_and_artifacts(first_run, tiny):
     } <= files
     assert 0 < m["corruption/mean_acc"] <= 1 and "corruption/fog/s5/acc" in m
     attacks = json.loads(mlflow.artifacts.load_text(f"{child.info.artifact_uri}/evaluation/attacks.json"))
-    assert {(a["attack"], a["eps"]) for a in attacks} == {
+    assert {(a["label"], a["eps"]) for a in attacks} == {
         ("fgsm", 0.05),
         ("fgsm", 0.1),
         ("pgd_linf", 0.05),
         ("pgd_linf", 0.1),
+        ("pgd_linf_cw", 0.05),
+        ("pgd_linf_cw", 0.1),
     }
 
 
@@ -161,7 +165,7 @@ def test_rerun_reuses_cached_training(first_run, tiny):
     second = c.get_run(again["models"]["baseline"]["run_id"]).data.metrics
     assert again["parent_run_id"] != first_run["parent_run_id"]
     assert second["train/seconds"] == first["train/seconds"]  # the cached result, not a retrain
-    assert int(again["version"]) == int(first_run["version"]) + 1
+    assert int(again["version"]) == int(first_run["version"]) + len(first_run["models"])  # one per model
 
 
 def test_failed_run_is_marked_failed_and_registers_nothing(first_run, tiny, store, tmp_path):
@@ -194,3 +198,37 @@ def test_runs_read_well_in_the_mlflow_ui(first_run, tiny):
     acc = first_run["models"]["baseline"]["metrics"]["clean/acc"]
     assert f"| `clean/acc` | {acc:.4f} |" in parent["mlflow.note.content"]
     assert "baseline" in child["mlflow.note.content"] and "mlflow.source.name" in child
+
+
+def test_every_defence_has_its_own_nested_run_with_the_same_keys(first_run, tiny, tmp_path):
+    from robustops.training import checkpoint
+
+    c = _client(tiny)
+    assert list(first_run["models"]) == ["baseline", "pgd_at", "smoothing"]
+    keys = {}
+    for name, info in first_run["models"].items():
+        run = c.get_run(info["run_id"])
+        assert (
+            run.info.status == "FINISHED"
+            and run.data.tags["mlflow.parentRunId"] == first_run["parent_run_id"]
+        )
+        assert run.data.tags["robustops.defence"] == ("standard" if name == "baseline" else name)
+        keys[name] = {k for k in run.data.metrics if not k.startswith(("certified/", "smoothed/", "train/"))}
+        # The checkpoint loads with weights_only=True and predicts like the logged scores say.
+        folder = c.download_artifacts(info["run_id"], "checkpoint", str(tmp_path / name))
+        model = checkpoint.load(folder)
+        test = split_dataset(load_digits(), tiny.data.val_fraction, tiny.data.test_fraction, tiny.seed).test
+        acc = (model(torch.from_numpy(test.x)).argmax(1).numpy() == test.y).mean()
+        assert acc == pytest.approx(run.data.metrics["clean/acc"])
+        assert c.get_model_version("tiny-digits", info["version"]).tags["robustops.model"] == name
+    assert keys["baseline"] == keys["pgd_at"] == keys["smoothing"]  # the compare view lines them up
+    pgd_at = c.get_run(first_run["models"]["pgd_at"]["run_id"]).data
+    assert pgd_at.params["defence.steps"] == "2" and "train/val_pgd_acc" in pgd_at.metrics
+    smooth = c.get_run(first_run["models"]["smoothing"]["run_id"])
+    m = smooth.data.metrics
+    assert {f"certified/r_{r}/acc" for r in ("0", "0.125", "0.25", "0.375", "0.5")} <= set(m)
+    assert m["certified/r_0.5/acc"] <= m["certified/r_0/acc"] <= 1
+    files = {a.path for a in c.list_artifacts(smooth.info.run_id, "plots")}
+    assert "plots/certified_accuracy.png" in files
+    cert = json.loads(mlflow.artifacts.load_text(f"{smooth.info.artifact_uri}/evaluation/certificates.json"))
+    assert cert["settings"]["n"] == 50 and cert["settings"]["images"] == 16

@@ -69,6 +69,13 @@ class Attack:
     def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    @property
+    def label(self) -> str:
+        """The name in metric keys: the attack's name, plus its loss when that is not cross-entropy
+        (``pgd_linf_cw``), so every (attack, loss) pair has its own stable key."""
+        loss = getattr(self, "loss", "ce")
+        return self.name if loss == "ce" else f"{self.name}_{loss}"
+
     def settings(self) -> dict[str, Any]:
         """The hyperparameters that define this attack, for logging next to its score."""
         return {"attack": self.name, "threat": self.threat.value, "eps": self.eps}

@@ -93,3 +93,25 @@ def image_grid(rows: dict[str, np.ndarray], title: str, per_row: int = 8) -> Fig
     fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+def certified_figure(
+    radius: np.ndarray, correct: np.ndarray, marks: list[float], sigma: float, title: str
+) -> Figure:
+    """Certified accuracy against the L2 radius: the share of images certified correct at a
+    radius at least r (abstentions and wrong classes count as errors), dots at the reported radii."""
+    fig, ax = plt.subplots(figsize=(5, 3.6), dpi=100)
+    top = max([*marks, float(radius.max()) if len(radius) else 0.0]) * 1.05 or 1.0
+    grid = np.linspace(0, top, 200)
+    n = max(1, len(radius))
+    acc = [float((correct & (radius >= r)).sum()) / n for r in grid]
+    ax.plot(grid, acc, label=f"sigma = {sigma:g}")
+    ax.scatter(marks, [float((correct & (radius >= r)).sum()) / n for r in marks], zorder=3)
+    ax.set_xlabel("L2 radius (pixels in [0, 1])")
+    ax.set_ylabel("certified accuracy")
+    ax.set_ylim(0, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    ax.set_title(title)
+    fig.tight_layout()
+    return fig

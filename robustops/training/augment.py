@@ -7,6 +7,8 @@ Jensen-Shannon consistency loss between the clean image and two AugMix views.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -59,27 +61,48 @@ def jsd(logits: list[torch.Tensor]) -> torch.Tensor:
     return sum(F.kl_div(mean, p, reduction="batchmean") for p in probs) / len(probs)
 
 
-def make_loss(cfg: AugmentConfig, seed: int) -> LossFn:
-    """The per-batch loss for the configured policy, with its own seeded random stream."""
+Transform = Callable[[torch.Tensor], torch.Tensor]
+
+
+def make_transform(cfg: AugmentConfig, seed: int) -> Transform | None:
+    """The policy as a batch transform with its own seeded stream; None for no augmentation.
+
+    Defences apply it before their own objective (augment, then attack); the JSD consistency
+    loss is the baseline's alone (see :func:`make_loss`).
+    """
     if cfg.policy == AugmentPolicy.NONE or not cfg.corruptions:
-        return cross_entropy
+        return None
     gen = torch.Generator().manual_seed(seed + 1)
-
     if cfg.policy == AugmentPolicy.CORRUPTIONS:
+        return lambda x: corrupt_batch(x, cfg.corruptions, cfg.severity, cfg.p, gen)
 
-        def corrupted(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-            return F.cross_entropy(model(corrupt_batch(x, cfg.corruptions, cfg.severity, cfg.p, gen)), y)
+    def view(x: torch.Tensor) -> torch.Tensor:
+        # torch.distributions takes no generator: seed the global stream per batch instead.
+        torch.manual_seed(int(torch.randint(2**31 - 1, (1,), generator=gen)))
+        return augmix(x, cfg, gen)
 
-        return corrupted
+    return view
 
-    def augmixed(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        torch.manual_seed(
-            int(torch.randint(2**31 - 1, (1,), generator=gen))
-        )  # seeds the Dirichlet/Beta draws
-        if not cfg.jsd:
-            return F.cross_entropy(model(augmix(x, cfg, gen)), y)
-        views = torch.cat([x, augmix(x, cfg, gen), augmix(x, cfg, gen)])
-        logits = model(views).chunk(3)
-        return F.cross_entropy(logits[0], y) + cfg.jsd_weight * jsd(list(logits))
 
-    return augmixed
+def make_loss(cfg: AugmentConfig, seed: int, label_smoothing: float = 0.0) -> LossFn:
+    """The per-batch loss for the configured policy, with its own seeded random stream."""
+    transform = make_transform(cfg, seed)
+    if transform is None:
+        if label_smoothing:
+            return lambda model, x, y: F.cross_entropy(model(x), y, label_smoothing=label_smoothing)
+        return cross_entropy
+
+    if cfg.policy == AugmentPolicy.AUGMIX and cfg.jsd:
+
+        def augmixed(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            views = torch.cat([x, transform(x), transform(x)])
+            logits = model(views).chunk(3)
+            ce = F.cross_entropy(logits[0], y, label_smoothing=label_smoothing)
+            return ce + cfg.jsd_weight * jsd(list(logits))
+
+        return augmixed
+
+    def augmented(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(model(transform(x)), y, label_smoothing=label_smoothing)
+
+    return augmented

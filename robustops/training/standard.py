@@ -7,6 +7,7 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -33,12 +34,29 @@ def cross_entropy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.T
 
 @dataclass
 class TrainResult:
+    """A trained model and how it got there.
+
+    Attributes:
+        model: the weights of the selected epoch, in eval mode.
+        history: one row per epoch (loss, train/val accuracy, lr, and any monitored metric).
+        best_epoch: the selected epoch (1-based).
+        best_val_acc: clean validation accuracy of the selected epoch.
+        stopped_early: training ended before ``epochs`` (patience or a stop rule).
+        seconds: wall time of the whole training, teacher or generator included.
+        stop_reason: why a stop rule ended training (e.g. catastrophic overfitting), else None.
+        extras: defence-specific numbers worth logging (e.g. the teacher's accuracy).
+        spec: what rebuilds the architecture for a checkpoint (see ``robustops.training.checkpoint``).
+    """
+
     model: nn.Module
     history: list[dict[str, float]] = field(default_factory=list)
     best_epoch: int = 0
     best_val_acc: float = 0.0
     stopped_early: bool = False
     seconds: float = 0.0
+    stop_reason: str | None = None
+    extras: dict[str, float] = field(default_factory=dict)
+    spec: dict[str, Any] = field(default_factory=dict)
 
 
 def make_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -64,6 +82,10 @@ def make_scheduler(
     return None
 
 
+Monitor = Callable[[nn.Module], dict[str, float]]
+StopRule = Callable[[list[dict[str, float]]], str | None]
+
+
 def fit(
     model: nn.Module,
     train: Dataset,
@@ -73,11 +95,27 @@ def fit(
     loss_fn: LossFn = cross_entropy,
     device: str = "cpu",
     desc: str = "train",
+    monitor: Monitor | None = None,
+    select: str = "val_acc",
+    stop: StopRule | None = None,
 ) -> TrainResult:
-    """Trains ``model`` and returns it with the weights of its best validation epoch.
+    """Trains ``model`` and returns it with the weights of its best epoch.
 
-    ``loss_fn(model, x, y)`` is the per-batch objective, so adversarial training methods reuse
-    this loop and its early stopping.
+    Args:
+        model: the network, trained in place.
+        train, val: the training and validation splits.
+        cfg: optimizer, schedule, batch size, epochs and patience.
+        seed: seeds the batch order.
+        loss_fn: the per-batch objective ``loss_fn(model, x, y)``; if it has a
+            ``begin_epoch(epoch, epochs)`` method, that is called before each epoch (eps warm-up).
+        device: torch device.
+        desc: label of the progress bar.
+        monitor: extra per-epoch metrics of the model in eval mode, e.g. validation accuracy under
+            attack; they join the history rows.
+        select: the history metric (higher is better) that picks the best epoch and drives early
+            stopping; ties go to the lower validation loss.
+        stop: called with the history after each epoch; a returned reason ends training and
+            restores the best epoch so far (the catastrophic-overfitting guard uses it).
     """
     gen = torch.Generator().manual_seed(seed)
     model.to(device)
@@ -87,11 +125,13 @@ def fit(
     sched = make_scheduler(opt, cfg, -(-len(y) // cfg.batch_size))
     result = TrainResult(model)
     best_state = copy.deepcopy(model.state_dict())
-    best_acc, best_loss, stale = -1.0, float("inf"), 0
+    best, stale = (-float("inf"), -float("inf")), 0
     start = time.perf_counter()
     # disable=None: tqdm shows the bar on a terminal and stays quiet in logs and CI.
     bar = tqdm(range(1, cfg.epochs + 1), desc=desc, unit="epoch", disable=None if cfg.progress else True)
     for epoch in bar:
+        if hasattr(loss_fn, "begin_epoch"):
+            loss_fn.begin_epoch(epoch, cfg.epochs)
         model.train()
         order = torch.randperm(len(y), generator=gen)
         total, seen = 0.0, 0
@@ -111,33 +151,81 @@ def fit(
         logits = torch.from_numpy(predict(model, val.x, device=device))
         val_acc = float((logits.argmax(1).numpy() == val.y).mean())
         val_loss = float(nn.functional.cross_entropy(logits, torch.from_numpy(val.y)))
-        result.history.append(
-            {
-                "epoch": epoch,
-                "loss": total / seen,
-                "train_acc": train_acc,
-                "val_acc": val_acc,
-                "val_loss": val_loss,
-                "lr": opt.param_groups[0]["lr"],
-            }
-        )
-        bar.set_postfix(loss=f"{total / seen:.3f}", val_acc=f"{val_acc:.3f}")
+        row = {
+            "epoch": epoch,
+            "loss": total / seen,
+            "train_acc": train_acc,
+            "val_acc": val_acc,
+            "val_loss": val_loss,
+            "lr": opt.param_groups[0]["lr"],
+        }
+        if monitor is not None:
+            row |= monitor(model)
+            model.eval()
+        result.history.append(row)
+        bar.set_postfix(loss=f"{total / seen:.3f}", **{select: f"{row[select]:.3f}"})
         # A small validation split ties on accuracy often; the lower loss breaks the tie.
-        if (val_acc, -val_loss) > (best_acc, -best_loss):
-            best_acc, best_loss, stale, result.best_epoch = val_acc, val_loss, 0, epoch
+        if (row[select], -val_loss) > best:
+            best, stale, result.best_epoch = (row[select], -val_loss), 0, epoch
+            result.best_val_acc = val_acc
             best_state = copy.deepcopy(model.state_dict())
         else:
             stale += 1
-            if stale >= cfg.patience:
-                result.stopped_early = epoch < cfg.epochs
-                break
+        reason = stop(result.history) if stop is not None else None
+        if reason:
+            result.stop_reason = reason
+            result.stopped_early = True
+            break
+        if stale >= cfg.patience:
+            result.stopped_early = epoch < cfg.epochs
+            break
     bar.close()
     opt.zero_grad(set_to_none=True)  # free the gradient buffers: the model is done training
     model.load_state_dict(best_state)
     model.eval()
-    result.best_val_acc = best_acc
     result.seconds = time.perf_counter() - start
     return result
+
+
+def build(
+    train: Dataset, model_cfg: ModelConfig, seed: int, spectral_norm: bool = False
+) -> tuple[nn.Module, dict[str, Any]]:
+    """The configured model behind a :class:`Normalize` layer with the training split's statistics,
+    seeded, and the spec that rebuilds it (see :mod:`robustops.training.checkpoint`)."""
+    seed_everything(seed)
+    dims = (0, 2, 3)
+    mean = torch.from_numpy(train.x.mean(axis=dims))
+    std = torch.from_numpy(train.x.std(axis=dims))
+    spec = {
+        "name": model_cfg.name,
+        "shape": list(train.shape),
+        "num_classes": train.num_classes,
+        "classes": list(train.classes),
+        "width": model_cfg.width,
+        "hidden": model_cfg.hidden,
+        "dropout": model_cfg.dropout,
+        "spectral_norm": spectral_norm,
+    }
+    return from_spec(spec, mean, std), spec
+
+
+def from_spec(
+    spec: dict[str, Any], mean: torch.Tensor | None = None, std: torch.Tensor | None = None
+) -> nn.Module:
+    """Builds the architecture a spec describes (untrained; a checkpoint supplies the weights)."""
+    from robustops.training.regularizers import apply_spectral_norm
+
+    model = build_model(
+        spec["name"],
+        tuple(spec["shape"]),
+        spec["num_classes"],
+        mean,
+        std,
+        width=spec["width"],
+        hidden=spec["hidden"],
+        dropout=spec["dropout"],
+    )
+    return apply_spectral_norm(model) if spec.get("spectral_norm") else model
 
 
 def train_baseline(
@@ -153,21 +241,8 @@ def train_baseline(
 
     ``loss_fn`` carries the augmentation policy (see :mod:`robustops.training.augment`).
     """
-    seed_everything(seed)
-    dims = (0, 2, 3)
-    mean = torch.from_numpy(train.x.mean(axis=dims))
-    std = torch.from_numpy(train.x.std(axis=dims))
-    model = build_model(
-        model_cfg.name,
-        train.shape,
-        train.num_classes,
-        mean,
-        std,
-        width=model_cfg.width,
-        hidden=model_cfg.hidden,
-        dropout=model_cfg.dropout,
-    )
-    return fit(
+    model, spec = build(train, model_cfg, seed)
+    result = fit(
         model,
         train,
         val,
@@ -177,6 +252,8 @@ def train_baseline(
         device=device,
         desc=f"train {model_cfg.name}",
     )
+    result.spec = spec
+    return result
 
 
 def resolve_device(name: str) -> str:

@@ -1,0 +1,260 @@
+"""Model-centric defences: config, every registered defence, adversarial training, the
+catastrophic-overfitting guard, distillation's masking, randomized smoothing and checkpoints."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from robustops.attacks import PGD
+from robustops.config import (
+    FGSMRSConfig,
+    ModelConfig,
+    PGDATConfig,
+    RegularizeConfig,
+    TrainConfig,
+    load_config,
+)
+from robustops.data import split_dataset
+from robustops.data.loaders import resize
+from robustops.errors import ConfigError
+from robustops.evaluation import predict, robust_accuracy
+from robustops.evaluation.lipschitz import input_grad_norm, lipschitz_bound
+from robustops.training import checkpoint
+from robustops.training.adversarial import AdversarialObjective, overfitting_guard
+from robustops.training.defences import DEFENCES, Context, train_defence
+
+TINY_MODEL = ModelConfig(name="mlp", hidden=64, dropout=0.0)
+# Settings small enough for seconds on CPU; every defence accepts them.
+TINY = {
+    "standard": {},
+    "pgd_at": {"steps": 3, "select_steps": 3},
+    "fgsm_rs": {"guard_samples": 64, "select_steps": 3},
+    "trades": {"steps": 3, "select_steps": 3},
+    "distillation": {"temperature": 5.0},
+    "smoothing": {"n0": 10, "n": 50},
+}
+
+
+def _ctx(epochs: int = 3, model: ModelConfig = TINY_MODEL, **reg) -> Context:
+    cfg = load_config(None, ["augment.policy=none"])
+    train = TrainConfig(epochs=epochs, patience=epochs, progress=False)
+    return Context(model, train, cfg.augment, RegularizeConfig(**reg), seed=0)
+
+
+def _defence(name: str, **kw):
+    return DEFENCES.get(name).config.model_validate({"name": name} | TINY[name] | kw)
+
+
+def _pgd_acc(model, split, eps=0.1, loss="ce", n=200):
+    x, y = split.test.x[:n], split.test.y[:n]
+    return robust_accuracy(model, PGD(eps, steps=10, seed=0, loss=loss), x, y)
+
+
+# ---- config ------------------------------------------------------------------------------------
+
+
+def test_defences_list_takes_names_and_blocks_and_set_reaches_into_it():
+    cfg = load_config(
+        None, ["defences=[pgd_at, {name: trades, beta: 2.0, label: trades-b2}]", "defences.0.eps=0.2"]
+    )
+    assert [d.run_name for d in cfg.defences] == ["pgd_at", "trades-b2"]
+    assert cfg.defences[0].eps == 0.2 and cfg.defences[1].beta == 2.0
+    assert isinstance(cfg.defences[0], PGDATConfig)
+    dumped = cfg.model_dump(mode="json")["defences"]
+    assert dumped[1]["beta"] == 2.0  # subclass fields survive serialization (logged config)
+    assert load_config(None, ["defences=[]"]).defences == []
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        (["defences=[fortress]"], "defences.0: unknown defence 'fortress'; known: distillation, fgsm_rs"),
+        (["defences=[{name: pgd_at, epz: 0.1}]"], "defences.0: epz: unknown key"),
+        (
+            ["defences=[pgd_at, {name: smoothing, sigma: -1}]"],
+            "defences.1: sigma: Input should be greater than 0",
+        ),
+        (["defences=[pgd_at, pgd_at]"], "labels must be unique"),
+        (["defences=[{name: standard, label: baseline}]"], "not 'baseline'"),
+        (["defences=[pgd_at]", "defences.3.eps=0.2"], "defences.3 is not an item of a list of 1"),
+        (["defences=[{eps: 0.1}]"], "a block with a 'name' key"),
+    ],
+)
+def test_bad_defence_config_names_the_item(overrides, expected):
+    with pytest.raises(ConfigError) as err:
+        load_config(None, overrides)
+    assert expected in str(err.value) and "\n" not in str(err.value)
+
+
+# ---- every registered defence ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", DEFENCES.names())
+def test_every_defence_trains_and_checkpoints_round_trip(name, digits_split, tmp_path):
+    assert name in TINY, f"add tiny settings for the new defence {name!r}"
+    result = train_defence(digits_split.train, digits_split.val, _ctx(2), _defence(name))
+    assert len(result.history) == 2 and 1 <= result.best_epoch <= 2 and result.seconds > 0
+    acc = (predict(result.model, digits_split.test.x).argmax(1) == digits_split.test.y).mean()
+    assert acc > 0.5  # two epochs of any defence learn the digits
+    folder = checkpoint.save(result.model, result.spec, tmp_path / name)
+    loaded = checkpoint.load(folder)
+    np.testing.assert_allclose(
+        predict(loaded, digits_split.test.x), predict(result.model, digits_split.test.x)
+    )
+
+
+def test_checkpoint_errors(digits_split, tmp_path, trained):
+    with pytest.raises(checkpoint.CheckpointError, match="no state_dict.pt"):
+        checkpoint.load(tmp_path)
+    spec = {
+        "name": "mlp",
+        "shape": [1, 8, 8],
+        "num_classes": 10,
+        "classes": [],
+        "width": 32,
+        "hidden": 64,
+        "dropout": 0.0,
+    }
+    folder = checkpoint.save(trained.model, spec, tmp_path / "ok")
+    (folder / "state_dict.pt").write_bytes(b"garbage")
+    with pytest.raises(checkpoint.CheckpointError, match="unreadable or not plain weights"):
+        checkpoint.load(folder)
+    torch.save({"evil": torch.nn.ReLU()}, folder / "state_dict.pt")  # pickled code: refused
+    with pytest.raises(checkpoint.CheckpointError, match="unreadable or not plain weights"):
+        checkpoint.load(folder)
+    checkpoint.save(trained.model, spec | {"hidden": 32}, tmp_path / "mismatch")
+    with pytest.raises(checkpoint.CheckpointError, match="weights do not fit the spec"):
+        checkpoint.load(tmp_path / "mismatch")
+
+
+# ---- adversarial training ----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def standard(digits_split):
+    return train_defence(digits_split.train, digits_split.val, _ctx(8), _defence("standard"))
+
+
+@pytest.mark.parametrize("name", ["pgd_at", "trades", "fgsm_rs"])
+def test_adversarial_training_beats_standard_under_pgd(name, digits_split, standard):
+    robust = train_defence(digits_split.train, digits_split.val, _ctx(8), _defence(name))
+    assert _pgd_acc(robust.model, digits_split) > _pgd_acc(standard.model, digits_split) + 0.1
+    # The best epoch is chosen on validation PGD accuracy, and that is what the model returns.
+    best = robust.history[robust.best_epoch - 1]["val_pgd_acc"]
+    assert best == max(h["val_pgd_acc"] for h in robust.history)
+    assert robust.extras["train/val_pgd_acc"] == best
+
+
+def test_eps_warmup_ramps_linearly():
+    obj = AdversarialObjective(PGDATConfig(eps=0.2, warmup_epochs=4), seed=0)
+    eps = []
+    for epoch in range(1, 7):
+        obj.begin_epoch(epoch, 6)
+        eps.append(obj.attack().eps)
+    assert eps == pytest.approx([0.05, 0.1, 0.15, 0.2, 0.2, 0.2])
+
+
+def test_mixed_batches_weigh_clean_and_adversarial_loss(trained, digits_split):
+    x, y = torch.from_numpy(digits_split.test.x[:64]), torch.from_numpy(digits_split.test.y[:64])
+    losses = {}
+    for w in (0.0, 0.5, 1.0):
+        obj = AdversarialObjective(PGDATConfig(clean_weight=w, steps=3), seed=0)
+        losses[w] = float(obj(trained.model, x, y).detach())
+    with torch.no_grad():
+        clean = float(nn.functional.cross_entropy(trained.model(x), y))
+    assert losses[1.0] == pytest.approx(clean, rel=1e-5)
+    assert losses[0.0] > clean and losses[0.5] == pytest.approx((losses[0.0] + clean) / 2, rel=1e-4)
+
+
+def test_guard_rule_fires_on_collapse_not_on_a_noisy_dip():
+    guard = overfitting_guard(FGSMRSConfig())
+
+    def hist(pgd, fgsm):
+        return [{"guard_pgd_acc": p, "guard_fgsm_acc": f} for p, f in zip(pgd, fgsm, strict=True)]
+
+    assert guard(hist([0.3, 0.5, 0.3], [0.4, 0.6, 0.45])) is None  # both dipped: noise, not CO
+    assert guard(hist([0.4, 0.5, 0.2], [0.5, 0.6, 0.4])) is None  # collapsed, but FGSM fell too
+    reason = guard(hist([0.4, 0.5, 0.1], [0.5, 0.6, 0.9]))
+    assert reason.startswith("catastrophic overfitting at epoch 3") and "0.500 to 0.100" in reason
+
+
+def test_fgsm_guard_catches_forced_catastrophic_overfitting(digits):
+    """A step of 2 eps (plain FGSM: the random start is projected away) at a large eps on digits
+    upscaled to 16x16 overfits catastrophically within a few epochs: PGD accuracy on the guard batch
+    collapses while FGSM accuracy climbs. The guard stops training and rolls back."""
+    big = type(digits)(resize(digits.x, (16, 16)), digits.y, digits.classes, digits.source)
+    split = split_dataset(big, 0.15, 0.2, seed=0)
+    model = ModelConfig(name="cnn", width=16, hidden=64, dropout=0.0)
+    cfg = _defence("fgsm_rs", eps=0.2, alpha=2.0, guard_samples=256, select_steps=10)
+    result = train_defence(split.train, split.val, _ctx(10, model), cfg)
+    assert result.stop_reason and result.stop_reason.startswith("catastrophic overfitting")
+    assert result.extras["train/guard_triggered"] == 1.0 and len(result.history) < 10
+    last = result.history[-1]
+    assert last["guard_fgsm_acc"] - last["guard_pgd_acc"] > 0.3  # the signature of CO
+    # Rolled back: the returned weights are the best epoch's, not the collapsed last one.
+    assert result.best_epoch < len(result.history)
+    val_pgd = robust_accuracy(result.model, PGD(0.2, steps=10, seed=0), split.val.x, split.val.y)
+    assert val_pgd == pytest.approx(result.history[result.best_epoch - 1]["val_pgd_acc"])
+
+
+# ---- distillation: robustness that only cross-entropy PGD believes ---------------------------
+
+
+def test_distillation_masks_gradients_and_a_margin_loss_sees_through(digits_split, standard):
+    student = train_defence(
+        digits_split.train, digits_split.val, _ctx(8), _defence("distillation", temperature=50.0)
+    )
+    ce, cw = _pgd_acc(student.model, digits_split, 0.2), _pgd_acc(student.model, digits_split, 0.2, "cw")
+    assert ce > cw + 0.3  # CE-PGD is masked by the saturated softmax; the margin loss is not
+    assert _pgd_acc(standard.model, digits_split, 0.2, "ce") < ce
+    assert student.extras["distill/teacher_val_acc"] > 0.8
+
+
+# ---- regularizers and Lipschitz figures ------------------------------------------------------
+
+
+def test_lipschitz_bound_holds_on_random_pairs(trained):
+    model = trained.model
+    bound = lipschitz_bound(model, (1, 8, 8))
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(256, 1, 8, 8, generator=g)
+    d = 0.05 * torch.randn(256, 1, 8, 8, generator=g)
+    with torch.no_grad():
+        ratio = (model(x + d) - model(x)).norm(dim=1) / d.flatten(1).norm(dim=1)
+    assert float(ratio.max()) <= bound
+
+
+def test_lipschitz_bound_of_a_conv_layer_matches_its_operator_norm():
+    conv = nn.Conv2d(1, 2, 3, padding=1, bias=False)
+    torch.manual_seed(0)
+    model = nn.Sequential(conv)
+    # The dense matrix of the conv on 6x6 inputs: its exact largest singular value.
+    basis = torch.eye(36).reshape(36, 1, 6, 6)
+    dense = conv(basis).detach().reshape(36, -1).T
+    exact = float(torch.linalg.matrix_norm(dense, ord=2))
+    assert lipschitz_bound(model, (1, 6, 6), iters=200) == pytest.approx(exact, rel=1e-3)
+
+
+def test_spectral_norm_and_gradient_penalty_shrink_lipschitz_figures(digits_split, standard):
+    sn = train_defence(
+        digits_split.train, digits_split.val, _ctx(8, spectral_norm=True), _defence("standard")
+    )
+    gp = train_defence(digits_split.train, digits_split.val, _ctx(8, grad_penalty=5.0), _defence("standard"))
+    base_bound = lipschitz_bound(standard.model, (1, 8, 8))
+    assert lipschitz_bound(sn.model, (1, 8, 8)) < base_bound / 2
+    x, y = digits_split.test.x, digits_split.test.y
+    assert input_grad_norm(gp.model, x, y) < 0.7 * input_grad_norm(standard.model, x, y)
+
+
+def test_label_smoothing_lowers_confidence(digits_split, standard):
+    smooth = train_defence(
+        digits_split.train, digits_split.val, _ctx(8, label_smoothing=0.3), _defence("standard")
+    )
+
+    def confidence(model):
+        return torch.softmax(torch.from_numpy(predict(model, digits_split.test.x)), 1).max(1).values.mean()
+
+    assert confidence(smooth.model) < confidence(standard.model) - 0.05
