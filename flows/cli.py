@@ -56,10 +56,13 @@ def _run(cfg: Any) -> int:
     out = robustness_pipeline(cfg)
     took = time.perf_counter() - start
     print(f"\nrobustops: pipeline finished in {took:.1f} s  (split {out['sizes']})")
-    print(text_table({name: m["metrics"] for name, m in out["models"].items()}))
+    print(text_table({name: m["metrics"] for name, m in out["models"].items()}, short=True))
+    print("(every metric: the MLflow runs, and report/scorecard.html on the parent run)")
     versions = [f"{name} v{m['version']}" for name, m in out["models"].items() if m["version"]]
     if versions:
         print(f"registered: {out['registered_model']}: {', '.join(versions)}")
+    if out.get("gate"):
+        print(f"gate:       {out['gate']['summary']}")
     print(f"MLflow:     {tracking_uri(cfg.mlflow)}  parent run {out['parent_run_id']}")
     print(f"MLflow UI:  {ui_command(cfg.mlflow)}")
     print("Prefect UI: prefect server start   # then open http://127.0.0.1:4200")

@@ -12,7 +12,8 @@ from robustops.config import Config, DefenceConfig, SmoothingConfig, StandardCon
 from robustops.training import resolve_device
 from tasks.adversarial import generate_adversarial_set
 from tasks.data import load_data, synthesize_data
-from tasks.evaluation import evaluate_model
+from tasks.evaluation import evaluate_model, load_eval_sets
+from tasks.gate import log_report, promote
 from tasks.record import (
     close_pipeline_run,
     log_data_stage,
@@ -40,12 +41,14 @@ def robustness_pipeline(cfg: Config = Config()) -> dict[str, Any]:  # noqa: B008
     """
     device = resolve_device(cfg.device)
     parent = open_pipeline_run(cfg, flow_run.get_id())
-    ok, models = False, {}
+    ok, models, decision = False, {}, None
     try:
         split = load_data(cfg.data, cfg.seed)
         synth, quality = synthesize_data(split, cfg.synthesis, cfg.seed)
         log_data_stage(cfg, parent, split, synth, quality)
         a = cfg.adversarial_set
+        shift, ood = load_eval_sets(cfg.evaluation, split.test.shape, split.test.classes)
+        cards, versions = {}, {}
         for spec in model_specs(cfg):
             name = spec.run_name
             result = train_model(
@@ -60,7 +63,18 @@ def robustness_pipeline(cfg: Config = Config()) -> dict[str, Any]:  # noqa: B008
                 device,
             )
             smoothing = spec if isinstance(spec, SmoothingConfig) else None
-            card = evaluate_model(result.model, split.test, cfg.evaluation, cfg.seed, device, name, smoothing)
+            card = evaluate_model(
+                result.model,
+                split,
+                cfg.evaluation,
+                cfg.seed,
+                device,
+                name,
+                smoothing,
+                shift,
+                ood,
+                cards.get("baseline"),
+            )
             aset = (
                 generate_adversarial_set(
                     result.model,
@@ -82,6 +96,9 @@ def robustness_pipeline(cfg: Config = Config()) -> dict[str, Any]:  # noqa: B008
                 if cfg.mlflow.register_model
                 else None
             )
+            cards[name] = card
+            if version:
+                versions[name] = version
             models[name] = {
                 "run_id": run_id,
                 "model_uri": model_uri,
@@ -89,6 +106,8 @@ def robustness_pipeline(cfg: Config = Config()) -> dict[str, Any]:  # noqa: B008
                 "defence": spec.name,
                 "metrics": card.metrics | {"train/seconds": result.seconds},
             }
+        decision = promote(cfg, parent, cards, versions) if cfg.gate.enabled and versions else None
+        log_report(cfg, parent, cards, decision)
         ok = True
     finally:
         close_pipeline_run(cfg.mlflow, parent, ok, {n: m["metrics"] for n, m in models.items()})
@@ -97,6 +116,7 @@ def robustness_pipeline(cfg: Config = Config()) -> dict[str, Any]:  # noqa: B008
         "models": models,
         "registered_model": cfg.mlflow.registered_model if cfg.mlflow.register_model else None,
         "version": models["baseline"]["version"],
+        "gate": decision.as_dict() if decision else None,
         "sizes": split.sizes(),
         "synthesized": synth.made,
     }

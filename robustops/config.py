@@ -239,8 +239,103 @@ class TrainConfig(Strict):
     progress: bool = Field(True, description="show a progress bar on a terminal")
 
 
+class AutoAttackConfig(Strict):
+    """The AutoAttack-grade ensemble: APGD-CE, APGD-DLR and Square, worst case per example."""
+
+    enabled: bool = True
+    eps: list[float] = Field([0.1], description="L-inf radii to run it at (it costs about 6 s per radius)")
+    apgd_steps: int = Field(100, ge=1, description="APGD iterations per restart (AutoAttack: 100)")
+    apgd_restarts: int = Field(1, ge=1)
+    square_queries: int = Field(1000, ge=1, description="Square queries per image (AutoAttack: 5000)")
+
+
+class MaskingConfig(Strict):
+    """Gradient-masking sanity checks (Carlini et al., 2019; Athalye et al., 2018)."""
+
+    tolerance: float = Field(0.02, ge=0, le=1, description="accuracy slack allowed before a check fails")
+    large_eps: float = Field(
+        0.5, gt=0, le=1, description="an L-inf radius at which accuracy must reach chance"
+    )
+    more_steps: int = Field(100, ge=2, description="PGD steps of the longer run, vs evaluation.pgd_steps")
+
+
+class NoiseConfig(Strict):
+    """The perturbation dimension: random, non-malicious noise of rising strength."""
+
+    gaussian: list[float] = Field([0.05, 0.1, 0.2, 0.3, 0.5], description="noise std")
+    uniform: list[float] = Field([0.05, 0.1, 0.2, 0.3, 0.5], description="half-width of uniform noise")
+    salt_pepper: list[float] = Field([0.02, 0.05, 0.1, 0.2, 0.3], description="share of pixels set to 0 or 1")
+    flip_sigma: float = Field(
+        0.05, gt=0, description="std of the small noise the flip rate is measured under"
+    )
+    flip_draws: int = Field(5, ge=1, description="noise draws per image for the flip rate")
+
+
+SPEC_CHECK_NAMES = [
+    "invariance_translate",
+    "invariance_brightness",
+    "recall_floor",
+    "rare_class",
+    "edge_blank",
+    "edge_constant",
+    "edge_inverted",
+    "edge_saturated",
+    "edge_noise",
+]
+
+
+class SpecConfig(Strict):
+    """The specification dimension: behavioural checks, each with a pass threshold."""
+
+    checks: list[str] = Field(SPEC_CHECK_NAMES, description="registered checks to run")
+    invariances: list[str] = Field(
+        [], description="more invariances, each 'corruption:severity' (e.g. gaussian_blur:1)"
+    )
+
+    translate_px: int = Field(1, ge=1, description="invariance: shift by this many pixels (each direction)")
+    brightness: float = Field(0.1, gt=0, lt=1, description="invariance: add this much brightness")
+    invariance_keep: float = Field(0.9, ge=0, le=1, description="share of labels an invariance must keep")
+    recall_floor: float = Field(0.9, ge=0, le=1, description="every class's recall must reach this")
+    rare_floor: float = Field(0.85, ge=0, le=1, description="recall of the rarest training class")
+    edge_confident_max: float = Field(
+        0.2, ge=0, le=1, description="edge inputs: at most this share answered confidently (not abstained)"
+    )
+
+    @field_validator("checks")
+    @classmethod
+    def _checks(cls, v: list[str]) -> list[str]:
+        from robustops.evaluation.specification import SPEC_CHECKS  # late import: checks import torch
+
+        return [_registered(SPEC_CHECKS, n) for n in v]
+
+    @field_validator("invariances")
+    @classmethod
+    def _invariances(cls, v: list[str]) -> list[str]:
+        for item in v:
+            name, _, sev = item.partition(":")
+            _known_corruptions([name])
+            if sev and sev not in {"1", "2", "3", "4", "5"}:
+                raise ValueError(f"invariance {item!r}: severity must be 1..5, e.g. {name}:1")
+        return v
+
+
+class ShiftDataConfig(Strict):
+    """An extra dataset in the formats of `data` (npz or image folder) with the training classes."""
+
+    source: Literal[DataSource.NPZ, DataSource.FOLDER] = DataSource.NPZ
+    path: Path
+    image_size: tuple[int, int] | None = None
+    channels: Literal[1, 3] | None = None
+
+    @field_validator("image_size", mode="before")
+    @classmethod
+    def _square(cls, v: Any) -> Any:
+        return (v, v) if isinstance(v, int) and not isinstance(v, bool) else v
+
+
 class EvalConfig(Strict):
     eps: list[float] = Field([0.05, 0.1, 0.2], description="L-inf radii, pixels in [0, 1]")
+    l2_eps: list[float] = Field([0.5, 1.0], description="L2 radii for PGD-L2 (the norm sums over pixels)")
     pgd_steps: int = Field(20, ge=1)
     pgd_rel_step: float = Field(
         2.5, gt=0, description="PGD step size as a multiple of eps / steps (Madry et al.)"
@@ -255,6 +350,26 @@ class EvalConfig(Strict):
     )
     corruptions: list[str] = Field(EVAL_CORRUPTIONS, description="held out: never used in training")
     severities: list[int] = Field([1, 2, 3, 4, 5])
+    autoattack: AutoAttackConfig = AutoAttackConfig()
+    masking: MaskingConfig = MaskingConfig()
+    noise: NoiseConfig = NoiseConfig()
+    specification: SpecConfig = SpecConfig()
+    target_risk: float = Field(
+        0.01, gt=0, lt=1, description="post-processing: the confidence threshold keeps the error below this"
+    )
+    ood_tpr: float = Field(
+        0.95, gt=0, lt=1, description="post-processing: the OOD threshold keeps this share of real images"
+    )
+    mahalanobis: bool = Field(
+        True, description="also score OOD by Mahalanobis distance of penultimate features"
+    )
+    calibration_bins: int = Field(15, ge=2, le=100)
+    shift_data: ShiftDataConfig | None = Field(
+        None, description="a naturally shifted test set, e.g. another camera"
+    )
+    ood_data: ShiftDataConfig | None = Field(
+        None, description="a second dataset of out-of-distribution images"
+    )
 
     @field_validator("corruptions")
     @classmethod
@@ -274,6 +389,13 @@ class EvalConfig(Strict):
         bad = [e for e in v if not 0 <= e <= 1]
         if bad:
             raise ValueError(f"eps must lie in [0, 1] for pixels in [0, 1], got {bad}")
+        return sorted(set(v))
+
+    @field_validator("l2_eps")
+    @classmethod
+    def _l2_range(cls, v: list[float]) -> list[float]:
+        if any(e < 0 for e in v):
+            raise ValueError(f"l2_eps must be >= 0, got {v}")
         return sorted(set(v))
 
 
@@ -407,6 +529,32 @@ def _defence(item: Any) -> Any:
     return cls.model_validate(item)
 
 
+class GateConfig(Strict):
+    """Promotion: the best model that passes the gate becomes the challenger; it takes the alias
+    only if it beats the current champion on ``primary`` and regresses no gated metric by more
+    than ``tolerance``."""
+
+    enabled: bool = True
+    alias: str = Field("champion", min_length=1, description="the registry alias the gate moves")
+    primary: str = Field("adv/autoattack/eps_0.1/acc", description="the score that ranks passing models")
+    min: dict[str, float] = Field(
+        {"clean/acc": 0.95, "adv/autoattack/eps_0.1/acc": 0.7},
+        description="metric -> lowest allowed value",
+    )
+    max: dict[str, float] = Field(
+        {"corruption/mce": 1.2, "calibration/ece": 0.1}, description="metric -> highest allowed value"
+    )
+    require_masking: bool = Field(
+        True, description="a model failing a gradient-masking check is not promoted"
+    )
+    spec_checks: list[str] = Field(
+        ["invariance_brightness", "recall_floor", "rare_class", "edge_blank", "edge_constant", "edge_noise",
+         "edge_saturated"],
+        description="specification checks that block promotion (the others are reported only)",
+    )  # fmt: skip
+    tolerance: float = Field(0.01, ge=0, description="allowed regression of a gated metric vs the champion")
+
+
 class MlflowConfig(Strict):
     tracking_uri: str | None = Field(None, description="None: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db")
     experiment: str = Field("robustops", min_length=1)
@@ -436,6 +584,7 @@ class Config(Strict):
         ],
         description="trained beside the baseline on the same split: names or blocks with settings",
     )
+    gate: GateConfig = GateConfig()
     mlflow: MlflowConfig = MlflowConfig()
 
     @field_validator("defences", mode="before")

@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import inspect
-import logging
 
 import numpy as np
 from prefect import task
-from prefect.exceptions import MissingContextError
-from prefect.logging import get_logger, get_run_logger
 from torch import nn
 
 from robustops.attacks import ATTACKS, Attack
 from robustops.data import Dataset
 from robustops.data.adversarial import AdversarialSet, generate
 from tasks.caching import hash_inputs
+from tasks.log import logger
 
 
 def build_attack(name: str, eps: float, steps: int, rel_step: float, seed: int) -> Attack:
@@ -28,14 +26,6 @@ def build_attack(name: str, eps: float, steps: int, rel_step: float, seed: int) 
     extra = {"steps": steps, "step_size": rel_step * eps / steps if eps > 0 else None, "seed": seed}
     accepted = inspect.signature(cls).parameters
     return cls(eps, **{k: v for k, v in extra.items() if k in accepted})
-
-
-def _logger() -> logging.Logger | logging.LoggerAdapter:
-    # Outside a flow or task run (task.fn(...) in tests or notebooks) there is no run logger.
-    try:
-        return get_run_logger()
-    except MissingContextError:
-        return get_logger("robustops.tasks")
 
 
 @task(name="generate-adversarial-set", cache_key_fn=hash_inputs, persist_result=True)
@@ -69,7 +59,7 @@ def generate_adversarial_set(
         # The same subsample as the scorecard's for the same seed, so the two can be compared.
         index = np.sort(np.random.default_rng(seed).permutation(len(index))[:max_samples])
     aset = generate(model, attack, test.x[index], test.y[index], test.classes, device=device, index=index)
-    _logger().info(
+    logger().info(
         "adversarial set: %s eps=%g on %d of %d test images, %.4f still classified correctly",
         attack.name,
         attack.eps,

@@ -1,18 +1,55 @@
-"""Evaluation tasks."""
+"""Evaluation tasks: extra evaluation sets, the scorecard of each model, and mCE against the baseline."""
 
 from __future__ import annotations
 
 import time
 
+import numpy as np
 from prefect import task
 from prefect.logging import get_run_logger
 from torch import nn
 
 from robustops.config import EvalConfig, SmoothingConfig
-from robustops.data import Dataset
+from robustops.data import Dataset, Split
+from robustops.data.loaders import load_for_model
 from robustops.evaluation import Scorecard, evaluate
 from robustops.evaluation.report import headline
-from tasks.caching import hash_inputs
+from robustops.evaluation.scorecard import relative_corruption_metrics
+from tasks.caching import file_fingerprint, hash_inputs
+from tasks.data import _io_error
+
+
+def _sets_key(context, parameters) -> str:
+    cfg = parameters["cfg"]
+    paths = [s.path if s is not None else None for s in (cfg.shift_data, cfg.ood_data)]
+    return f"{hash_inputs(context, parameters)}-" + "-".join(file_fingerprint(p) for p in paths)
+
+
+@task(
+    name="load-evaluation-sets",
+    retries=2,
+    retry_delay_seconds=1,
+    retry_condition_fn=_io_error,
+    cache_key_fn=_sets_key,
+    persist_result=True,
+)
+def load_eval_sets(
+    cfg: EvalConfig, shape: tuple[int, int, int], classes: list[str]
+) -> tuple[Dataset | None, np.ndarray | None]:
+    """The optional shifted set (labelled with the training classes) and OOD set, in the model's
+    input shape."""
+    shift = ood = None
+    if cfg.shift_data is not None:
+        s = cfg.shift_data
+        shift = load_for_model(s.source, s.path, shape, classes, "evaluation.shift_data")
+    if cfg.ood_data is not None:
+        o = cfg.ood_data
+        from robustops.data.loaders import _channels, load_folder, load_npz, resize
+
+        ds = load_npz(o.path) if o.source.value == "npz" else load_folder(o.path, shape[0], shape[1:])
+        x = _channels(ds.x, shape[0])
+        ood = x if x.shape[1:] == shape else resize(x, shape[1:])
+    return shift, ood
 
 
 @task(
@@ -23,21 +60,27 @@ from tasks.caching import hash_inputs
 )
 def evaluate_model(
     model: nn.Module,
-    test: Dataset,
+    split: Split,
     cfg: EvalConfig,
     seed: int,
     device: str,
     name: str = "model",
     smoothing: SmoothingConfig | None = None,
+    shift: Dataset | None = None,
+    ood: np.ndarray | None = None,
+    baseline: Scorecard | None = None,
 ) -> Scorecard:
-    """Clean, adversarial, corruption and Lipschitz scores on the test split, and certificates
-    when the model is the base of a smoothed classifier."""
+    """The scorecard of one model on the test split (thresholds chosen on validation), with mCE
+    against ``baseline`` when given (the baseline itself passes None and scores 1)."""
     start = time.perf_counter()
-    card = evaluate(model, test, cfg, seed, device, smoothing)
+    card = evaluate(model, split.test, cfg, seed, device, smoothing, split.val, split.train, shift, ood)
+    card.metrics |= relative_corruption_metrics(card, baseline or card)
     card.metrics["eval/seconds"] = time.perf_counter() - start
+    flags = [c.name for c in card.masking if not c.passed]
     get_run_logger().info(
-        "%s scores: %s",
+        "%s scores: %s%s",
         name,
-        ", ".join(f"{k}={v:.4f}" for k, v in headline(card.metrics).items()),
+        ", ".join(f"{k}={v:.4f}" for k, v in headline(card.metrics).items() if not k.endswith("/pass")),
+        f"; MASKING SUSPECTED ({', '.join(flags)})" if flags else "",
     )
     return card

@@ -21,13 +21,7 @@ from robustops.data.adversarial import AdversarialSet, save_npz
 from robustops.data.synthesis import SynthesisResult
 from robustops.evaluation import Scorecard
 from robustops.evaluation.metrics import safe
-from robustops.evaluation.plots import (
-    accuracy_vs_eps_figure,
-    certified_figure,
-    confusion_figure,
-    corruption_heatmap,
-    image_grid,
-)
+from robustops.evaluation.plots import image_grid, scorecard_figures
 from robustops.evaluation.report import markdown_table
 from robustops.training import TrainResult, checkpoint
 from robustops.training.augment import augmix
@@ -143,7 +137,7 @@ def _log_adversarial_set(m: MlflowConfig, run_id: str, aset: AdversarialSet, tes
     tracking.log_figure(m, run_id, fig, "adversarial/examples.png")
 
 
-def _log_certificates(m: MlflowConfig, run_id: str, name: str, card: Scorecard) -> None:
+def _log_certificates(m: MlflowConfig, run_id: str, card: Scorecard) -> None:
     c = card.certificates
     if c is None:
         return
@@ -151,10 +145,6 @@ def _log_certificates(m: MlflowConfig, run_id: str, name: str, card: Scorecard) 
     tracking.log_json(
         m, run_id, {"settings": c.settings, "certified_accuracy": curve}, "evaluation/certificates.json"
     )
-    fig = certified_figure(
-        c.radius, c.pred == c.y, c.radii, c.settings["sigma"], f"{name}: smoothed classifier"
-    )
-    tracking.log_figure(m, run_id, fig, "plots/certified_accuracy.png")
 
 
 def _log_checkpoint(m: MlflowConfig, run_id: str, result: TrainResult) -> None:
@@ -198,21 +188,14 @@ def log_model_run(
         )
         if result.stop_reason:
             tracking.set_tag(m, run_id, "robustops.stop_reason", result.stop_reason)
+        if not card.masking_passed:
+            failed = ", ".join(c.name for c in card.masking if not c.passed)
+            tracking.set_tag(m, run_id, "robustops.masking", f"FAILED: {failed}")
         tracking.log_json(m, run_id, card.attacks, "evaluation/attacks.json")
-        tracking.log_json(m, run_id, card.metrics, "evaluation/scorecard.json")
-        tracking.log_figure(
-            m,
-            run_id,
-            confusion_figure(card.confusion, card.classes, f"{name}: test split"),
-            "plots/confusion_matrix.png",
-        )
-        if card.curves:
-            fig = accuracy_vs_eps_figure(card.curves, card.metrics["clean/acc"], f"{name}: accuracy vs eps")
-            tracking.log_figure(m, run_id, fig, "plots/accuracy_vs_eps.png")
-        if card.corruption:
-            fig = corruption_heatmap(card.corruption, f"{name}: held-out corruptions")
-            tracking.log_figure(m, run_id, fig, "plots/corruption_heatmap.png")
-        _log_certificates(m, run_id, name, card)
+        tracking.log_json(m, run_id, scorecard_json(card), "evaluation/scorecard.json")
+        for path, fig in scorecard_figures(card, name).items():
+            tracking.log_figure(m, run_id, fig, path)
+        _log_certificates(m, run_id, card)
         if aset is not None and len(aset.y):
             _log_adversarial_set(m, run_id, aset, split.test.x)
         _log_checkpoint(m, run_id, result)
@@ -230,6 +213,20 @@ def log_model_run(
     finally:
         tracking.end_run(m, run_id, ok)
     return run_id, model_uri
+
+
+def scorecard_json(card: Scorecard) -> dict:
+    """A model's scorecard as JSON: metrics, check results and the guard's thresholds."""
+    return {
+        "metrics": card.metrics,
+        "masking": [c.as_dict() for c in card.masking],
+        "specification": [c.as_dict() for c in card.spec],
+        "masking_passed": card.masking_passed,
+        "specification_passed": card.spec_passed,
+        "guard": vars(card.guard) if card.guard else None,
+        "n_test": card.n_test,
+        "n_attacked": card.n_attacked,
+    }
 
 
 @task(name="register-model", task_run_name="register-{name}", **RETRY)

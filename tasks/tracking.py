@@ -182,3 +182,36 @@ def ui_command(cfg: MlflowConfig) -> str:
     if uri.startswith(("http://", "https://")):
         return f"open {uri}"
     return f"mlflow ui --backend-store-uri {uri} --port 5000   # then open http://127.0.0.1:5000"
+
+
+def alias_version(cfg: MlflowConfig, alias: str) -> Any | None:
+    """The model version the alias points at, or None when the model or the alias does not exist."""
+    c = client(cfg)
+    try:
+        return c.get_model_version_by_alias(cfg.registered_model, alias)
+    except mlflow.exceptions.MlflowException:
+        return None
+
+
+def run_metrics(cfg: MlflowConfig, run_id: str) -> dict[str, float]:
+    return dict(client(cfg).get_run(run_id).data.metrics)
+
+
+def set_alias(cfg: MlflowConfig, alias: str, version: str, expected: str | None) -> None:
+    """Points the alias at ``version`` if it still points at ``expected`` (None: unset).
+
+    A compare-and-set in two calls, not atomic: it catches a champion changed while this run
+    was deciding, so the decision is never made against a stale champion.
+    """
+    current = alias_version(cfg, alias)
+    now = current.version if current is not None else None
+    if now != expected:
+        raise RuntimeError(
+            f"alias {alias!r} of {cfg.registered_model} moved to version {now} while this run was deciding "
+            f"(it was {expected}); nothing promoted: rerun to decide against the new champion"
+        )
+    client(cfg).set_registered_model_alias(cfg.registered_model, alias, version)
+
+
+def set_version_tag(cfg: MlflowConfig, version: str, key: str, value: str) -> None:
+    client(cfg).set_model_version_tag(cfg.registered_model, version, key, value)

@@ -22,9 +22,29 @@ def test_confusion_matrix_and_recall_by_hand():
     assert np.isnan(r[3])  # no support: undefined, not zero
 
 
-def test_scorecard_names_and_values(trained, digits_split):
-    cfg = EvalConfig(eps=[0.05, 0.2], pgd_steps=5, max_samples=100)
-    card = evaluate(trained.model, digits_split.test, cfg, seed=0)
+# Small enough for seconds: every part of the scorecard runs, on few samples and iterations.
+QUICK = {
+    "eps": [0.05, 0.2],
+    "l2_eps": [0.5],
+    "pgd_steps": 5,
+    "max_samples": 100,
+    "autoattack": {"eps": [0.2], "apgd_steps": 10, "square_queries": 50},
+    "masking": {"more_steps": 10},
+}
+
+
+def quick(**kw) -> EvalConfig:
+    return EvalConfig.model_validate(QUICK | kw)
+
+
+@pytest.fixture(scope="module")
+def card(trained, digits_split):
+    return evaluate(
+        trained.model, digits_split.test, quick(), seed=0, val=digits_split.val, train=digits_split.train
+    )
+
+
+def test_scorecard_names_and_values(card, digits_split):
     m = card.metrics
     assert set(m) >= {
         "clean/acc",
@@ -33,26 +53,74 @@ def test_scorecard_names_and_values(trained, digits_split):
         "adv/fgsm/eps_0.05/acc",
         "adv/pgd_linf/eps_0.2/acc",
         "adv/pgd_linf_cw/eps_0.2/acc",
+        "adv/pgd_l2/eps_0.5/acc",
+        "adv/apgd/eps_0.2/acc",
+        "adv/apgd_dlr/eps_0.2/acc",
+        "adv/square/eps_0.2/acc",
+        "adv/autoattack/eps_0.2/acc",
+        "adv/worst/eps_0.05/acc",
+        "masking/pass",
+        "noise/gaussian/s_0.1/acc",
+        "noise/flip_rate",
+        "corruption/mean_acc",
+        "selective/threshold",
+        "calibration/ece",
+        "ood/uniform_noise/auroc_energy",
+        "ood/gaussian_noise/auroc_mahalanobis",
+        "spec/pass",
         "lipschitz/bound",
         "lipschitz/input_grad_l2",
     }
     assert all(MLFLOW_NAME.match(k) for k in m)
-    assert all(0 <= v <= 1 for k, v in m.items() if not k.startswith("lipschitz/"))
+    unit = [
+        k
+        for k in m
+        if k.endswith(("/acc", "/pass", "/coverage", "/risk", "/ece", "/flip_rate")) or "/auroc_" in k
+    ]
+    assert all(0 <= m[k] <= 1 for k in unit), {k: m[k] for k in unit if not 0 <= m[k] <= 1}
     assert m["lipschitz/bound"] > 0 and m["lipschitz/input_grad_l2"] > 0
     assert m["clean/recall/min"] == pytest.approx(min(m[f"clean/recall/class_{c}"] for c in range(10)))
     assert m["adv/pgd_linf/eps_0.2/acc"] <= m["adv/pgd_linf/eps_0.05/acc"] <= m["clean/acc"] + 0.05
     assert card.n_attacked == 100 and card.confusion.sum() == card.n_test == len(digits_split.test.y)
-    assert {a["label"] for a in card.attacks} == {"fgsm", "pgd_linf", "pgd_linf_cw"} and all(
-        a["n"] == 100 for a in card.attacks
+    labels = {a["label"] for a in card.attacks}
+    assert labels == {"fgsm", "pgd_linf", "pgd_linf_cw", "pgd_l2", "apgd", "apgd_dlr", "square", "autoattack"}
+    assert all(a["n"] == 100 for a in card.attacks)
+
+
+def test_worst_case_is_per_example(card):
+    m = card.metrics
+    members = [m[f"adv/{a}/eps_0.2/acc"] for a in ("apgd", "apgd_dlr", "square")]
+    assert m["adv/autoattack/eps_0.2/acc"] <= min(members)  # an image counts only if it survives all three
+    every = [
+        v for k, v in m.items() if k.startswith("adv/") and k.endswith("/eps_0.2/acc") and "worst" not in k
+    ]
+    assert m["adv/worst/eps_0.2/acc"] <= min(every)
+    assert m["adv/worst/eps_0.2/acc"] <= m["adv/autoattack/eps_0.2/acc"]
+
+
+def test_figures_render(card):
+    from robustops.evaluation.plots import scorecard_figures
+
+    fig2 = accuracy_vs_eps_figure(
+        {k: v for k, v in card.curves.items() if k != "pgd_l2"}, card.metrics["clean/acc"], "t"
     )
-
-
-def test_figures_render(trained, digits_split):
-    card = evaluate(trained.model, digits_split.test, EvalConfig(eps=[0.1], pgd_steps=2, max_samples=20))
-    fig = confusion_figure(card.confusion, card.classes)
-    assert len(fig.axes) == 2
-    fig2 = accuracy_vs_eps_figure(card.curves, card.metrics["clean/acc"], "t")
-    assert len(fig2.axes[0].lines) == 3  # fgsm, pgd_linf, pgd_linf_cw
+    assert {line.get_label() for line in fig2.axes[0].lines} >= {
+        "fgsm",
+        "pgd_linf",
+        "pgd_linf_cw",
+        "apgd",
+        "square",
+    }
+    figs = scorecard_figures(card, "m")
+    assert set(figs) == {
+        "plots/confusion_matrix.png",
+        "plots/accuracy_vs_eps.png",
+        "plots/corruption_heatmap.png",
+        "plots/noise_curves.png",
+        "plots/risk_coverage.png",
+        "plots/reliability.png",
+    }
+    assert len(confusion_figure(card.confusion, card.classes).axes) == 2
 
 
 @pytest.mark.parametrize("name", ["big cat (wild)", "a/b", "näive+1", "", "x=y@z"])

@@ -31,6 +31,10 @@ TINY = [
     "adversarial_set.max_samples=32",
     "synthesis.generator=interpolate",  # no generator training: the flow test checks the plumbing
     "defences=[{name: pgd_at, steps: 2, select_steps: 2}, {name: smoothing, n0: 10, n: 50, max_samples: 16}]",
+    "evaluation.autoattack={eps: [0.1], apgd_steps: 10, square_queries: 100}",
+    "evaluation.masking.more_steps=10",
+    # A gate tiny models can pass: the flow test checks promotion, not quality.
+    "gate={primary: adv/autoattack/eps_0.1/acc, min: {clean/acc: 0.5}, max: {}, require_masking: false, spec_checks: []}",
 ]
 
 
@@ -139,6 +143,12 @@ def test_nested_model_run_has_metrics_curves_and_artifacts(first_run, tiny):
         ("pgd_linf", 0.1),
         ("pgd_linf_cw", 0.05),
         ("pgd_linf_cw", 0.1),
+        ("pgd_l2", 0.5),
+        ("pgd_l2", 1.0),
+        ("apgd", 0.1),
+        ("apgd_dlr", 0.1),
+        ("square", 0.1),
+        ("autoattack", 0.1),
     }
 
 
@@ -166,6 +176,12 @@ def test_rerun_reuses_cached_training(first_run, tiny):
     assert again["parent_run_id"] != first_run["parent_run_id"]
     assert second["train/seconds"] == first["train/seconds"]  # the cached result, not a retrain
     assert int(again["version"]) == int(first_run["version"]) + len(first_run["models"])  # one per model
+    # The same scores cannot beat the champion: the alias stays where the first run put it.
+    assert not again["gate"]["promote"] and "does not beat" in again["gate"]["summary"]
+    assert (
+        c.get_model_version_by_alias("tiny-digits", "champion").run_id
+        == first_run["models"][first_run["gate"]["challenger"]]["run_id"]
+    )
 
 
 def test_failed_run_is_marked_failed_and_registers_nothing(first_run, tiny, store, tmp_path):
@@ -232,3 +248,53 @@ def test_every_defence_has_its_own_nested_run_with_the_same_keys(first_run, tiny
     assert "plots/certified_accuracy.png" in files
     cert = json.loads(mlflow.artifacts.load_text(f"{smooth.info.artifact_uri}/evaluation/certificates.json"))
     assert cert["settings"]["n"] == 50 and cert["settings"]["images"] == 16
+
+
+def test_first_run_promotes_the_best_passing_model(first_run, tiny):
+    c = _client(tiny)
+    gate = first_run["gate"]
+    assert gate["promote"] and gate["challenger"] in first_run["models"]
+    champion = c.get_model_version_by_alias("tiny-digits", "champion")
+    best = max(first_run["models"].items(), key=lambda kv: kv[1]["metrics"]["adv/autoattack/eps_0.1/acc"])[0]
+    assert (
+        champion.version
+        == first_run["models"][best]["version"]
+        == first_run["models"][gate["challenger"]]["version"]
+    )
+    assert champion.tags["gate"] == "passed"
+    parent = c.get_run(first_run["parent_run_id"])
+    assert "promoted" in parent.data.tags["robustops.gate"] and parent.data.metrics["gate/promoted"] == 1.0
+    decision = json.loads(mlflow.artifacts.load_text(f"{parent.info.artifact_uri}/gate/decision.json"))
+    assert decision["challenger"] == gate["challenger"]
+    files = {a.path for a in c.list_artifacts(parent.info.run_id, "report")}
+    assert {"report/scorecard.html", "report/scorecard.json"} <= files
+    page = mlflow.artifacts.load_text(f"{parent.info.artifact_uri}/report/scorecard.html")
+    assert all(name in page for name in first_run["models"]) and "data:image/png;base64," in page
+
+
+def test_gate_moves_the_alias_only_on_a_win(first_run, tiny, harness):
+    """The promotion task against the real registry: a failing gate and a non-improving
+    challenger leave the champion alone; a better one takes the alias."""
+    from robustops.evaluation.scorecard import Scorecard
+    from tasks.gate import promote
+
+    c = _client(tiny)
+    before = c.get_model_version_by_alias("tiny-digits", "champion").version
+    champ = c.get_run(c.get_model_version("tiny-digits", before).run_id).data.metrics
+    key = "adv/autoattack/eps_0.1/acc"
+    versions = {n: m["version"] for n, m in first_run["models"].items()}
+    other = next(n for n in versions if versions[n] != before)
+
+    def card(primary: float, clean: float) -> Scorecard:
+        return Scorecard(dict(champ) | {key: primary, "clean/acc": clean}, np.zeros((1, 1)), ["x"])
+
+    fail = promote.fn(
+        tiny, first_run["parent_run_id"], {other: card(champ[key] + 0.1, 0.1)}, {other: versions[other]}
+    )
+    assert not fail.promote and c.get_model_version_by_alias("tiny-digits", "champion").version == before
+    assert c.get_model_version("tiny-digits", versions[other]).tags["gate"].startswith("failed: clean/acc")
+    win = promote.fn(
+        tiny, first_run["parent_run_id"], {other: card(champ[key] + 0.1, 0.99)}, {other: versions[other]}
+    )
+    assert win.promote and c.get_model_version_by_alias("tiny-digits", "champion").version == versions[other]
+    c.set_registered_model_alias("tiny-digits", "champion", before)  # leave the store as the run left it

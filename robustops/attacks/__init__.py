@@ -1,7 +1,8 @@
 """Adversarial attacks under one contract: ``attack(model, x, y) -> x_adv``."""
 
+from robustops.attacks.autoattack import APGD, Square
 from robustops.attacks.base import ATTACKS, Attack, ThreatModel, eval_mode
 from robustops.attacks.gradient import FGSM, PGD
 from robustops.attacks.l2 import PGDL2
 
-__all__ = ["ATTACKS", "FGSM", "PGD", "PGDL2", "Attack", "ThreatModel", "eval_mode"]
+__all__ = ["APGD", "ATTACKS", "FGSM", "PGD", "PGDL2", "Attack", "Square", "ThreatModel", "eval_mode"]

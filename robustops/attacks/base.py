@@ -89,6 +89,6 @@ def input_grad(
     from robustops.attacks.losses import LOSSES
 
     x = x.clone().requires_grad_(True)
-    value = LOSSES.get(loss)(model(x), y, ref)
+    value = LOSSES.get(loss)(model(x), y, ref).sum()
     (grad,) = torch.autograd.grad(value, x)
     return grad

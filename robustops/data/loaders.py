@@ -215,3 +215,31 @@ def load_dataset(cfg: DataConfig) -> Dataset:
         ds.x = resize(ds.x, cfg.image_size)
     check_classes(ds.y, MIN_PER_CLASS, ds.source, ds.classes)
     return ds
+
+
+def load_for_model(
+    source: DataSource, path: Path, shape: tuple[int, int, int], classes: list[str], what: str = "data"
+) -> Dataset:
+    """Loads an evaluation set (npz or image folder) in a trained model's input shape, with its
+    labels mapped onto the model's classes by name.
+
+    Unlike :func:`load_dataset` it needs no minimum per class: it is scored, not split. Channels
+    and size are converted to ``shape``.
+
+    Raises:
+        DataValidationError: the file is malformed (as for training data), or it has a class the
+            model does not know.
+    """
+    c, h, w = shape
+    ds = load_npz(path) if DataSource(source) is DataSource.NPZ else load_folder(path, c, (h, w))
+    ds.x = _channels(ds.x, c)
+    if ds.x.shape[2:] != (h, w):
+        ds.x = resize(ds.x, (h, w))
+    unknown = sorted(set(ds.classes) - set(classes))
+    if unknown:
+        raise DataValidationError(
+            f"{path}: {what} has class(es) {unknown} the model does not know (its classes: {classes}); "
+            "label it with the training class names"
+        )
+    mapping = np.array([classes.index(name) for name in ds.classes], dtype=np.int64)
+    return Dataset(ds.x, mapping[ds.y], list(classes), str(path))

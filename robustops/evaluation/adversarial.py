@@ -1,4 +1,4 @@
-"""Robust accuracy of a model under an attack, in batches."""
+"""Robust accuracy of a model under an attack, and the per-example worst case over several."""
 
 from __future__ import annotations
 
@@ -9,15 +9,13 @@ from torch import nn
 from robustops.attacks import Attack
 
 
-def robust_accuracy(
+def robust_mask(
     model: nn.Module, attack: Attack, x: np.ndarray, y: np.ndarray, batch_size: int = 256, device: str = "cpu"
-) -> float:
-    """Fraction of inputs still classified correctly after the attack.
-
-    Inputs already misclassified count as errors without being attacked.
-    """
+) -> np.ndarray:
+    """Per input: still classified correctly after the attack. Inputs already misclassified
+    count as broken without being attacked."""
     model.eval()
-    correct = 0
+    out = np.zeros(len(y), dtype=bool)
     for i in range(0, len(y), batch_size):
         xb = torch.from_numpy(x[i : i + batch_size]).to(device)
         yb = torch.from_numpy(y[i : i + batch_size]).to(device)
@@ -26,5 +24,14 @@ def robust_accuracy(
         if ok.any():
             x_adv = attack(model, xb[ok], yb[ok])
             with torch.no_grad():
-                correct += int((model(x_adv).argmax(1) == yb[ok]).sum())
-    return correct / len(y)
+                still = (model(x_adv).argmax(1) == yb[ok]).cpu().numpy()
+            idx = np.flatnonzero(ok.cpu().numpy()) + i
+            out[idx] = still
+    return out
+
+
+def robust_accuracy(
+    model: nn.Module, attack: Attack, x: np.ndarray, y: np.ndarray, batch_size: int = 256, device: str = "cpu"
+) -> float:
+    """Fraction of inputs still classified correctly after the attack."""
+    return float(robust_mask(model, attack, x, y, batch_size, device).mean()) if len(y) else float("nan")

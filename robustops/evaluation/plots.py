@@ -115,3 +115,101 @@ def certified_figure(
     ax.set_title(title)
     fig.tight_layout()
     return fig
+
+
+def noise_figure(curves: dict[str, dict[float, float]], clean_acc: float, title: str) -> Figure:
+    """Accuracy against noise strength, one line per kind of noise (strength 0 = clean)."""
+    fig, ax = plt.subplots(figsize=(5, 3.6), dpi=100)
+    for name, points in curves.items():
+        s = sorted(points)
+        ax.plot([0.0, *s], [clean_acc, *(points[v] for v in s)], marker="o", label=name)
+    ax.set_xlabel("noise strength (std, half-width or share of pixels)")
+    ax.set_ylabel("accuracy")
+    ax.set_ylim(0, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def risk_coverage_figure(
+    coverage: np.ndarray, risk: np.ndarray, chosen: tuple[float, float], title: str
+) -> Figure:
+    """Error among accepted inputs against the share accepted; the chosen threshold marked."""
+    fig, ax = plt.subplots(figsize=(5, 3.6), dpi=100)
+    ax.plot(coverage, risk)
+    ax.scatter(
+        [chosen[0]],
+        [chosen[1]],
+        color="C3",
+        zorder=3,
+        label=f"threshold: coverage {chosen[0]:.3f}, risk {chosen[1]:.3f}",
+    )
+    ax.set_xlabel("coverage (share answered)")
+    ax.set_ylabel("risk (error among answered)")
+    ax.set_xlim(0, 1.01)
+    ax.set_ylim(0, max(0.05, float(risk.max()) * 1.1) if len(risk) else 1)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def reliability_figure(bins: list[dict[str, float]], ece: float, title: str) -> Figure:
+    """Accuracy against mean confidence per confidence bin; the diagonal is perfect calibration."""
+    fig, ax = plt.subplots(figsize=(4.2, 4), dpi=100)
+    ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=1)
+    if bins:
+        mids = [(b["lo"] + b["hi"]) / 2 for b in bins]
+        width = bins[0]["hi"] - bins[0]["lo"]
+        ax.bar(mids, [b["acc"] for b in bins], width=width * 0.9, alpha=0.7, label="accuracy")
+        ax.plot(
+            [b["conf"] for b in bins],
+            [b["acc"] for b in bins],
+            "o",
+            color="C3",
+            ms=3,
+            label="mean confidence",
+        )
+    ax.set_xlabel("confidence")
+    ax.set_ylabel("accuracy")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.02)
+    ax.legend(fontsize=8, loc="upper left")
+    ax.set_title(f"{title} (ECE {ece:.3f})")
+    fig.tight_layout()
+    return fig
+
+
+def scorecard_figures(card, name: str) -> dict[str, Figure]:
+    """Every plot of one model's scorecard, keyed by its artifact path."""
+    clean = card.metrics["clean/acc"]
+    figs = {
+        "plots/confusion_matrix.png": confusion_figure(card.confusion, card.classes, f"{name}: test split")
+    }
+    linf = {k: v for k, v in card.curves.items() if k != "pgd_l2"}
+    if linf:
+        figs["plots/accuracy_vs_eps.png"] = accuracy_vs_eps_figure(linf, clean, f"{name}: accuracy vs eps")
+    if card.corruption:
+        figs["plots/corruption_heatmap.png"] = corruption_heatmap(
+            card.corruption, f"{name}: held-out corruptions"
+        )
+    if card.noise:
+        figs["plots/noise_curves.png"] = noise_figure(card.noise, clean, f"{name}: random noise")
+    if card.risk_coverage is not None:
+        m = card.metrics
+        figs["plots/risk_coverage.png"] = risk_coverage_figure(
+            *card.risk_coverage,
+            (m["selective/coverage"], m["selective/risk"]),
+            f"{name}: selective prediction",
+        )
+    if card.calibration is not None:
+        figs["plots/reliability.png"] = reliability_figure(card.calibration.bins, card.calibration.ece, name)
+    c = card.certificates
+    if c is not None:
+        figs["plots/certified_accuracy.png"] = certified_figure(
+            c.radius, c.pred == c.y, c.radii, c.settings["sigma"], f"{name}: smoothed classifier"
+        )
+    return figs

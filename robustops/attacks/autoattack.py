@@ -1,0 +1,222 @@
+"""AutoAttack-grade attacks (Croce & Hein, 2020): APGD on cross-entropy and on DLR, and the
+black-box Square attack (Andriushchenko et al., 2020), under the attack contract.
+
+Written here rather than wrapped from torchattacks: its implementations reseed torch's global
+random stream, and ours draw from a seeded generator of their own so a score is reproducible
+without side effects on training. ``tests/test_autoattack.py`` checks them against torchattacks.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import nn
+
+from robustops.attacks.base import ATTACKS, Attack, ThreatModel
+from robustops.attacks.gradient import _check_loss
+from robustops.attacks.losses import LOSSES
+
+
+def _bcast(v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    return v.view(-1, *([1] * (x.ndim - 1)))
+
+
+def _checkpoints(steps: int) -> list[int]:
+    """APGD's step-size checkpoints: p0 = 0, p1 = 0.22, p(j+1) = p(j) + max(p(j) - p(j-1) - 0.03, 0.06)."""
+    p = [0.0, 0.22]
+    while p[-1] < 1:
+        p.append(p[-1] + max(p[-1] - p[-2] - 0.03, 0.06))
+    return sorted({math.ceil(q * steps) for q in p if 0 < q < 1})
+
+
+@ATTACKS.register("apgd")
+class APGD(Attack):
+    """Auto-PGD in the L-inf ball: PGD with momentum and a step size that halves whenever the
+    loss stops rising, restarting from the best point found (Croce & Hein, 2020).
+
+    Args:
+        eps: radius of the L-inf ball.
+        steps: iterations per restart (AutoAttack uses 100).
+        restarts: random restarts; each runs only on inputs the previous ones left unbroken.
+        loss: "ce" (APGD-CE) or "dlr" (APGD-DLR), or any name in ``LOSSES``.
+        rho: the share of steps since the last checkpoint in which the loss must have risen.
+        seed: seeds the random starts.
+    """
+
+    name = "apgd"
+
+    def __init__(
+        self,
+        eps: float,
+        steps: int = 100,
+        restarts: int = 1,
+        loss: str = "ce",
+        rho: float = 0.75,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(eps)
+        if steps < 1 or restarts < 1:
+            raise ValueError(f"steps and restarts must be >= 1, got {steps} and {restarts}")
+        self.steps, self.restarts, self.rho, self.seed = steps, restarts, rho, seed
+        self.loss = _check_loss(loss)
+
+    def _losses(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        x = x.clone().requires_grad_(True)
+        logits = model(x)
+        loss = LOSSES.get(self.loss)(logits, y, None)
+        (grad,) = torch.autograd.grad(loss.sum(), x)
+        return loss.detach(), grad, logits.detach().argmax(1) != y
+
+    def _project(self, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return torch.min(torch.max(z, x - self.eps), x + self.eps).clamp(0, 1)
+
+    def _run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        n = len(x)
+        t = (2 * torch.rand(x.shape, generator=gen) - 1).to(x.device, x.dtype)
+        t = t / _bcast(t.flatten(1).abs().amax(1).clamp_min(1e-12), x)
+        x_adv = (x + self.eps * t).clamp(0, 1)
+        loss, grad, fooled = self._losses(model, x_adv, y)
+        x_best, loss_best, grad_best = x_adv.clone(), loss.clone(), grad.clone()
+        x_found = torch.where(_bcast(fooled, x), x_adv, x)
+        found = fooled.clone()
+        eta = torch.full((n,), 2.0 * self.eps, device=x.device, dtype=x.dtype)
+        x_prev = x_adv.clone()
+        checkpoints = set(_checkpoints(self.steps))
+        last_check, increased = 0, torch.zeros(n, device=x.device)
+        loss_at_check, reduced_at_check = loss_best.clone(), torch.ones(n, dtype=torch.bool, device=x.device)
+        loss_prev = loss.clone()
+        for i in range(self.steps):
+            with torch.no_grad():
+                z = self._project(x_adv + _bcast(eta, x) * grad.sign(), x)
+                alpha = 1.0 if i == 0 else 0.75  # momentum on the previous move
+                new = self._project(x_adv + alpha * (z - x_adv) + (1 - alpha) * (x_adv - x_prev), x)
+                x_prev, x_adv = x_adv, new
+            loss, grad, fooled = self._losses(model, x_adv, y)
+            with torch.no_grad():
+                x_found = torch.where(_bcast(fooled & ~found, x), x_adv, x_found)
+                found |= fooled
+                increased += (loss > loss_prev).float()
+                loss_prev = loss
+                better = loss > loss_best
+                x_best = torch.where(_bcast(better, x), x_adv, x_best)
+                grad_best = torch.where(_bcast(better, x), grad, grad_best)
+                loss_best = torch.where(better, loss, loss_best)
+                if i + 1 in checkpoints:
+                    k = i + 1 - last_check
+                    stalled = increased < self.rho * k
+                    no_gain = ~reduced_at_check & (loss_at_check >= loss_best)
+                    halve = stalled | no_gain
+                    eta = torch.where(halve, eta / 2, eta)
+                    # Restart the halved ones from their best point so far.
+                    x_adv = torch.where(_bcast(halve, x), x_best, x_adv)
+                    grad = torch.where(_bcast(halve, x), grad_best, grad)
+                    reduced_at_check, loss_at_check = halve, loss_best.clone()
+                    last_check, increased = i + 1, torch.zeros(n, device=x.device)
+        # A fooling point if one was ever found, else the highest-loss point.
+        return torch.where(_bcast(found, x), x_found, x_best)
+
+    def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        gen = torch.Generator().manual_seed(self.seed)
+        best = x.clone()
+        with torch.no_grad():
+            todo = model(x).argmax(1) == y
+        for _ in range(self.restarts):
+            idx = torch.nonzero(todo).flatten()
+            if len(idx) == 0:
+                break
+            adv = self._run(model, x[idx], y[idx], gen)
+            best[idx] = adv
+            with torch.no_grad():
+                todo[idx] = model(adv).argmax(1) == y[idx]
+        return best
+
+    def settings(self) -> dict[str, Any]:
+        return super().settings() | {
+            "steps": self.steps,
+            "restarts": self.restarts,
+            "loss": self.loss,
+            "rho": self.rho,
+            "seed": self.seed,
+        }
+
+
+def _square_p(p_init: float, i: int, queries: int) -> float:
+    """Share of pixels the square covers at query i: Square's schedule, rescaled to 10,000 queries."""
+    i = int(i / queries * 10000)
+    for bound, div in (
+        (10, 1),
+        (50, 2),
+        (200, 4),
+        (500, 8),
+        (1000, 16),
+        (2000, 32),
+        (4000, 64),
+        (6000, 128),
+        (8000, 256),
+    ):
+        if i <= bound:
+            return p_init / div
+    return p_init / 512
+
+
+@ATTACKS.register("square")
+class Square(Attack):
+    """Square attack in the L-inf ball: a black-box random search that needs only the logits
+    (Andriushchenko et al., 2020). Each query redraws one random square window of the
+    perturbation to +-eps per channel and keeps it if the margin (true logit minus the best other)
+    falls. Gradient masking cannot stop it, which makes it the ensemble's check on the
+    white-box attacks.
+
+    Args:
+        eps: radius of the L-inf ball.
+        queries: model queries per image (AutoAttack uses 5000).
+        p_init: initial share of pixels a square covers.
+        seed: seeds the search.
+    """
+
+    name = "square"
+    threat = ThreatModel.LINF
+
+    def __init__(self, eps: float, queries: int = 1000, p_init: float = 0.8, seed: int = 0) -> None:
+        super().__init__(eps)
+        if queries < 1 or not 0 < p_init <= 1:
+            raise ValueError(f"queries must be >= 1 and p_init in (0, 1], got {queries} and {p_init}")
+        self.queries, self.p_init, self.seed = queries, p_init, seed
+
+    @torch.no_grad()
+    def _margin(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return -LOSSES.get("cw")(model(x), y, None)  # true minus best other: < 0 once fooled
+
+    @torch.no_grad()
+    def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        gen = torch.Generator().manual_seed(self.seed)
+        n, c, h, w = x.shape
+        # Start from vertical stripes of +-eps, one sign per column and channel.
+        stripes = torch.where(torch.rand(n, c, 1, w, generator=gen) < 0.5, -1.0, 1.0).to(x.device, x.dtype)
+        x_best = (x + self.eps * stripes).clamp(0, 1)
+        margin = self._margin(model, x_best, y)
+        rows = torch.arange(h, device=x.device).view(1, h, 1)
+        cols = torch.arange(w, device=x.device).view(1, 1, w)
+        for i in range(1, self.queries):
+            live = torch.nonzero(margin > 0).flatten()
+            if len(live) == 0:
+                break
+            m = len(live)
+            p = _square_p(self.p_init, i, self.queries)
+            s = min(max(int(round(math.sqrt(p * h * w))), 1), min(h, w) - 1 if min(h, w) > 1 else 1)
+            top = torch.randint(0, h - s + 1, (m,), generator=gen).to(x.device).view(m, 1, 1)
+            left = torch.randint(0, w - s + 1, (m,), generator=gen).to(x.device).view(m, 1, 1)
+            window = ((rows >= top) & (rows < top + s) & (cols >= left) & (cols < left + s))[:, None]
+            signs = torch.where(torch.rand(m, c, 1, 1, generator=gen) < 0.5, -1.0, 1.0).to(x.device, x.dtype)
+            xl, cur = x[live], x_best[live]
+            cand = torch.where(window, (xl + self.eps * signs).clamp(0, 1), cur)
+            new = self._margin(model, cand, y[live])
+            better = new < margin[live]
+            x_best[live[better]] = cand[better]
+            margin[live[better]] = new[better]
+        return x_best
+
+    def settings(self) -> dict[str, Any]:
+        return super().settings() | {"queries": self.queries, "p_init": self.p_init, "seed": self.seed}

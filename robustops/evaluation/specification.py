@@ -1,0 +1,182 @@
+"""The specification dimension: behavioural checks of the whole guarded model.
+
+Each check is registered by name and returns a value, a pass/fail against a threshold from
+``evaluation.specification`` and a readable detail. Invariances keep the label under a change that
+should not matter; floors bound per-class and rare-class recall; edge cases (blank, constant,
+inverted, saturated and pure-noise images) must mostly be abstained on by the post-processing
+layer rather than answered with a confident class. Users add invariances in config
+(``specification.invariances: ["gaussian_blur:1", ...]``, any registered corruption at a
+severity) or register a check of their own with ``@SPEC_CHECKS.register(name)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from robustops.config import SpecConfig
+from robustops.corruptions import CORRUPTIONS
+from robustops.evaluation.masking import Check
+from robustops.evaluation.metrics import predict, safe
+from robustops.registry import Registry
+
+
+@dataclass
+class Guard:
+    """Layer 3's decision: abstain when the confidence is below ``threshold`` or the energy score
+    below ``energy_threshold`` (an OOD flag)."""
+
+    threshold: float
+    energy_threshold: float
+
+    def abstain(self, logits: np.ndarray) -> np.ndarray:
+        from robustops.evaluation.postprocess import energy, softmax
+
+        return (softmax(logits).max(1) < self.threshold) | (energy(logits) < self.energy_threshold)
+
+
+@dataclass
+class SpecContext:
+    model: nn.Module
+    x: np.ndarray
+    y: np.ndarray
+    classes: list[str]
+    train_counts: dict[str, int]
+    guard: Guard
+    cfg: SpecConfig
+    seed: int = 0
+    device: str = "cpu"
+
+    def logits(self, x: np.ndarray | torch.Tensor) -> np.ndarray:
+        return predict(self.model, x, device=self.device)
+
+
+SpecFn = Callable[[SpecContext], Check]
+SPEC_CHECKS: Registry[SpecFn] = Registry("specification check")
+
+
+def _keep(ctx: SpecContext, changed: np.ndarray, name: str, what: str) -> Check:
+    clean = ctx.logits(ctx.x).argmax(1)
+    ok = clean == ctx.y
+    kept = float((ctx.logits(changed).argmax(1)[ok] == clean[ok]).mean()) if ok.any() else float("nan")
+    return Check(
+        name,
+        kept >= ctx.cfg.invariance_keep,
+        f"{what} keeps {kept:.3f} of correct labels (need {ctx.cfg.invariance_keep:g})",
+    )
+
+
+def _shift(x: np.ndarray, dy: int, dx: int) -> np.ndarray:
+    out = np.zeros_like(x)
+    h, w = x.shape[-2:]
+    ys, yd = (slice(0, h - dy), slice(dy, h)) if dy >= 0 else (slice(-dy, h), slice(0, h + dy))
+    xs, xd = (slice(0, w - dx), slice(dx, w)) if dx >= 0 else (slice(-dx, w), slice(0, w + dx))
+    out[..., yd, xd] = x[..., ys, xs]
+    return out
+
+
+@SPEC_CHECKS.register("invariance_translate")
+def invariance_translate(ctx: SpecContext) -> Check:
+    p = ctx.cfg.translate_px
+    moved = np.concatenate([_shift(ctx.x, dy, dx) for dy, dx in ((p, 0), (-p, 0), (0, p), (0, -p))])
+    reps = np.tile(np.arange(len(ctx.y)), 4)
+    sub = SpecContext(
+        ctx.model,
+        ctx.x[reps],
+        ctx.y[reps],
+        ctx.classes,
+        ctx.train_counts,
+        ctx.guard,
+        ctx.cfg,
+        ctx.seed,
+        ctx.device,
+    )
+    return _keep(sub, moved, "invariance_translate", f"a {p}-pixel shift (4 directions)")
+
+
+@SPEC_CHECKS.register("invariance_brightness")
+def invariance_brightness(ctx: SpecContext) -> Check:
+    b = ctx.cfg.brightness
+    return _keep(ctx, np.clip(ctx.x + b, 0, 1), "invariance_brightness", f"brightness +{b:g}")
+
+
+@SPEC_CHECKS.register("recall_floor")
+def recall_floor(ctx: SpecContext) -> Check:
+    pred = ctx.logits(ctx.x).argmax(1)
+    recall = {
+        c: float((pred[ctx.y == i] == i).mean()) for i, c in enumerate(ctx.classes) if (ctx.y == i).any()
+    }
+    worst = min(recall, key=recall.get)
+    return Check(
+        "recall_floor",
+        recall[worst] >= ctx.cfg.recall_floor,
+        f"lowest recall {recall[worst]:.3f} (class {worst}; need {ctx.cfg.recall_floor:g})",
+    )
+
+
+@SPEC_CHECKS.register("rare_class")
+def rare_class(ctx: SpecContext) -> Check:
+    rarest = min(ctx.train_counts, key=ctx.train_counts.get)
+    i = ctx.classes.index(rarest)
+    pred = ctx.logits(ctx.x[ctx.y == i]).argmax(1)
+    r = float((pred == i).mean()) if len(pred) else float("nan")
+    return Check(
+        "rare_class",
+        r >= ctx.cfg.rare_floor,
+        f"recall {r:.3f} on the rarest class {rarest} ({ctx.train_counts[rarest]} training images; need {ctx.cfg.rare_floor:g})",
+    )
+
+
+def edge_inputs(x: np.ndarray, seed: int) -> dict[str, np.ndarray]:
+    """Valid but meaningless inputs of the data's shape."""
+    shape = x.shape[1:]
+    rng = np.random.default_rng(seed + 202)
+    n = min(len(x), 100)
+    return {
+        "blank": np.zeros((4, *shape), np.float32),
+        "constant": np.stack([np.full(shape, v, np.float32) for v in (0.25, 0.5, 0.75, 1.0)]),
+        "inverted": (1 - x[:n]).astype(np.float32),
+        "saturated": np.clip(x[:n] + 0.9, 0, 1).astype(np.float32),  # washed out: 90 % overexposed
+        "noise": rng.random((n, *shape), dtype=np.float32),
+    }
+
+
+def _edge(kind: str) -> SpecFn:
+    def check(ctx: SpecContext) -> Check:
+        images = edge_inputs(ctx.x, ctx.seed)[kind]
+        confident = float((~ctx.guard.abstain(ctx.logits(images))).mean())
+        limit = ctx.cfg.edge_confident_max
+        return Check(
+            f"edge_{kind}",
+            confident <= limit,
+            f"{confident:.3f} of {len(images)} {kind} images answered confidently (allowed {limit:g})",
+        )
+
+    return check
+
+
+for _kind in ("blank", "constant", "inverted", "saturated", "noise"):
+    SPEC_CHECKS.register(f"edge_{_kind}")(_edge(_kind))
+
+
+def _corruption_invariance(spec: str) -> SpecFn:
+    name, _, sev = spec.partition(":")
+
+    def check(ctx: SpecContext) -> Check:
+        changed = CORRUPTIONS.get(name)(torch.from_numpy(ctx.x), int(sev or 1), ctx.seed).numpy()
+        return _keep(
+            ctx, changed, f"invariance_{safe(name)}_s{int(sev or 1)}", f"{name} at severity {int(sev or 1)}"
+        )
+
+    return check
+
+
+def run_checks(ctx: SpecContext) -> list[Check]:
+    """Every check named in ``cfg.checks``, then the configured corruption invariances."""
+    out = [SPEC_CHECKS.get(name)(ctx) for name in ctx.cfg.checks]
+    out += [_corruption_invariance(s)(ctx) for s in ctx.cfg.invariances]
+    return out
