@@ -44,6 +44,11 @@ def _parser() -> argparse.ArgumentParser:
     with_config("run", "run the robustness pipeline (Prefect flow, results in MLflow)")
     with_config("config", "print the resolved config and exit")
     with_config("check-data", "load and validate the configured data, print class counts")
+    ev = with_config("evaluate", "score a registered model on a dataset (its own flow, results in MLflow)")
+    ev.add_argument("--model", required=True, help="models:/NAME@ALIAS or models:/NAME/VERSION")
+    ev.add_argument(
+        "--data", required=True, help="an .npz file or an image folder, labelled with the model's classes"
+    )
     return p
 
 
@@ -69,6 +74,27 @@ def _run(cfg: Any) -> int:
     return 0
 
 
+def _evaluate(cfg: Any, uri: str, data: str) -> int:
+    from pathlib import Path
+
+    from robustops.errors import DataValidationError
+
+    if not Path(data).exists():
+        raise DataValidationError(f"{data}: not found; pass an .npz file or an image folder with --data")
+    from flows.evaluate import check_inputs, robustness_evaluation
+
+    check_inputs(cfg, uri, data)  # bad model URI or data: one line, before any server starts
+    from robustops.evaluation.report import text_table
+    from tasks.tracking import tracking_uri, ui_command
+
+    out = robustness_evaluation(uri, data, cfg)
+    print(f"\nrobustops: {uri} (version {out['model']['version']}) on {data}: {out['n']} images scored")
+    print(text_table({out["model"]["model"]: out["metrics"]}, short=True))
+    print(f"MLflow:     {tracking_uri(cfg.mlflow)}  run {out['run_id']}")
+    print(f"MLflow UI:  {ui_command(cfg.mlflow)}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     _quiet_telemetry()
     args = _parser().parse_args(argv)
@@ -81,6 +107,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "config":
             print(to_yaml(cfg), end="")
             return 0
+        if args.command == "evaluate":
+            return _evaluate(cfg, args.model, args.data)
         from robustops.data import load_dataset
         from robustops.training import resolve_device
 

@@ -15,3 +15,7 @@ class ConfigError(RobustopsError, ValueError):
 
 class DataValidationError(RobustopsError, ValueError):
     """Input data is missing, unreadable or malformed (defence layer 1)."""
+
+
+class ModelNotFoundError(RobustopsError, LookupError):
+    """A model URI names no registered model, version or alias, or its run has no checkpoint."""

@@ -69,12 +69,16 @@ def evaluate_model(
     shift: Dataset | None = None,
     ood: np.ndarray | None = None,
     baseline: Scorecard | None = None,
+    relative: bool = True,
 ) -> Scorecard:
     """The scorecard of one model on the test split (thresholds chosen on validation), with mCE
-    against ``baseline`` when given (the baseline itself passes None and scores 1)."""
+    against ``baseline`` when given; the baseline itself passes None and scores 1. With
+    ``relative=False`` (a model scored on its own) there is no mCE."""
     start = time.perf_counter()
-    card = evaluate(model, split.test, cfg, seed, device, smoothing, split.val, split.train, shift, ood)
-    card.metrics |= relative_corruption_metrics(card, baseline or card)
+    train = split.train if len(split.train.y) else None
+    card = evaluate(model, split.test, cfg, seed, device, smoothing, split.val, train, shift, ood)
+    if relative:
+        card.metrics |= relative_corruption_metrics(card, baseline or card)
     card.metrics["eval/seconds"] = time.perf_counter() - start
     flags = [c.name for c in card.masking if not c.passed]
     get_run_logger().info(

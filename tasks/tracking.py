@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -215,3 +216,48 @@ def set_alias(cfg: MlflowConfig, alias: str, version: str, expected: str | None)
 
 def set_version_tag(cfg: MlflowConfig, version: str, key: str, value: str) -> None:
     client(cfg).set_model_version_tag(cfg.registered_model, version, key, value)
+
+
+def resolve_model(cfg: MlflowConfig, uri: str) -> Any:
+    """The model version a ``models:/NAME@alias`` or ``models:/NAME/VERSION`` URI names.
+
+    Raises:
+        ModelNotFoundError: a malformed URI, or no such model, version or alias.
+    """
+    from robustops.errors import ModelNotFoundError
+
+    m = re.fullmatch(r"models:/([^/@]+)(?:@([\w\-]+)|/(\d+))", uri.strip())
+    if not m:
+        raise ModelNotFoundError(
+            f"model URI {uri!r} is not models:/NAME@ALIAS or models:/NAME/VERSION, e.g. models:/robustops-digits@champion"
+        )
+    name, alias, version = m.groups()
+    c = client(cfg)
+    try:
+        return c.get_model_version_by_alias(name, alias) if alias else c.get_model_version(name, version)
+    except mlflow.exceptions.MlflowException:
+        what = f"alias @{alias}" if alias else f"version {version}"
+        if _exists(c, name):
+            known = sorted(int(mv.version) for mv in c.search_model_versions(f"name='{name}'"))
+            aliases = sorted(c.get_registered_model(name).aliases)
+            hint = f"{name} has versions {', '.join(map(str, known)) or 'none'}"
+            hint += f" and aliases {', '.join('@' + a for a in aliases)}" if aliases else " and no aliases"
+        else:
+            hint = f"no registered model {name!r}"
+        raise ModelNotFoundError(f"{uri}: no {what} ({hint}) in {tracking_uri(cfg)}") from None
+
+
+def _exists(c: MlflowClient, name: str) -> bool:
+    try:
+        c.get_registered_model(name)
+        return True
+    except mlflow.exceptions.MlflowException:
+        return False
+
+
+def download(cfg: MlflowConfig, run_id: str, path: str, dst: str) -> str:
+    return client(cfg).download_artifacts(run_id, path, dst)
+
+
+def run_info(cfg: MlflowConfig, run_id: str) -> Any:
+    return client(cfg).get_run(run_id)

@@ -298,3 +298,40 @@ def test_gate_moves_the_alias_only_on_a_win(first_run, tiny, harness):
     )
     assert win.promote and c.get_model_version_by_alias("tiny-digits", "champion").version == versions[other]
     c.set_registered_model_alias("tiny-digits", "champion", before)  # leave the store as the run left it
+
+
+def test_evaluate_scores_the_champion_on_any_dataset(first_run, tiny, store, tmp_path, capsys):
+    test = split_dataset(load_digits(), tiny.data.val_fraction, tiny.data.test_fraction, tiny.seed).test
+    path = tmp_path / "shifted.npz"
+    np.savez(path, x=np.clip(test.x[:, 0] * 0.7 + 0.2, 0, 1), y=test.y)  # N,H,W float, dimmer and greyer
+    sets = [a for s in TINY + store for a in ("--set", s)]
+    assert main(["evaluate", "--model", "models:/tiny-digits@champion", "--data", str(path), *sets]) == 0
+    out = capsys.readouterr().out
+    assert "models:/tiny-digits@champion" in out and "clean/acc" in out
+    c = _client(tiny)
+    exp = c.get_experiment_by_name(tiny.mlflow.experiment)
+    run = c.search_runs([exp.experiment_id], "tags.`robustops.kind` = 'evaluation'")[0]
+    champion = c.get_model_version_by_alias("tiny-digits", "champion")
+    assert run.data.tags["robustops.source_run"] == champion.run_id and run.info.status == "FINISHED"
+    assert 0 <= run.data.metrics["clean/acc"] <= 1 and "adv/autoattack/eps_0.1/acc" in run.data.metrics
+    assert {"report/scorecard.html", "report/scorecard.json"} <= {
+        a.path for a in c.list_artifacts(run.info.run_id, "report")
+    }
+    # Bad inputs: one line, exit 2, before any flow starts.
+    assert main(["evaluate", "--model", "models:/tiny-digits@nope", "--data", str(path), *sets]) == 2
+    assert "no alias @nope (tiny-digits has versions" in capsys.readouterr().err
+    np.savez(tmp_path / "alien.npz", x=test.x[:, 0], y=test.y + 20)
+    assert (
+        main(
+            [
+                "evaluate",
+                "--model",
+                "models:/tiny-digits@champion",
+                "--data",
+                str(tmp_path / "alien.npz"),
+                *sets,
+            ]
+        )
+        == 2
+    )
+    assert "the model does not know" in capsys.readouterr().err

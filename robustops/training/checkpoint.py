@@ -61,3 +61,14 @@ def load(folder: str | Path) -> nn.Module:
         first = str(e).strip().splitlines()[0]
         raise CheckpointError(f"{folder}: weights do not fit the spec ({first}); {fix}") from None
     return model.eval()
+
+
+def read_spec(folder: str | Path) -> dict[str, Any]:
+    """The architecture spec of a checkpoint folder (shape, classes, model settings)."""
+    path = Path(folder) / SPEC
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(
+            f"{path}: unreadable ({e}); point at a folder written by checkpoint.save"
+        ) from None

@@ -1,0 +1,139 @@
+"""The ``robustness-evaluation`` flow: the scorecard of any registered model on any dataset.
+
+    robustops evaluate --model models:/robustops-digits@champion --data shifted.npz
+
+The model comes back from its run's checkpoint (``torch.load(weights_only=True)``); the data is
+an .npz file or an image folder in the training formats, converted to the model's input shape and
+labelled with its class names. A seeded quarter of the data picks the confidence and OOD
+thresholds; the rest is scored. Everything is logged to one MLflow run tagged with the model URI.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from prefect import flow, task
+from prefect.runtime import flow_run
+from torch import nn
+
+from robustops.config import Config, DataSource, SmoothingConfig
+from robustops.data import Dataset, Split
+from robustops.data.loaders import load_for_model
+from robustops.errors import ModelNotFoundError
+from robustops.evaluation.plots import scorecard_figures
+from robustops.training import checkpoint
+from tasks import tracking
+from tasks.data import _io_error
+from tasks.evaluation import evaluate_model
+from tasks.gate import log_report
+from tasks.record import RETRY, scorecard_json
+
+
+@task(name="load-registered-model", **RETRY)
+def load_registered(cfg: Config, uri: str) -> tuple[nn.Module, dict[str, Any], SmoothingConfig | None]:
+    """The model a URI names, rebuilt from its checkpoint, with facts about it for the run's tags."""
+    mv = tracking.resolve_model(cfg.mlflow, uri)
+    run = tracking.run_info(cfg.mlflow, mv.run_id)
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            folder = tracking.download(cfg.mlflow, mv.run_id, "checkpoint", tmp)
+        except Exception:  # noqa: BLE001 - any failure here means the checkpoint is not there
+            raise ModelNotFoundError(
+                f"{uri} (run {mv.run_id}) has no robustops checkpoint; evaluate a model registered by robustops"
+            ) from None
+        model = checkpoint.load(folder)
+        spec = checkpoint.read_spec(folder)
+    params = run.data.params
+    smoothing = None
+    if run.data.tags.get("robustops.defence") == "smoothing":
+        fields = {k.removeprefix("defence."): v for k, v in params.items() if k.startswith("defence.")}
+        smoothing = SmoothingConfig.model_validate(
+            {k: v for k, v in fields.items() if k in SmoothingConfig.model_fields and v != "None"}
+            | {"radii": eval_list(fields.get("radii"))}  # logged as a string
+        )
+    info = {
+        "name": mv.name,
+        "version": mv.version,
+        "run_id": mv.run_id,
+        "model": run.data.tags.get("robustops.model", mv.name),
+    }
+    return model, info | {"spec": spec}, smoothing
+
+
+def eval_list(text: str | None) -> list[float]:
+    """A logged list param ('[0.0, 0.25]') back to floats, without eval()."""
+    if not text:
+        return SmoothingConfig().radii
+    return [float(v) for v in text.strip("[]").split(",") if v.strip()]
+
+
+def split_for_thresholds(ds: Dataset, seed: int, share: float = 0.25) -> Split:
+    """A seeded, stratified quarter of each class (at least one image of classes with two or more)
+    picks the thresholds; the rest is scored. Classes with one image go to the scored part."""
+    rng = np.random.default_rng(seed)
+    val, test = [], []
+    for c in np.unique(ds.y):
+        idx = rng.permutation(np.flatnonzero(ds.y == c))
+        k = max(1, round(len(idx) * share)) if len(idx) >= 2 else 0
+        val.append(idx[:k])
+        test.append(idx[k:])
+    v, t = np.sort(np.concatenate(val)), np.sort(np.concatenate(test))
+    part = lambda i: Dataset(ds.x[i], ds.y[i], ds.classes, ds.source)  # noqa: E731
+    return Split(part(t[:0]), part(v), part(t))
+
+
+def read_data(path: str, spec: dict[str, Any]) -> Dataset:
+    source = DataSource.FOLDER if Path(path).is_dir() else DataSource.NPZ
+    return load_for_model(source, Path(path), tuple(spec["shape"]), spec["classes"], "--data")
+
+
+@task(name="load-evaluation-data", retries=2, retry_delay_seconds=1, retry_condition_fn=_io_error)
+def load_data(path: str, spec: dict[str, Any]) -> Dataset:
+    return read_data(path, spec)
+
+
+def check_inputs(cfg: Config, uri: str, data: str) -> None:
+    """Resolves the model and validates the data without Prefect: the CLI's early check."""
+    spec = load_registered.fn(cfg, uri)[1]["spec"]
+    read_data(data, spec)
+
+
+@task(name="log-evaluation", **RETRY)
+def log_evaluation(
+    cfg: Config, info: dict[str, Any], uri: str, data: str, card, flow_run_id: str | None
+) -> str:
+    m = cfg.mlflow
+    tags = {"robustops.kind": "evaluation", "robustops.model_uri": uri, "robustops.data": data,
+            "robustops.model": info["model"], "robustops.source_run": info["run_id"]}  # fmt: skip
+    if flow_run_id:
+        tags["prefect.flow_run_id"] = flow_run_id
+    run_id = tracking.start_run(m, f"evaluate {info['name']} v{info['version']}", tags=tags)
+    ok = False
+    try:
+        tracking.log_params(m, run_id, {"model_uri": uri, "data": data, "model_version": info["version"]})
+        tracking.log_metrics(m, run_id, card.metrics)
+        tracking.log_json(m, run_id, scorecard_json(card), "evaluation/scorecard.json")
+        tracking.log_json(m, run_id, card.attacks, "evaluation/attacks.json")
+        for path, fig in scorecard_figures(card, info["model"]).items():
+            tracking.log_figure(m, run_id, fig, path)
+        log_report.fn(cfg, run_id, {info["model"]: card}, None)
+        ok = True
+    finally:
+        tracking.end_run(m, run_id, ok)
+    return run_id
+
+
+@flow(name="robustness-evaluation", log_prints=True)
+def robustness_evaluation(model_uri: str, data: str, cfg: Config = Config()) -> dict[str, Any]:  # noqa: B008
+    """Scores a registered model on a dataset and logs the scorecard to MLflow."""
+    model, info, smoothing = load_registered(cfg, model_uri)
+    ds = load_data(data, info["spec"])
+    split = split_for_thresholds(ds, cfg.seed)
+    card = evaluate_model(
+        model, split, cfg.evaluation, cfg.seed, "cpu", info["model"], smoothing, relative=False
+    )
+    run_id = log_evaluation(cfg, info, model_uri, data, card, flow_run.get_id())
+    return {"run_id": run_id, "model": info, "metrics": card.metrics, "n": len(split.test.y)}
