@@ -10,7 +10,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := 1
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 
-.PHONY: run test test-all lint format ui prefect-ui bench-corruptions clean help
+.PHONY: run test test-all lint format ui prefect-ui bench-corruptions bench-attacks clean help
 
 help:
 	@echo "make run    - set up .venv and run the default pipeline (CONFIG=..., ARGS='--set train.epochs=5')"
@@ -20,6 +20,7 @@ help:
 	@echo "make ui     - MLflow UI on http://127.0.0.1:5000 for ./mlflow.db"
 	@echo "make prefect-ui - Prefect server and UI on http://127.0.0.1:4200"
 	@echo "make bench-corruptions - our corruptions vs imagecorruptions, in .venv-bench (ARGS='--n 200')"
+	@echo "make bench-attacks - our PGD and AutoAttack-grade ensemble vs torchattacks and ART, in .venv-bench"
 
 # One stamp per install flavour; both reinstall when the pins change.
 $(VENV)/.run: pyproject.toml constraints.txt
@@ -55,16 +56,24 @@ ui: $(VENV)/.run
 prefect-ui: $(VENV)/.run
 	$(BIN)/prefect server start --host 127.0.0.1 --port 4200
 
-# A separate venv that sees .venv through a .pth file and adds imagecorruptions, so .venv never gets it.
+# A separate venv that sees .venv (with the dev extras) through a .pth file and adds the peer
+# libraries the benchmarks compare against, so .venv never gets them.
 BENCH  := .venv-bench
 PURELIB := import sysconfig; print(sysconfig.get_paths()["purelib"])
+PEERS  := imagecorruptions==1.1.2 adversarial-robustness-toolbox==1.20.1
 
-bench-corruptions: $(VENV)/.run
-	test -x $(BENCH)/bin/python || ($(PYTHON) -m venv $(BENCH) \
-	  && PTH="$$($(BENCH)/bin/python -c '$(PURELIB)')/robustops-main-venv.pth" \
-	  && $(BIN)/python -c '$(PURELIB)' > "$$PTH" && pwd >> "$$PTH" \
-	  && $(BENCH)/bin/python -m pip install --quiet --disable-pip-version-check -c constraints.txt imagecorruptions==1.1.2)
+$(BENCH)/.peers: $(VENV)/.dev Makefile
+	test -x $(BENCH)/bin/python || $(PYTHON) -m venv $(BENCH)
+	PTH="$$($(BENCH)/bin/python -c '$(PURELIB)')/robustops-main-venv.pth" \
+	  && $(BIN)/python -c '$(PURELIB)' > "$$PTH" && pwd >> "$$PTH"
+	$(BENCH)/bin/python -m pip install --quiet --disable-pip-version-check -c constraints.txt $(PEERS)
+	touch $@
+
+bench-corruptions: $(BENCH)/.peers
 	$(BENCH)/bin/python benchmarks/corruption_speed.py $(ARGS)
+
+bench-attacks: $(BENCH)/.peers
+	$(BENCH)/bin/python benchmarks/attack_speed.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) mlflow.db mlartifacts .pytest_cache .ruff_cache

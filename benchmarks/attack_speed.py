@@ -1,0 +1,175 @@
+"""Speed and strength of our attacks against torchattacks and IBM ART (run by hand, never by tests).
+
+    make bench-attacks                              # sets up .venv-bench with ART, then runs this
+    .venv-bench/bin/python benchmarks/attack_speed.py [--model pgd_at] [--repeats 3] [--json PATH]
+
+One model (the default config's CNN, trained here: the baseline or PGD-AT) and one batch (the
+digits test split, 359 images) for every library. Timed, each on the whole batch:
+
+- PGD-20, L-inf eps 0.1, step 2.5 * eps / 20, one random start;
+- the AutoAttack-grade ensemble: APGD-CE (100 steps), APGD-DLR (100 steps) and Square (1,000
+  queries), each on the whole batch, robust accuracy = per-example worst case over the three.
+
+Times are wall seconds (``time.perf_counter``), medians over rounds that interleave the libraries
+(``--pgd-repeats`` for PGD, ``--repeats`` for the ensemble) after one warm-up run each, with
+torch's default thread count. Targets: PGD at least at parity with torchattacks and at least
+2x faster than ART; the ensemble at least at parity with torchattacks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import time
+import warnings
+from collections.abc import Callable
+from importlib.metadata import version
+from pathlib import Path
+
+import numpy as np
+import torch
+
+EPS, STEPS = 0.1, 20
+
+
+def trained_model(name: str):
+    from robustops.config import load_config
+    from robustops.data import load_dataset, split_dataset
+    from robustops.training.defences import Context, train_defence
+
+    cfg = load_config(None, ["train.progress=false"])
+    split = split_dataset(load_dataset(cfg.data), cfg.data.val_fraction, cfg.data.test_fraction, cfg.seed)
+    defence = next(d for d in [*cfg.defences, None] if d is None or d.name == name)
+    if defence is None:
+        from robustops.config import StandardConfig
+
+        defence = StandardConfig()
+    ctx = Context(cfg.model, cfg.train, cfg.augment, cfg.regularize, cfg.seed)
+    model = train_defence(split.train, split.val, ctx, defence).model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model, split.test
+
+
+def timed(fn: Callable[[], np.ndarray]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def robust(model, x: torch.Tensor, y: torch.Tensor, x_adv: torch.Tensor) -> np.ndarray:
+    with torch.no_grad():
+        return ((model(x).argmax(1) == y) & (model(x_adv).argmax(1) == y)).numpy()
+
+
+def ours(model, x, y):
+    from robustops.attacks import APGD, PGD, Square
+
+    pgd = PGD(EPS, steps=STEPS, step_size=2.5 * EPS / STEPS)
+    ens = [APGD(EPS, steps=100, loss="ce"), APGD(EPS, steps=100, loss="dlr"), Square(EPS, queries=1000)]
+    return (
+        lambda: robust(model, x, y, pgd(model, x, y)),
+        lambda: np.logical_and.reduce([robust(model, x, y, a(model, x, y)) for a in ens]),
+    )
+
+
+def theirs_torchattacks(model, x, y):
+    import torchattacks as ta
+
+    pgd = ta.PGD(model, eps=EPS, alpha=2.5 * EPS / STEPS, steps=STEPS, random_start=True)
+    ens = [ta.APGD(model, eps=EPS, steps=100, loss="ce"), ta.APGD(model, eps=EPS, steps=100, loss="dlr"),
+           ta.Square(model, eps=EPS, n_queries=1000)]  # fmt: skip
+    return (
+        lambda: robust(model, x, y, pgd(x, y)),
+        lambda: np.logical_and.reduce([robust(model, x, y, a(x, y)) for a in ens]),
+    )
+
+
+def theirs_art(model, x, y, batch_size: int | None = None):
+    """ART given the whole batch at once (``batch_size=None``), or ART's own mini-batch size."""
+    from art.attacks.evasion import (
+        AutoProjectedGradientDescent,
+        ProjectedGradientDescentPyTorch,
+        SquareAttack,
+    )
+    from art.estimators.classification import PyTorchClassifier
+
+    clf = PyTorchClassifier(model, torch.nn.CrossEntropyLoss(), input_shape=tuple(x.shape[1:]),
+                            nb_classes=10, clip_values=(0.0, 1.0), device_type="cpu")  # fmt: skip
+    xn, yn = x.numpy(), y.numpy()
+    bs = batch_size or len(xn)
+    pgd = ProjectedGradientDescentPyTorch(clf, eps=EPS, eps_step=2.5 * EPS / STEPS, max_iter=STEPS,
+                                          num_random_init=1, batch_size=bs, verbose=False)  # fmt: skip
+    ens = [
+        AutoProjectedGradientDescent(clf, eps=EPS, eps_step=2 * EPS, max_iter=100, nb_random_init=1,
+                                     loss_type="cross_entropy", batch_size=bs, verbose=False),
+        AutoProjectedGradientDescent(clf, eps=EPS, eps_step=2 * EPS, max_iter=100, nb_random_init=1,
+                                     loss_type="difference_logits_ratio", batch_size=bs, verbose=False),
+        SquareAttack(clf, eps=EPS, max_iter=1000, nb_restarts=1, batch_size=bs, verbose=False),
+    ]  # fmt: skip
+
+    def run(attack) -> np.ndarray:
+        return robust(model, x, y, torch.from_numpy(attack.generate(xn, yn)))
+
+    return (lambda: run(pgd), lambda: np.logical_and.reduce([run(a) for a in ens]))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", default="pgd_at", help="baseline or a defence of the default config")
+    p.add_argument("--repeats", type=int, default=3, help="rounds of the ensemble")
+    p.add_argument("--pgd-repeats", type=int, default=15, help="rounds of PGD-20")
+    p.add_argument("--json", type=Path)
+    args = p.parse_args()
+    warnings.simplefilter("ignore")
+    model, test = trained_model(args.model)
+    x, y = torch.from_numpy(test.x), torch.from_numpy(test.y)
+    libs = {
+        "robustops": ours,
+        "torchattacks": theirs_torchattacks,
+        "ART": theirs_art,
+        "ART (its default batch_size=32)": lambda m, a, b: theirs_art(m, a, b, 32),
+    }
+    versions = {"torchattacks": version("torchattacks"), "ART": version("adversarial-robustness-toolbox")}
+    print(f"# Attack speed: {args.model} CNN on the digits test split ({len(y)} images), eps {EPS} L-inf")
+    print(f"- torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} cores; "
+          + ", ".join(f"{k} {v}" for k, v in versions.items()) + f"; medians of {args.pgd_repeats} (PGD) and {args.repeats} (ensemble) interleaved rounds after a warm-up\n")  # fmt: skip
+    made = {lib: make(model, x, y) for lib, make in libs.items()}
+    # Interleaved rounds: every library sees the same machine load, so a noisy neighbour or a
+    # frequency change cannot favour one of them. Medians over the rounds.
+    times = {lib: {"pgd": [], "ensemble": []} for lib in libs}
+    accs = {lib: {} for lib in libs}
+    for lib, (pgd, ens) in made.items():  # warm-up, and the accuracies
+        accs[lib] = {"pgd": float(pgd().mean()), "ensemble": float(ens().mean())}
+    for _ in range(args.pgd_repeats):
+        for lib, (pgd, _) in made.items():
+            times[lib]["pgd"].append(timed(pgd))
+    for r in range(args.repeats):
+        for lib, (_, ens) in made.items():
+            times[lib]["ensemble"].append(timed(ens))
+            print(f"  round {r + 1}: {lib} ensemble {times[lib]['ensemble'][-1]:.1f} s", flush=True)
+    rows = {
+        lib: {"pgd_s": statistics.median(t["pgd"]), "pgd_acc": accs[lib]["pgd"],
+              "ensemble_s": statistics.median(t["ensemble"]), "ensemble_acc": accs[lib]["ensemble"],
+              "pgd_runs": t["pgd"], "ensemble_runs": t["ensemble"]}
+        for lib, t in times.items()
+    }  # fmt: skip
+    ref = rows["robustops"]
+    print("\n| library | PGD-20 s | PGD-20 acc | ours faster | ensemble s | ensemble acc | ours faster |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for lib, r in rows.items():
+        print(f"| {lib} | {r['pgd_s']:.3f} | {r['pgd_acc']:.4f} | {r['pgd_s'] / ref['pgd_s']:.2f}x | "
+              f"{r['ensemble_s']:.2f} | {r['ensemble_acc']:.4f} | {r['ensemble_s'] / ref['ensemble_s']:.2f}x |")  # fmt: skip
+    ta, art, art32 = rows["torchattacks"], rows["ART"], rows["ART (its default batch_size=32)"]
+    print(f"\nPGD: {ta['pgd_s'] / ref['pgd_s']:.2f}x torchattacks (target >= 1), "
+          f"{art['pgd_s'] / ref['pgd_s']:.2f}x ART on the whole batch and {art32['pgd_s'] / ref['pgd_s']:.2f}x ART at "
+          f"its default batch size (target >= 2); ensemble: {ta['ensemble_s'] / ref['ensemble_s']:.2f}x torchattacks "
+          f"(target >= 1)")  # fmt: skip
+    if args.json:
+        args.json.write_text(json.dumps({"model": args.model, "rows": rows, "versions": versions}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
