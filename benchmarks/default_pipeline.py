@@ -63,12 +63,26 @@ def once(sets: list[str]) -> tuple[float, dict[str, dict[str, float]]]:
         return wall, {r.data.tags["robustops.model"]: r.data.metrics for r in runs}
 
 
-def table(models: dict[str, dict[str, float]]) -> str:
-    lines = ["| model | " + " | ".join(COLUMNS.values()) + " |", "|---|" + "---:|" * len(COLUMNS)]
+SCORECARD = {
+    "adv/autoattack/eps_0.1/acc": "AutoAttack 0.1",
+    "adv/worst/eps_0.1/acc": "worst 0.1",
+    "masking/pass": "masking ok",
+    "noise/gaussian/mean_acc": "gaussian noise",
+    "noise/flip_rate": "flip rate",
+    "corruption/mce": "mCE",
+    "selective/coverage": "coverage @1% risk",
+    "calibration/ece": "ECE",
+    "ood/uniform_noise/auroc_energy": "OOD AUROC",
+    "spec/pass": "spec ok",
+}
+
+
+def table(models: dict[str, dict[str, float]], columns: dict[str, str] = COLUMNS) -> str:
+    lines = ["| model | " + " | ".join(columns.values()) + " |", "|---|" + "---:|" * len(columns)]
     for name, m in models.items():
         cells = [
             f"{m[k]:.4f}" if k in m and "seconds" not in k else f"{m[k]:.1f}" if k in m else "-"
-            for k in COLUMNS
+            for k in columns
         ]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -85,6 +99,8 @@ def main() -> None:
         walls.append(wall)
         print(f"\nrun {i + 1}: {wall:.1f} s wall for {len(models)} models\n")
         print(table(models))
+        print()
+        print(table(models, SCORECARD))
     print(f"\nmedian wall {statistics.median(walls):.1f} s over {len(walls)} runs, {os.cpu_count()} cores")
 
 

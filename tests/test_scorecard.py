@@ -283,3 +283,14 @@ def test_html_report_is_self_contained(trained, digits_split):
     assert page.count("data:image/png;base64,") == len(plots["mlp"])
     assert "http" not in page.replace("http-equiv", "")  # nothing to fetch
     assert "mlp passed the gate" in page and "<td>-</td>" in page  # the other model lacks most metrics
+
+
+def test_report_strikes_through_untrusted_adversarial_scores():
+    metrics = {"honest": {"adv/pgd_linf/eps_0.1/acc": 0.6, "clean/acc": 0.9},
+               "masked": {"adv/pgd_linf/eps_0.1/acc": 0.9, "clean/acc": 0.95}}  # fmt: skip
+    masking = {"honest": [{"name": "c", "passed": True, "detail": ""}],
+               "masked": [{"name": "c", "passed": False, "detail": "x"}]}  # fmt: skip
+    page = render("t", metrics, masking, {}, {})
+    assert '<td class="untrusted" title="failed a gradient-masking check">0.9000</td>' in page
+    assert '<td class="best">0.6000</td>' in page  # the honest model is the best trusted score
+    assert '<td class="best">0.9500</td>' in page  # clean accuracy is not an adversarial score

@@ -27,6 +27,7 @@ td.best{font-weight:600;background:#eaf6ec} .pass{color:#1f7a35;font-weight:600}
 .promote{background:#eaf6ec;border:1px solid #9ed3a8} .keep{background:#fff6e5;border:1px solid #f0c36d}
 .plots{display:flex;flex-wrap:wrap;gap:10px} .plots figure{margin:0} .plots img{max-width:420px}
 figcaption{font-size:12px;color:#5b6577} details{margin:4px 0} td.detail{text-align:left;white-space:normal}
+td.untrusted{color:#9aa3b2;text-decoration:line-through}
 """
 
 # For each metric family, which direction is better (the best cell of a row is highlighted).
@@ -45,22 +46,31 @@ def png(fig: Figure) -> str:
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
-def _table(models: dict[str, dict[str, float]]) -> str:
+def _cell(v: float | None, best: float | None, untrusted: bool) -> str:
+    if v is None:
+        return "<td>-</td>"
+    if untrusted:
+        return f'<td class="untrusted" title="failed a gradient-masking check">{v:.4f}</td>'
+    return f'<td class="{"best" if v == best else ""}">{v:.4f}</td>'
+
+
+def _table(models: dict[str, dict[str, float]], untrusted: frozenset[str] = frozenset()) -> str:
+    """Metrics by model, the best cell per row highlighted; the adversarial scores of a model that
+    failed a masking check (``untrusted``) are struck through and never the best."""
     names = list(models)
     keys: list[str] = []
     for m in models.values():
         keys += [k for k in headline(m) if k not in keys and not k.endswith("/pass")]
     rows = []
     for k in keys:
+        adv = k.startswith("adv/")
         vals = {n: models[n].get(k) for n in names}
-        present = [v for v in vals.values() if v is not None]
+        present = [v for n, v in vals.items() if v is not None and not (adv and n in untrusted)]
         best = None
-        if len(present) > 1 and not k.startswith(("ood/energy_threshold", "selective/threshold")):
+        several = sum(v is not None for v in vals.values()) > 1
+        if several and present and not k.startswith(("ood/energy_threshold", "selective/threshold")):
             best = min(present) if k.startswith(LOWER_IS_BETTER) else max(present)
-        cells = "".join(
-            "<td>-</td>" if v is None else f'<td class="{"best" if v == best else ""}">{v:.4f}</td>'
-            for v in vals.values()
-        )
+        cells = "".join(_cell(v, best, adv and n in untrusted) for n, v in vals.items())
         rows.append(f"<tr><td><code>{html.escape(k)}</code></td>{cells}</tr>")
     head = "".join(f"<th>{html.escape(n)}</th>" for n in names)
     return f"<table><thead><tr><th>metric</th>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
@@ -128,7 +138,11 @@ def render(
             parts.append("</ul></details>")
     parts.append("<h2>Scores, side by side</h2><p class='meta'>Best value per row highlighted. Per-class and "
                  "per-severity numbers are in each model's MLflow run.</p>")  # fmt: skip
-    parts.append(_table(metrics))
+    untrusted = frozenset(n for n, checks in masking.items() if not all(c["passed"] for c in checks))
+    if untrusted:
+        parts.append(f"<p class='meta'>Struck through: adversarial scores of {', '.join(sorted(untrusted))}, which "
+                     "failed a gradient-masking check and are not trusted.</p>")  # fmt: skip
+    parts.append(_table(metrics, untrusted))
     parts.append(_checks("Gradient-masking checks", masking))
     parts.append(_checks("Specification checks", spec))
     for name, figs in plots.items():
