@@ -147,11 +147,25 @@ def _log_certificates(m: MlflowConfig, run_id: str, card: Scorecard) -> None:
     )
 
 
-def _log_checkpoint(m: MlflowConfig, run_id: str, result: TrainResult) -> None:
+def _log_model(
+    m: MlflowConfig, run_id: str, result: TrainResult, card: Scorecard, split: Split, defence: DefenceConfig
+) -> str:
+    """The checkpoint, the drift reference and the guarded model; returns the guarded model's URI."""
+    from robustops.config import SmoothingConfig
+    from robustops.monitoring.reference import build_reference, save_reference
+    from robustops.serving import settings_for
+    from tasks.pyfunc import log_guarded
+
     with tempfile.TemporaryDirectory() as tmp:
         folder = checkpoint.save(result.model, result.spec, Path(tmp) / "checkpoint")
         for f in sorted(folder.iterdir()):
             tracking.log_file(m, run_id, f, "checkpoint")
+        ref = build_reference(result.model, split.val, split.train.classes)
+        for f in save_reference(ref, Path(tmp) / "monitoring"):
+            tracking.log_file(m, run_id, f, "monitoring")
+        smoothing = defence if isinstance(defence, SmoothingConfig) else None
+        settings = settings_for(result.spec, card.guard, smoothing)
+        return log_guarded(run_id, folder, settings, split.test.x)
 
 
 @task(name="log-model-run", task_run_name="log-{defence.run_name}", **RETRY)
@@ -198,8 +212,8 @@ def log_model_run(
         _log_certificates(m, run_id, card)
         if aset is not None and len(aset.y):
             _log_adversarial_set(m, run_id, aset, split.test.x)
-        _log_checkpoint(m, run_id, result)
-        model_uri = tracking.log_torch_model(m, run_id, result.model, split.test.x)
+        tracking.client(m)  # sets the tracking URI for the model logging below
+        model_uri = _log_model(m, run_id, result, card, split, defence)
         stop = f" Stopped: {result.stop_reason}." if result.stop_reason else ""
         tracking.set_note(
             m,

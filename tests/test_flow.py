@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import tempfile
 
 import mlflow
 import numpy as np
@@ -152,7 +153,7 @@ def test_nested_model_run_has_metrics_curves_and_artifacts(first_run, tiny):
     }
 
 
-def test_registered_model_serves_the_scored_predictions(first_run, tiny):
+def test_registered_model_is_the_guarded_model(first_run, tiny):
     c = _client(tiny)
     version = c.get_model_version("tiny-digits", first_run["version"])
     assert version.run_id == first_run["models"]["baseline"]["run_id"]
@@ -161,11 +162,21 @@ def test_registered_model_serves_the_scored_predictions(first_run, tiny):
     assert mlflow.models.get_model_info(uri).signature is not None
     model = mlflow.pyfunc.load_model(uri)
     test = split_dataset(load_digits(), tiny.data.val_fraction, tiny.data.test_fraction, tiny.seed).test
-    logits = np.asarray(model.predict(test.x))  # any batch size: the batch dimension is dynamic
-    assert logits.shape == (len(test.y), 10)
-    assert (logits.argmax(1) == test.y).mean() == pytest.approx(
-        first_run["models"]["baseline"]["metrics"]["clean/acc"]
-    )
+    x = test.x.copy()
+    x[0, 0, 0, 0] = np.nan  # layer 1 rejects this image, and only this one
+    x[1] = 1.5
+    out = model.predict(x)  # any batch size: the batch dimension is dynamic
+    assert list(out.columns) == ["label", "class_index", "confidence", "abstain", "rejected", "reason"]
+    assert out["rejected"].tolist()[:3] == [True, True, False] and out["rejected"].sum() == 2
+    assert "NaN" in out["reason"][0] and "outside [0, 1]" in out["reason"][1]
+    answered = ~out["rejected"] & ~out["abstain"]
+    # The answered predictions are the scored model's: compare with the checkpoint's argmax.
+    from robustops.training import checkpoint
+
+    folder = c.download_artifacts(version.run_id, "checkpoint", tempfile.mkdtemp())
+    logits = checkpoint.load(folder)(torch.from_numpy(test.x)).detach().numpy()
+    assert (out["class_index"][answered] == logits.argmax(1)[answered]).all()
+    assert answered.mean() > 0.5 and (out["class_index"][answered] == test.y[answered]).mean() > 0.9
 
 
 def test_rerun_reuses_cached_training(first_run, tiny):

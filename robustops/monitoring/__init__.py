@@ -1,0 +1,1 @@
+"""Monitoring: drift features of image batches and the adapter around Evidently."""
