@@ -49,6 +49,20 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument(
         "--data", required=True, help="an .npz file or an image folder, labelled with the model's classes"
     )
+    pr = with_config(
+        "predict", "score a production batch with a registered guarded model; write predictions and features"
+    )
+    pr.add_argument("--model", default=None, help="models:/NAME@ALIAS or /VERSION (default: the champion)")
+    pr.add_argument("--data", required=True, help="an .npz (x, optional y) or an image folder")
+    pr.add_argument("--out", default="predictions", help="folder for predictions.csv and features.csv")
+    mo = with_config(
+        "monitor", "score a batch and test it for drift (its own flow; emits a Prefect event on drift)"
+    )
+    mo.add_argument("--model", default=None, help="models:/NAME@ALIAS or /VERSION (default: the champion)")
+    mo.add_argument("--data", required=True, help="an .npz (x, optional y) or an image folder")
+    with_config(
+        "serve", "register and serve the pipeline, monitor and retrain deployments on a Prefect server"
+    )
     return p
 
 
@@ -95,6 +109,63 @@ def _evaluate(cfg: Any, uri: str, data: str) -> int:
     return 0
 
 
+def _champion_and_batch(cfg: Any, uri: str, data: str) -> tuple[Any, Any, Any, Any, Any]:
+    """The guarded model and the batch, validated before any flow starts."""
+    from pathlib import Path
+
+    from robustops.errors import DataValidationError
+    from tasks.monitoring import load_champion, read_batch
+
+    if not Path(data).exists():
+        raise DataValidationError(f"{data}: not found; pass an .npz file or an image folder with --data")
+    guarded, ref, champion = load_champion.fn(cfg, uri)
+    x, y = read_batch.fn(data, guarded)
+    return guarded, ref, champion, x, y
+
+
+def _predict(cfg: Any, uri: str, data: str, out: str) -> int:
+    from pathlib import Path
+
+    from robustops.monitoring.monitor import score
+
+    guarded, ref, champion, x, y = _champion_and_batch(cfg, uri, data)
+    predictions, features = score(guarded, ref, x, cfg.monitor.chunk)
+    folder = Path(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    predictions.to_csv(folder / "predictions.csv", index=False)
+    features.to_csv(folder / "features.csv", index=False)
+    n = len(predictions)
+    print(f"robustops: {uri} (version {champion['version']}) scored {n} images from {data}")
+    print(f"  answered {int((~predictions['abstain'] & ~predictions['rejected']).sum())}, "
+          f"abstained {int(predictions['abstain'].sum())}, rejected {int(predictions['rejected'].sum())}")  # fmt: skip
+    if y is not None:
+        print(
+            f"  accuracy {float((predictions['class_index'].to_numpy() == y).mean()):.4f} (the batch has labels)"
+        )
+    print(f"  wrote {folder / 'predictions.csv'} and {folder / 'features.csv'}")
+    return 0
+
+
+def _monitor(cfg: Any, uri: str, data: str) -> int:
+    from flows.monitor import robustness_monitor
+    from tasks.tracking import tracking_uri
+
+    _champion_and_batch(cfg, uri, data)  # bad model or batch: one line, before any server starts
+    out = robustness_monitor(data, cfg, uri)
+    verdict = "DRIFT DETECTED: " + "; ".join(out["reasons"]) if out["drift"] else "no drift"
+    print(
+        f"\nrobustops: {data} ({out['n']} images) against {uri} (version {out['model']['version']}): {verdict}"
+    )
+    if out["event"]:
+        print(
+            f"  emitted robustops.drift.detected (event {out['event']}): a served retrain deployment picks it up"
+        )
+    print(
+        f"MLflow:     {tracking_uri(cfg.mlflow)}  run {out['run_id']} (drift/report.html: the Evidently report)"
+    )
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     _quiet_telemetry()
     args = _parser().parse_args(argv)
@@ -109,6 +180,15 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "evaluate":
             return _evaluate(cfg, args.model, args.data)
+        if args.command == "predict":
+            return _predict(cfg, args.model or cfg.monitored_model, args.data, args.out)
+        if args.command == "monitor":
+            return _monitor(cfg, args.model or cfg.monitored_model, args.data)
+        if args.command == "serve":
+            from flows.serve import serve
+
+            serve(cfg)
+            return 0
         from robustops.data import load_dataset
         from robustops.training import resolve_device
 

@@ -107,6 +107,11 @@ class DataConfig(Strict):
     )
     val_fraction: float = Field(0.15, gt=0, lt=0.5)
     test_fraction: float = Field(0.2, gt=0, lt=0.5)
+    extra_train: list[Path] = Field(
+        [],
+        description="labelled .npz files or image folders appended to the training split only "
+        "(e.g. drifted production batches, for retraining)",
+    )
     train_class_fraction: dict[str, float] = Field(
         {},
         description="keep only this share of a class's training samples, e.g. {'3': 0.05}: "
@@ -529,6 +534,39 @@ def _defence(item: Any) -> Any:
     return cls.model_validate(item)
 
 
+class MonitorConfig(Strict):
+    """Drift monitoring of production batches against the champion's reference."""
+
+    model: str | None = Field(
+        None, description="the monitored model; None: models:/<registered_model>@<gate.alias>"
+    )
+    alpha: float = Field(
+        0.01, gt=0, lt=1, description="false-alarm budget per batch (Bonferroni over columns)"
+    )
+    mmd_threshold: float = Field(0.015, gt=0, description="embedding drift: MMD above this is drift")
+    embeddings: bool = Field(True, description="test the projected embeddings too")
+    chunk: int = Field(4096, ge=1, description="images scored at once: memory stays bounded on big batches")
+    emit_event: bool = Field(True, description="emit robustops.drift.detected to Prefect on drift")
+    cron: str | None = Field(None, description="serve: monitor batch_path on this schedule")
+    batch_path: Path | None = Field(None, description="serve: the batch the scheduled monitor scores")
+
+
+class RetrainConfig(Strict):
+    """Retraining: on a schedule, and when the monitor detects drift."""
+
+    cron: str | None = Field(
+        "0 3 * * 0", description="serve: retrain on this schedule (default Sundays 03:00)"
+    )
+    timezone: str = "UTC"
+    on_drift: bool = Field(True, description="serve: a drift event triggers a retrain")
+    labels: Literal["batch", "store"] = Field(
+        "batch", description="the drifted batch's labels come with it (batch) or from label_store (store)"
+    )
+    label_store: Path | None = Field(
+        None, description="labels='store': labelled images (npz or folder) to add"
+    )
+
+
 class GateConfig(Strict):
     """Promotion: the best model that passes the gate becomes the challenger; it takes the alias
     only if it beats the current champion on ``primary`` and regresses no gated metric by more
@@ -585,7 +623,13 @@ class Config(Strict):
         description="trained beside the baseline on the same split: names or blocks with settings",
     )
     gate: GateConfig = GateConfig()
+    monitor: MonitorConfig = MonitorConfig()
+    retrain: RetrainConfig = RetrainConfig()
     mlflow: MlflowConfig = MlflowConfig()
+
+    @property
+    def monitored_model(self) -> str:
+        return self.monitor.model or f"models:/{self.mlflow.registered_model}@{self.gate.alias}"
 
     @field_validator("defences", mode="before")
     @classmethod

@@ -5,18 +5,20 @@ from __future__ import annotations
 from typing import Any
 
 from prefect import task
-from prefect.logging import get_run_logger
 
 from robustops.config import DataConfig, SynthesisConfig
-from robustops.data import Split, load_dataset, split_dataset, thin_classes
+from robustops.data import Split, add_training_data, load_dataset, split_dataset, thin_classes
 from robustops.data.synthesis import SynthesisResult, synthesize
 from robustops.evaluation.synthetic import judge_synthetic
 from tasks.caching import file_fingerprint, hash_inputs
+from tasks.log import logger
 
 
 def _data_key(context: Any, parameters: dict[str, Any]) -> str:
     # The path alone does not identify the data: a rewritten file must not hit the cache.
-    return f"{hash_inputs(context, parameters)}-{file_fingerprint(parameters['cfg'].path)}"
+    cfg = parameters["cfg"]
+    files = "-".join(file_fingerprint(p) for p in [cfg.path, *cfg.extra_train])
+    return f"{hash_inputs(context, parameters)}-{files}"
 
 
 def _io_error(task: Any, task_run: Any, state: Any) -> bool:
@@ -44,7 +46,8 @@ def load_data(cfg: DataConfig, seed: int) -> Split:
     ds = load_dataset(cfg)
     split = split_dataset(ds, cfg.val_fraction, cfg.test_fraction, seed)
     split.train = thin_classes(split.train, cfg.train_class_fraction, seed)
-    get_run_logger().info(
+    split.train = add_training_data(split.train, cfg.extra_train)
+    logger().info(
         "data %s: %d images of shape %s, %d classes, split %s",
         ds.source,
         len(ds.y),
@@ -61,7 +64,7 @@ def synthesize_data(
 ) -> tuple[SynthesisResult, dict[str, float]]:
     """Fills minority classes of the training split; returns the result and the judge's scores."""
     result = synthesize(split.train, cfg, seed)
-    log = get_run_logger()
+    log = logger()
     if not result.made:
         log.info("classes balanced within imbalance_ratio %.2f: no synthesis", cfg.imbalance_ratio)
         return result, {}

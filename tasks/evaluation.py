@@ -6,7 +6,6 @@ import time
 
 import numpy as np
 from prefect import task
-from prefect.logging import get_run_logger
 from torch import nn
 
 from robustops.config import EvalConfig, SmoothingConfig
@@ -17,6 +16,7 @@ from robustops.evaluation.report import headline
 from robustops.evaluation.scorecard import relative_corruption_metrics
 from tasks.caching import file_fingerprint, hash_inputs
 from tasks.data import _io_error
+from tasks.log import logger
 
 
 def _sets_key(context, parameters) -> str:
@@ -81,7 +81,7 @@ def evaluate_model(
         card.metrics |= relative_corruption_metrics(card, baseline or card)
     card.metrics["eval/seconds"] = time.perf_counter() - start
     flags = [c.name for c in card.masking if not c.passed]
-    get_run_logger().info(
+    logger().info(
         "%s scores: %s%s",
         name,
         ", ".join(f"{k}={v:.4f}" for k, v in headline(card.metrics).items() if not k.endswith("/pass")),

@@ -30,20 +30,26 @@ def _settings(path: str | Path) -> GuardSettings:
     return GuardSettings(**raw)
 
 
-class GuardedPyfunc(mlflow.pyfunc.PythonModel):
-    def load_context(self, context: Any) -> None:
-        from robustops.training import checkpoint
+# MLflow warns about missing type hints when the class is created (inside its own
+# catch_warnings, so a filter cannot reach it; silencing the display can). Hints would make it
+# derive a schema from them instead of the logged signature.
+with warnings.catch_warnings():
+    warnings.showwarning = lambda *args, **kwargs: None
 
-        self.guarded = GuardedModel(
-            checkpoint.load(context.artifacts["checkpoint"]), _settings(context.artifacts["guard"])
-        )
+    class GuardedPyfunc(mlflow.pyfunc.PythonModel):
+        def load_context(self, context: Any) -> None:
+            from robustops.training import checkpoint
 
-    # No type hints on predict: MLflow would try to derive a schema from them.
-    def predict(self, context, model_input, params=None):  # noqa: ANN001, ANN201
-        try:
-            return self.guarded.predict(model_input)
-        except RequestError as e:
-            raise MlflowException(str(e), error_code=INVALID_PARAMETER_VALUE) from None
+            self.guarded = GuardedModel(
+                checkpoint.load(context.artifacts["checkpoint"]), _settings(context.artifacts["guard"])
+            )
+
+        # No type hints on predict: MLflow would try to derive a schema from them.
+        def predict(self, context, model_input, params=None):  # noqa: ANN001, ANN201
+            try:
+                return self.guarded.predict(model_input)
+            except RequestError as e:
+                raise MlflowException(str(e), error_code=INVALID_PARAMETER_VALUE) from None
 
 
 def log_guarded(run_id: str, folder: Path, settings: GuardSettings, example: np.ndarray) -> str:

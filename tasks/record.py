@@ -12,7 +12,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from prefect import task
-from prefect.logging import get_run_logger
 
 from robustops.config import AugmentPolicy, Config, DefenceConfig, MlflowConfig, flatten, to_yaml
 from robustops.corruptions import CORRUPTIONS, describe
@@ -26,6 +25,7 @@ from robustops.evaluation.report import markdown_table
 from robustops.training import TrainResult, checkpoint
 from robustops.training.augment import augmix
 from tasks import tracking
+from tasks.log import logger
 
 RETRY = {"retries": 3, "retry_delay_seconds": [1, 2, 4]}
 
@@ -253,7 +253,7 @@ def register_model(
     if pgd:
         tags["pgd_acc"] = f"{pgd[-1].split('/')[2]}: {card.metrics[pgd[-1]]:.4f}"
     version = tracking.register(mcfg, model_uri, run_id, tags)
-    get_run_logger().info("registered %s version %s", mcfg.registered_model, version)
+    logger().info("registered %s version %s", mcfg.registered_model, version)
     return version
 
 

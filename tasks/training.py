@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from prefect import task
-from prefect.logging import get_run_logger
 
 from robustops.config import AugmentConfig, DefenceConfig, ModelConfig, RegularizeConfig, TrainConfig
 from robustops.data import Dataset
 from robustops.training import TrainResult
 from robustops.training.defences import Context, train_defence
 from tasks.caching import hash_inputs
+from tasks.log import logger
 
 
 @task(
@@ -33,7 +33,7 @@ def train_model(
     settings, seed and code reuses the result."""
     ctx = Context(model_cfg, train_cfg, augment, regularize, seed, device)
     result = train_defence(train, val, ctx, defence)
-    get_run_logger().info(
+    logger().info(
         "trained %s (%s, augment: %s): best epoch %d of %d, val acc %.4f, %.1fs%s",
         defence.run_name,
         defence.name,

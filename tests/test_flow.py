@@ -346,3 +346,30 @@ def test_evaluate_scores_the_champion_on_any_dataset(first_run, tiny, store, tmp
         == 2
     )
     assert "the model does not know" in capsys.readouterr().err
+
+
+def test_monitor_flags_a_shifted_batch_and_emits_the_drift_event(first_run, tiny, tmp_path):
+    from flows.monitor import robustness_monitor
+
+    test = split_dataset(load_digits(), tiny.data.val_fraction, tiny.data.test_fraction, tiny.seed).test
+    rng = np.random.default_rng(0)
+    idx = rng.choice(len(test.y), 200, replace=False)
+    np.savez(tmp_path / "clean.npz", x=test.x[idx, 0])  # no labels: production data
+    m = test.x[idx].mean(axis=(1, 2, 3), keepdims=True)
+    np.savez(tmp_path / "dim.npz", x=((test.x[idx] - m) * 0.5 + m).astype(np.float32), y=test.y[idx])
+    clean = robustness_monitor(str(tmp_path / "clean.npz"), tiny)
+    assert not clean["drift"] and clean["event"] is None and clean["n"] == 200
+    shifted = robustness_monitor(str(tmp_path / "dim.npz"), tiny)
+    assert shifted["drift"] and shifted["event"] and any(r.startswith("contrast") for r in shifted["reasons"])
+    c = _client(tiny)
+    run = c.get_run(shifted["run_id"])
+    assert run.data.tags["robustops.drift"] == "detected" and run.data.metrics["drift/detected"] == 1.0
+    assert "batch/acc" in run.data.metrics  # the batch came with labels
+    files = {a.path for p in ("drift", "batch") for a in c.list_artifacts(run.info.run_id, p)}
+    assert {
+        "drift/report.html",
+        "drift/decision.json",
+        "batch/predictions.csv",
+        "batch/features.csv",
+    } <= files
+    assert c.get_run(clean["run_id"]).data.metrics["drift/detected"] == 0.0

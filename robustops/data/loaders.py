@@ -79,7 +79,13 @@ def _open(path: Path, kind: str) -> None:
 
 def load_npz(path: str | Path) -> Dataset:
     """Loads ``x`` and ``y`` from an .npz file; pickled content is refused, never loaded."""
-    path = Path(path)
+    x, y = _read_npz(Path(path), need_labels=True)
+    y, classes = _index_labels(y)
+    return Dataset(x, y, classes, str(path))
+
+
+def _read_npz(path: Path, need_labels: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    """Validated ``x`` and, when present (or required), ``y`` of an .npz file."""
     _open(path, ".npz file")
     if not path.is_file():
         _fail(path, "is a folder; set data.source to 'folder' or point data.path at an .npz file")
@@ -93,7 +99,8 @@ def load_npz(path: str | Path) -> Dataset:
         # allow_pickle=False: a pickled array can run arbitrary code when loaded.
         with np.load(path, allow_pickle=False) as npz:
             keys = sorted(npz.files)
-            missing = [k for k in ("x", "y") if k not in keys]
+            wanted = ("x", "y") if need_labels or "y" in keys else ("x",)
+            missing = [k for k in wanted if k not in keys]
             if missing:
                 _fail(
                     path,
@@ -101,7 +108,7 @@ def load_npz(path: str | Path) -> Dataset:
                     "save np.savez(path, x=images, y=labels)",
                 )
             arrays = {}
-            for k in ("x", "y"):
+            for k in wanted:
                 try:
                     arrays[k] = npz[k]
                 except ValueError:
@@ -113,9 +120,8 @@ def load_npz(path: str | Path) -> Dataset:
     except (zipfile.BadZipFile, EOFError, OSError) as e:
         _fail(path, f"is truncated or corrupt ({e}); write the file again")
     x = check_images(arrays["x"], str(path))
-    y = check_labels(arrays["y"], len(x), str(path))
-    y, classes = _index_labels(y)
-    return Dataset(x, y, classes, str(path))
+    y = check_labels(arrays["y"], len(x), str(path)) if "y" in arrays else None
+    return x, y
 
 
 def _read_image(file: Path, channels: int | None) -> np.ndarray:
@@ -243,3 +249,39 @@ def load_for_model(
         )
     mapping = np.array([classes.index(name) for name in ds.classes], dtype=np.int64)
     return Dataset(ds.x, mapping[ds.y], list(classes), str(path))
+
+
+def load_batch(
+    path: str | Path, shape: tuple[int, int, int], classes: list[str]
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """A production batch in a model's input shape: images, and labels when the batch has them.
+
+    Accepts an .npz with ``x`` (and optionally ``y``, labelled with the class names), a folder of
+    class subfolders (labelled), or a flat folder of images (unlabelled).
+    """
+    path = Path(path)
+    c, h, w = shape
+    if path.is_dir() and not any(p.is_dir() for p in path.iterdir()):
+        files = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
+        if not files:
+            _fail(path, "is empty; put the batch's PNG/JPEG images in it")
+        bad = [f.name for f in files if f.suffix.lower() not in IMAGE_SUFFIXES]
+        if bad:
+            _fail(path / bad[0], "is not a PNG/JPEG image; the batch folder may hold only images")
+        images = [resize(_read_image(f, c)[None].astype(np.float32) / 255, (h, w))[0] for f in files]
+        return check_images(np.stack(images), str(path)), None
+    if path.is_dir():
+        ds = load_for_model(DataSource.FOLDER, path, shape, classes, "the batch")
+        return ds.x, ds.y
+    _open(path, ".npz file")
+    x, y = _read_npz(path, need_labels=False)
+    x = _channels(x, c)
+    if x.shape[2:] != (h, w):
+        x = resize(x, (h, w))
+    if y is None:
+        return x, None
+    names = [str(v) for v in y.tolist()]
+    unknown = sorted(set(names) - set(classes))
+    if unknown:
+        _fail(path, f"the batch has label(s) {unknown[:5]} the model does not know (its classes: {classes})")
+    return x, np.array([classes.index(n) for n in names], dtype=np.int64)

@@ -71,3 +71,22 @@ def thin_classes(ds: Dataset, fractions: dict[str, float], seed: int) -> Dataset
         drop = rng.permutation(idx)[max(1, round(len(idx) * frac)) :]
         keep[drop] = False
     return Dataset(ds.x[keep], ds.y[keep], ds.classes, ds.source)
+
+
+def add_training_data(train: Dataset, paths: list) -> Dataset:
+    """Appends labelled datasets (npz or image folders, labelled with the training class names,
+    converted to the training shape) to the training split; validation and test stay as they are."""
+    if not paths:
+        return train
+    from robustops.data.loaders import load_batch
+
+    xs, ys = [train.x], [train.y]
+    for path in paths:
+        x, y = load_batch(path, train.shape, train.classes)
+        if y is None:
+            raise DataValidationError(
+                f"{path}: has no labels; data.extra_train needs labelled images (npz with y, or class folders)"
+            )
+        xs.append(x.astype(np.float32))
+        ys.append(y)
+    return Dataset(np.concatenate(xs), np.concatenate(ys), train.classes, train.source)

@@ -1,0 +1,38 @@
+"""The ``robustness-monitor`` flow: score a production batch with the champion, test it for drift
+against the champion's reference, log everything to MLflow and, on drift, emit the Prefect event
+that triggers retraining."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow
+from prefect.runtime import flow_run
+
+from robustops.config import Config
+from tasks.monitoring import detect_drift, emit_drift, load_champion, log_monitoring, read_batch, score_batch
+
+
+@flow(name="robustness-monitor", log_prints=True)
+def robustness_monitor(batch: str, cfg: Config = Config(), model: str | None = None) -> dict[str, Any]:  # noqa: B008
+    """Monitors one batch (.npz with x and optional y, a class-folder tree, or a flat image folder)."""
+    uri = model or cfg.monitored_model
+    guarded, ref, champion = load_champion(cfg, uri)
+    x, y = read_batch(batch, guarded)
+    predictions, features = score_batch(guarded, ref, x, cfg.monitor.chunk)
+    result = detect_drift(ref, features, cfg)
+    run_id = log_monitoring(cfg, batch, champion, predictions, features, y, result, flow_run.get_id())
+    event = (
+        emit_drift(batch, champion, result, run_id, y is not None)
+        if result.drift and cfg.monitor.emit_event
+        else None
+    )
+    return {
+        "drift": result.drift,
+        "reasons": result.reasons,
+        "metrics": result.metrics(),
+        "run_id": run_id,
+        "event": event,
+        "model": champion,
+        "n": len(predictions),
+    }

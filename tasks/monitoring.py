@@ -1,0 +1,147 @@
+"""Monitoring tasks: load the champion and its reference, score a batch, test drift, log it, and
+tell Prefect when it drifted."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from prefect import task
+
+from robustops.config import Config
+from robustops.data.loaders import load_batch
+from robustops.errors import ModelNotFoundError
+from robustops.monitoring.drift import DriftResult, DriftSettings
+from robustops.monitoring.monitor import drift, score
+from robustops.monitoring.reference import Reference, load_reference
+from robustops.serving import GuardedModel
+from tasks import tracking
+from tasks.caching import fingerprint
+from tasks.data import _io_error
+from tasks.log import logger
+from tasks.record import RETRY
+
+DRIFT_EVENT = "robustops.drift.detected"
+
+
+@task(name="load-champion", **RETRY)
+def load_champion(cfg: Config, uri: str) -> tuple[GuardedModel, Reference, dict[str, Any]]:
+    """The guarded model a URI names and its drift reference."""
+    import mlflow
+
+    from robustops.training import checkpoint
+    from tasks.pyfunc import _settings
+
+    mv = tracking.resolve_model(cfg.mlflow, uri)
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            local = Path(mlflow.artifacts.download_artifacts(mv.source, dst_path=f"{tmp}/model"))
+            ref = load_reference(Path(tracking.download(cfg.mlflow, mv.run_id, "monitoring", tmp)))
+        except Exception as e:  # noqa: BLE001 - any failure: not a robustops guarded model
+            raise ModelNotFoundError(
+                f"{uri}: not a robustops guarded model with a drift reference ({e})"
+            ) from None
+        guarded = GuardedModel(
+            checkpoint.load(local / "artifacts" / "checkpoint"), _settings(local / "artifacts" / "guard.json")
+        )
+    return guarded, ref, {"uri": uri, "name": mv.name, "version": str(mv.version), "run_id": mv.run_id}
+
+
+@task(name="load-batch", retries=2, retry_delay_seconds=1, retry_condition_fn=_io_error)
+def read_batch(path: str, guarded: GuardedModel) -> tuple[np.ndarray, np.ndarray | None]:
+    s = guarded.settings
+    return load_batch(path, tuple(s.shape), s.classes)
+
+
+@task(name="score-batch")
+def score_batch(
+    guarded: GuardedModel, ref: Reference, x: np.ndarray, chunk: int
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    return score(guarded, ref, x, chunk)
+
+
+@task(name="detect-drift")
+def detect_drift(ref: Reference, features: pd.DataFrame, cfg: Config) -> DriftResult:
+    m = cfg.monitor
+    result = drift(ref, features, DriftSettings(m.alpha, m.mmd_threshold, m.embeddings))
+    logger().info(
+        "drift %s: %s",
+        "DETECTED" if result.drift else "none",
+        "; ".join(result.reasons) or "every test passed",
+    )
+    return result
+
+
+@task(name="log-monitoring", **RETRY)
+def log_monitoring(
+    cfg: Config, batch: str, champion: dict[str, Any], predictions: pd.DataFrame, features: pd.DataFrame,
+    y: np.ndarray | None, result: DriftResult, flow_run_id: str | None,
+) -> str:  # fmt: skip
+    """One MLflow run per monitored batch: drift metrics, the Evidently report, predictions, features."""
+    m = cfg.mlflow
+    tags = {"robustops.kind": "monitor", "robustops.batch": batch, "robustops.model_uri": champion["uri"],
+            "robustops.source_run": champion["run_id"], "robustops.drift": "detected" if result.drift else "none"}  # fmt: skip
+    if flow_run_id:
+        tags["prefect.flow_run_id"] = flow_run_id
+    run_id = tracking.start_run(m, f"monitor {Path(batch).name}", tags=tags)
+    ok = False
+    try:
+        metrics = result.metrics() | {
+            "batch/n": float(len(predictions)),
+            "batch/rejected": float(predictions["rejected"].mean()) if len(predictions) else 0.0,
+            "batch/abstained": float(predictions["abstain"].mean()) if len(predictions) else 0.0,
+            "batch/mean_confidence": float(features["confidence"].mean()) if len(features) else 0.0,
+        }
+        if y is not None and len(y):
+            answered = ~predictions["rejected"] & ~predictions["abstain"]
+            correct = predictions["class_index"].to_numpy() == y
+            metrics["batch/acc"] = float(correct.mean())
+            metrics["batch/acc_answered"] = float(correct[answered].mean()) if answered.any() else 0.0
+        tracking.log_metrics(m, run_id, metrics)
+        tracking.log_params(m, run_id, {"batch": batch, "model_uri": champion["uri"], "model_version": champion["version"],
+                                        "monitor.alpha": cfg.monitor.alpha, "monitor.mmd_threshold": cfg.monitor.mmd_threshold})  # fmt: skip
+        tracking.log_json(m, run_id, {"drift": result.drift, "reasons": result.reasons, "p_values": result.p_values,
+                                      "embedding_mmd": result.embedding_mmd, "share": result.share}, "drift/decision.json")  # fmt: skip
+        with tempfile.TemporaryDirectory() as tmp:
+            result.save_html(Path(tmp) / "report.html")
+            tracking.log_file(m, run_id, Path(tmp) / "report.html", "drift")
+            predictions.to_csv(Path(tmp) / "predictions.csv", index=False)
+            features.to_csv(Path(tmp) / "features.csv", index=False)
+            tracking.log_file(m, run_id, Path(tmp) / "predictions.csv", "batch")
+            tracking.log_file(m, run_id, Path(tmp) / "features.csv", "batch")
+        ok = True
+    finally:
+        tracking.end_run(m, run_id, ok)
+    return run_id
+
+
+@task(name="emit-drift-event")
+def emit_drift(
+    batch: str, champion: dict[str, Any], result: DriftResult, run_id: str, labelled: bool
+) -> str | None:
+    """Emits ``robustops.drift.detected`` with the batch as its resource; the retrain deployment's
+    trigger listens for it. Returns the event id (None when Prefect did not take it)."""
+    from prefect.events import emit_event
+
+    digest = fingerprint(str(Path(batch).resolve()))[:16]
+    event = emit_event(
+        event=DRIFT_EVENT,
+        resource={
+            "prefect.resource.id": f"robustops.batch.{digest}",
+            "prefect.resource.name": Path(batch).name,
+        },
+        related=[{"prefect.resource.id": f"mlflow.run.{run_id}", "prefect.resource.role": "monitor-run"}],
+        payload={
+            "batch": str(Path(batch).resolve()),
+            "model": champion["uri"],
+            "model_version": champion["version"],
+            "reasons": result.reasons,
+            "labelled": labelled,
+            "mlflow_run_id": run_id,
+        },  # fmt: skip
+    )
+    logger().info("emitted %s for %s", DRIFT_EVENT, batch)
+    return str(event.id) if event is not None else None
