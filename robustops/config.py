@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
@@ -17,6 +17,7 @@ from pydantic import (
     Field,
     SerializeAsAny,
     ValidationError,
+    WithJsonSchema,
     field_validator,
     model_validator,
 )
@@ -612,7 +613,13 @@ class Config(Strict):
     evaluation: EvalConfig = EvalConfig()
     adversarial_set: AdversarialSetConfig = AdversarialSetConfig()
     regularize: RegularizeConfig = RegularizeConfig()
-    defences: list[SerializeAsAny[DefenceConfig]] = Field(
+    # The schema says "objects with a name": each defence's own class validates its block (see
+    # _defences), so a schema of the base class would wrongly refuse their settings (Prefect
+    # checks deployment parameters against it).
+    defences: Annotated[
+        list[SerializeAsAny[DefenceConfig]],
+        WithJsonSchema({"type": "array", "items": {"anyOf": [{"type": "string"}, {"type": "object"}]}}),
+    ] = Field(
         default_factory=lambda: [
             PGDATConfig(),
             FGSMRSConfig(),
