@@ -10,7 +10,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := 1
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 
-.PHONY: run test test-all lint format ui prefect-ui bench-corruptions bench-attacks clean help
+.PHONY: run test test-all lint format ui prefect-ui serve serve-model bench-corruptions bench-attacks clean help
 
 help:
 	@echo "make run    - set up .venv and run the default pipeline (CONFIG=..., ARGS='--set train.epochs=5')"
@@ -19,6 +19,8 @@ help:
 	@echo "make lint   - ruff check and format check"
 	@echo "make ui     - MLflow UI on http://127.0.0.1:5000 for ./mlflow.db"
 	@echo "make prefect-ui - Prefect server and UI on http://127.0.0.1:4200"
+	@echo "make serve  - register and serve the pipeline, monitor and retrain deployments (needs make prefect-ui)"
+	@echo "make serve-model - the champion's guarded model over HTTP on http://127.0.0.1:5001/invocations"
 	@echo "make bench-corruptions - our corruptions vs imagecorruptions, in .venv-bench (ARGS='--n 200')"
 	@echo "make bench-attacks - our PGD and AutoAttack-grade ensemble vs torchattacks and ART, in .venv-bench"
 
@@ -55,6 +57,16 @@ ui: $(VENV)/.run
 
 prefect-ui: $(VENV)/.run
 	$(BIN)/prefect server start --host 127.0.0.1 --port 4200
+
+# Needs a Prefect server (make prefect-ui) and PREFECT_API_URL=http://127.0.0.1:4200/api.
+serve: $(VENV)/.run
+	PREFECT_API_URL=$${PREFECT_API_URL:-http://127.0.0.1:4200/api} $(BIN)/robustops serve --config $(CONFIG) $(ARGS)
+
+# The champion behind its guard, over HTTP (mlflow starts uvicorn by name: .venv/bin goes on PATH).
+MODEL ?= models:/robustops-digits@champion
+serve-model: $(VENV)/.run
+	PATH="$(CURDIR)/$(BIN):$$PATH" MLFLOW_TRACKING_URI=$${MLFLOW_TRACKING_URI:-sqlite:///mlflow.db} \
+	  $(BIN)/mlflow models serve -m $(MODEL) --env-manager local --host 127.0.0.1 --port 5001
 
 # A separate venv that sees .venv (with the dev extras) through a .pth file and adds the peer
 # libraries the benchmarks compare against, so .venv never gets them.
