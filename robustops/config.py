@@ -479,6 +479,9 @@ class FGSMRSConfig(AdversarialConfig):
     guard_gap: float = Field(
         0.3, ge=0, le=1, description="guard: and FGSM accuracy exceeds PGD accuracy by more than this"
     )
+    guard_min: float = Field(
+        0.1, ge=0, le=1, description="guard: acts only once the guard's PGD accuracy has reached this"
+    )
 
 
 class TRADESConfig(IterativeConfig):

@@ -176,6 +176,7 @@ def test_guard_rule_fires_on_collapse_not_on_a_noisy_dip():
         return [{"guard_pgd_acc": p, "guard_fgsm_acc": f} for p, f in zip(pgd, fgsm, strict=True)]
 
     assert guard(hist([0.3, 0.5, 0.3], [0.4, 0.6, 0.45])) is None  # both dipped: noise, not CO
+    assert guard(hist([0.05, 0.0], [0.9, 0.95])) is None  # never robust yet: nothing to collapse
     assert guard(hist([0.4, 0.5, 0.2], [0.5, 0.6, 0.4])) is None  # collapsed, but FGSM fell too
     reason = guard(hist([0.4, 0.5, 0.1], [0.5, 0.6, 0.9]))
     assert reason.startswith("catastrophic overfitting at epoch 3") and "0.500 to 0.100" in reason

@@ -108,7 +108,7 @@ def overfitting_guard(cfg: FGSMRSConfig) -> StopRule:
     """Catastrophic overfitting: within an epoch or two, FGSM training can lose its robustness to
     PGD while accuracy under FGSM soars, the model having learnt to defeat the one step it is
     trained on (Wong et al., 2020). On the guard batch that shows as PGD accuracy collapsing while
-    FGSM accuracy stays high, so both must hold: PGD accuracy below (1 - guard_drop) times its best,
+    FGSM accuracy stays high, so both must hold, once PGD accuracy has reached ``guard_min``: PGD accuracy below (1 - guard_drop) times its best,
     and FGSM accuracy above PGD accuracy by more than guard_gap. The gap keeps the guard quiet when
     noisy training merely dips both. :func:`~robustops.training.standard.fit` then rolls back to
     the best epoch (selected on validation PGD accuracy) and stops."""
@@ -117,6 +117,10 @@ def overfitting_guard(cfg: FGSMRSConfig) -> StopRule:
         pgd = [h["guard_pgd_acc"] for h in history]
         fgsm = history[-1]["guard_fgsm_acc"]
         best = max(pgd)
+        # Early FGSM training often starts with no PGD robustness at all and grows it as the
+        # learning rate settles (MNIST at eps 0.3 does): nothing has collapsed until something grew.
+        if best < cfg.guard_min:
+            return None
         if pgd[-1] < (1 - cfg.guard_drop) * best and fgsm - pgd[-1] > cfg.guard_gap:
             return (
                 f"catastrophic overfitting at epoch {len(pgd)}: PGD accuracy on the guard batch fell from "
