@@ -9,10 +9,11 @@ from prefect import flow
 from prefect.runtime import flow_run
 
 from robustops.config import Config, DefenceConfig, SmoothingConfig, StandardConfig
+from robustops.evaluation.scorecard import plan
 from robustops.training import resolve_device
 from tasks.adversarial import generate_adversarial_set
 from tasks.data import load_data, synthesize_data
-from tasks.evaluation import evaluate_model, load_eval_sets
+from tasks.evaluation import load_eval_sets, merge_scorecard, score_part
 from tasks.gate import log_report, promote
 from tasks.record import (
     close_pipeline_run,
@@ -21,6 +22,7 @@ from tasks.record import (
     open_pipeline_run,
     register_model,
 )
+from tasks.runner import task_runner
 from tasks.training import train_model
 
 BASELINE = StandardConfig(label="baseline")
@@ -49,35 +51,48 @@ def robustness_pipeline(cfg: Config = Config()) -> dict[str, Any]:  # noqa: B008
         a = cfg.adversarial_set
         shift, ood = load_eval_sets(cfg.evaluation, split.test.shape, split.test.classes)
         cards, versions = {}, {}
-        for spec in model_specs(cfg):
-            name = spec.run_name
-            result = train_model(
-                synth.train,
-                split.val,
-                spec,
-                cfg.model,
-                cfg.train,
-                cfg.augment,
-                cfg.regularize,
-                cfg.seed,
-                device,
-            )
-            smoothing = spec if isinstance(spec, SmoothingConfig) else None
-            card = evaluate_model(
-                result.model,
-                split,
-                cfg.evaluation,
-                cfg.seed,
-                device,
-                name,
-                smoothing,
-                shift,
-                ood,
-                cards.get("baseline"),
-            )
-            aset = (
-                generate_adversarial_set(
-                    result.model,
+        specs = model_specs(cfg)
+        with task_runner(cfg.runner) as submit:
+            # Everything is submitted up front: the runner decides what runs at once (one thread
+            # by default; Dask workers with runner.kind: dask). Futures passed on are dependencies.
+            trained = {
+                s.run_name: submit(
+                    train_model,
+                    synth.train,
+                    split.val,
+                    s,
+                    cfg.model,
+                    cfg.train,
+                    cfg.augment,
+                    cfg.regularize,
+                    cfg.seed,
+                    device,
+                )  # fmt: skip
+                for s in specs
+            }
+            parts = {}
+            for s in specs:
+                smoothing = s if isinstance(s, SmoothingConfig) else None
+                parts[s.run_name] = [
+                    submit(
+                        score_part,
+                        trained[s.run_name],
+                        split,
+                        cfg.evaluation,
+                        cfg.seed,
+                        device,
+                        s.run_name,
+                        part,
+                        smoothing,
+                        shift,
+                        ood,
+                    )  # fmt: skip
+                    for part in plan(cfg.evaluation, smoothing, shift is not None)
+                ]
+            asets = {
+                s.run_name: submit(
+                    generate_adversarial_set,
+                    trained[s.run_name],
                     split.test,
                     a.attack,
                     a.eps,
@@ -86,32 +101,43 @@ def robustness_pipeline(cfg: Config = Config()) -> dict[str, Any]:  # noqa: B008
                     cfg.seed,
                     device,
                     a.max_samples,
-                )
+                )  # fmt: skip
+                for s in specs
                 if a.enabled
-                else None
-            )
-            run_id, model_uri = log_model_run(cfg, parent, spec, result, card, split, aset)
-            version = (
-                register_model(cfg.mlflow, model_uri, run_id, card, name)
-                if cfg.mlflow.register_model
-                else None
-            )
-            cards[name] = card
-            if version:
-                versions[name] = version
-            models[name] = {
-                "run_id": run_id,
-                "model_uri": model_uri,
-                "version": version,
-                "defence": spec.name,
-                "metrics": card.metrics | {"train/seconds": result.seconds},
             }
+            # Recorded in this process, in order: the baseline's card first (the others' mCE is
+            # relative to it), and MLflow is written from one place.
+            for spec in specs:
+                name = spec.run_name
+                result = trained[name].result()
+                card = merge_scorecard(
+                    [f.result() for f in parts[name]], split, cfg.evaluation, cfg.seed, name,
+                    cards.get("baseline"),
+                )  # fmt: skip
+                aset = asets[name].result() if name in asets else None
+                run_id, model_uri = log_model_run(cfg, parent, spec, result, card, split, aset)
+                version = (
+                    register_model(cfg.mlflow, model_uri, run_id, card, name)
+                    if cfg.mlflow.register_model
+                    else None
+                )
+                cards[name] = card
+                if version:
+                    versions[name] = version
+                models[name] = {
+                    "run_id": run_id,
+                    "model_uri": model_uri,
+                    "version": version,
+                    "defence": spec.name,
+                    "metrics": card.metrics | {"train/seconds": result.seconds},
+                }
         decision = promote(cfg, parent, cards, versions) if cfg.gate.enabled and versions else None
         log_report(cfg, parent, cards, decision)
         ok = True
     finally:
         close_pipeline_run(cfg.mlflow, parent, ok, {n: m["metrics"] for n, m in models.items()})
     return {
+        "flow_run_id": flow_run.get_id(),
         "parent_run_id": parent,
         "models": models,
         "registered_model": cfg.mlflow.registered_model if cfg.mlflow.register_model else None,

@@ -11,6 +11,7 @@ from torch import nn
 from robustops.attacks import ATTACKS, Attack
 from robustops.data import Dataset
 from robustops.data.adversarial import AdversarialSet, generate
+from robustops.training import TrainResult
 from tasks.caching import hash_inputs
 from tasks.log import logger
 
@@ -30,7 +31,7 @@ def build_attack(name: str, eps: float, steps: int, rel_step: float, seed: int) 
 
 @task(name="generate-adversarial-set", cache_key_fn=hash_inputs, persist_result=True)
 def generate_adversarial_set(
-    model: nn.Module,
+    model: nn.Module | TrainResult,
     test: Dataset,
     attack_name: str,
     eps: float,
@@ -53,6 +54,7 @@ def generate_adversarial_set(
         device: torch device the model lives on.
         max_samples: attack at most this many test images; None attacks them all.
     """
+    model = model.model if isinstance(model, TrainResult) else model  # the pipeline passes results
     attack = build_attack(attack_name, eps, steps, rel_step, seed)
     index = np.arange(len(test.y))
     if max_samples is not None and max_samples < len(index):

@@ -8,6 +8,8 @@ from prefect import task
 
 from robustops.config import DataConfig, SynthesisConfig
 from robustops.data import Split, add_training_data, load_dataset, split_dataset, thin_classes
+from robustops.data.loaders import load_for_model
+from robustops.data.split import split_train_val
 from robustops.data.synthesis import SynthesisResult, synthesize
 from robustops.evaluation.synthetic import judge_synthetic
 from tasks.caching import file_fingerprint, hash_inputs
@@ -17,7 +19,7 @@ from tasks.log import logger
 def _data_key(context: Any, parameters: dict[str, Any]) -> str:
     # The path alone does not identify the data: a rewritten file must not hit the cache.
     cfg = parameters["cfg"]
-    files = "-".join(file_fingerprint(p) for p in [cfg.path, *cfg.extra_train])
+    files = "-".join(file_fingerprint(p) for p in [cfg.path, cfg.test_path, *cfg.extra_train])
     return f"{hash_inputs(context, parameters)}-{files}"
 
 
@@ -44,16 +46,21 @@ def load_data(cfg: DataConfig, seed: int) -> Split:
     """Loads and validates the configured data, makes the seeded stratified split, and thins the
     training split of any class named in ``train_class_fraction``."""
     ds = load_dataset(cfg)
-    split = split_dataset(ds, cfg.val_fraction, cfg.test_fraction, seed)
+    if cfg.test_path is None:
+        split = split_dataset(ds, cfg.val_fraction, cfg.test_fraction, seed)
+    else:
+        test = load_for_model(cfg.source, cfg.test_path, ds.shape, ds.classes, "data.test_path")
+        split = split_train_val(ds, cfg.val_fraction, seed, test)
+    del ds  # the split holds its own copies: keep one copy of the data, not two
     split.train = thin_classes(split.train, cfg.train_class_fraction, seed)
     split.train = add_training_data(split.train, cfg.extra_train)
     logger().info(
-        "data %s: %d images of shape %s, %d classes, split %s",
-        ds.source,
-        len(ds.y),
-        ds.shape,
-        ds.num_classes,
+        "data %s: images of shape %s, %d classes, split %s%s",
+        split.train.source,
+        split.train.shape,
+        split.train.num_classes,
         split.sizes(),
+        f" (test: {cfg.test_path})" if cfg.test_path else "",
     )
     return split
 

@@ -13,7 +13,8 @@ from robustops.data import Dataset, Split
 from robustops.data.loaders import load_for_model
 from robustops.evaluation import Scorecard, evaluate
 from robustops.evaluation.report import headline
-from robustops.evaluation.scorecard import relative_corruption_metrics
+from robustops.evaluation.scorecard import evaluate_part, merge, relative_corruption_metrics
+from robustops.training import TrainResult
 from tasks.caching import file_fingerprint, hash_inputs
 from tasks.data import _io_error
 from tasks.log import logger
@@ -73,13 +74,64 @@ def evaluate_model(
 ) -> Scorecard:
     """The scorecard of one model on the test split (thresholds chosen on validation), with mCE
     against ``baseline`` when given; the baseline itself passes None and scores 1. With
-    ``relative=False`` (a model scored on its own) there is no mCE."""
+    ``relative=False`` (a model scored on its own) there is no mCE. Scores the parts one after
+    another; the pipeline fans them out instead (:func:`score_part`, :func:`merge_scorecard`)."""
     start = time.perf_counter()
     train = split.train if len(split.train.y) else None
     card = evaluate(model, split.test, cfg, seed, device, smoothing, split.val, train, shift, ood)
+    return _finish(card, name, baseline, relative, time.perf_counter() - start)
+
+
+@task(
+    name="score-part",
+    task_run_name="score-{name}-{part}",
+    cache_key_fn=hash_inputs,
+    persist_result=True,
+)
+def score_part(
+    trained: TrainResult,
+    split: Split,
+    cfg: EvalConfig,
+    seed: int,
+    device: str,
+    name: str,
+    part: str,
+    smoothing: SmoothingConfig | None = None,
+    shift: Dataset | None = None,
+    ood: np.ndarray | None = None,
+) -> Scorecard:
+    """One part of a model's scorecard (an eps group of attacks, a corruption, the noise curves,
+    ...; see ``robustops.evaluation.scorecard.plan``), so a runner can spread them over workers."""
+    start = time.perf_counter()
+    train = split.train if len(split.train.y) else None
+    card = evaluate_part(
+        part, trained.model, split.test, cfg, seed, device, smoothing, split.val, train, shift, ood
+    )
+    card.seconds[part] = time.perf_counter() - start
+    return card
+
+
+@task(name="merge-scorecard", task_run_name="merge-{name}")
+def merge_scorecard(
+    parts: list[Scorecard],
+    split: Split,
+    cfg: EvalConfig,
+    seed: int,
+    name: str,
+    baseline: Scorecard | None = None,
+) -> Scorecard:
+    """One model's scorecard from its parts, with mCE against ``baseline`` (None: the model is the
+    baseline). ``eval/seconds`` is the parts' compute time, summed."""
+    card = merge(parts, split.test, cfg, seed)
+    return _finish(card, name, baseline, True, sum(card.seconds.values()))
+
+
+def _finish(
+    card: Scorecard, name: str, baseline: Scorecard | None, relative: bool, seconds: float
+) -> Scorecard:
     if relative:
         card.metrics |= relative_corruption_metrics(card, baseline or card)
-    card.metrics["eval/seconds"] = time.perf_counter() - start
+    card.metrics["eval/seconds"] = seconds
     flags = [c.name for c in card.masking if not c.passed]
     logger().info(
         "%s scores: %s%s",

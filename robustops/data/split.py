@@ -52,6 +52,18 @@ def split_dataset(ds: Dataset, val_fraction: float, test_fraction: float, seed: 
     return Split(part(tr), part(va), part(te))
 
 
+def split_train_val(ds: Dataset, val_fraction: float, seed: int, test: Dataset) -> Split:
+    """Training and validation parts of ``ds`` (stratified, seeded) beside a fixed test set."""
+    # split_indices keeps one image per class for a test part: it goes back to training.
+    tr, va, te = split_indices(ds.y, val_fraction, 0.0, seed)
+    tr = np.sort(np.concatenate([tr, te]))
+    return Split(
+        Dataset(ds.x[tr], ds.y[tr], ds.classes, ds.source),
+        Dataset(ds.x[va], ds.y[va], ds.classes, ds.source),
+        test,
+    )
+
+
 def thin_classes(ds: Dataset, fractions: dict[str, float], seed: int) -> Dataset:
     """Keeps only ``fractions[name]`` of the named classes (at least one sample each).
 

@@ -54,6 +54,7 @@ class Scorecard:
     risk_coverage: tuple[np.ndarray, np.ndarray] | None = None
     calibration: pp.Calibration | None = None
     guard: Guard | None = None
+    seconds: dict[str, float] = field(default_factory=dict)  # compute time of each scored part
 
     @property
     def masking_passed(self) -> bool:
@@ -110,17 +111,19 @@ def _subsample(test: Dataset, n: int | None, seed: int) -> tuple[np.ndarray, np.
     return x, y
 
 
-def _adversarial(
-    model: nn.Module, card: Scorecard, x: np.ndarray, y: np.ndarray, cfg: EvalConfig, seed: int, device: str
-) -> None:
+def _linf_group(
+    model: nn.Module, card: Scorecard, x: np.ndarray, y: np.ndarray, cfg: EvalConfig, eps: float,
+    seed: int, device: str,
+) -> None:  # fmt: skip
+    """Every L-inf attack at one eps (FGSM, PGD, the ensemble, the more-steps PGD) and the worst
+    case per example over them: the masks never leave this group, so eps groups run apart."""
     m = card.metrics
-    masks: dict[float, list[np.ndarray]] = {}  # L-inf eps -> robust masks of every attack run there
+    masks: list[np.ndarray] = []
 
     def run(attack: Attack, record: bool = True) -> float:
         mask = robust_mask(model, attack, x, y, cfg.batch_size, device)
+        masks.append(mask)
         acc = float(mask.mean())
-        if attack.threat.value == "Linf":
-            masks.setdefault(attack.eps, []).append(mask)
         if record:
             m[adv_key(attack.label, attack.eps)] = acc
             card.curves.setdefault(attack.label, {})[attack.eps] = acc
@@ -128,33 +131,48 @@ def _adversarial(
         return acc
 
     for attack in attacks_for(cfg, seed):
-        run(attack)
+        if attack.threat.value == "Linf" and attack.eps == eps:
+            run(attack)
+    if cfg.autoattack.enabled and eps in cfg.autoattack.eps:
+        first = len(masks)
+        for a in ensemble_for(cfg, eps, seed):
+            run(a)
+        ensemble = float(np.logical_and.reduce(masks[first:]).mean())
+        m[adv_key("autoattack", eps)] = ensemble
+        card.attacks.append({"label": "autoattack", "eps": eps, "acc": ensemble, "n": len(y),
+                             "members": ["apgd", "apgd_dlr", "square"], "worst_case": "per example"})  # fmt: skip
+        more = run(_pgd(cfg, eps, seed, steps=cfg.masking.more_steps), record=False)
+        m[f"masking/pgd_{cfg.masking.more_steps}_steps/eps_{fmt(eps)}/acc"] = more
+    if masks:
+        m[adv_key("worst", eps)] = float(np.logical_and.reduce(masks).mean())
+
+
+def _l2(model: nn.Module, card: Scorecard, x: np.ndarray, y: np.ndarray, cfg: EvalConfig, seed: int,
+        device: str) -> None:  # fmt: skip
+    for attack in attacks_for(cfg, seed):
+        if attack.threat.value != "Linf":
+            acc = float(robust_mask(model, attack, x, y, cfg.batch_size, device).mean())
+            card.metrics[adv_key(attack.label, attack.eps)] = acc
+            card.curves.setdefault(attack.label, {})[attack.eps] = acc
+            card.attacks.append(attack.settings() | {"label": attack.label, "acc": acc, "n": len(y)})
+
+
+def _masking(card: Scorecard, y: np.ndarray, cfg: EvalConfig) -> None:
+    """The gradient-masking checks, from the merged numbers of every eps group."""
+    m = card.metrics
     white, black, more = {}, {}, {}
     if cfg.autoattack.enabled:
         for eps in cfg.autoattack.eps:
-            first = len(masks.get(eps, []))
-            accs = [run(a) for a in ensemble_for(cfg, eps, seed)]
-            ensemble = np.logical_and.reduce(masks[eps][first:])
-            m[adv_key("autoattack", eps)] = float(ensemble.mean())
-            card.attacks.append({"label": "autoattack", "eps": eps, "acc": float(ensemble.mean()), "n": len(y),
-                                 "members": ["apgd", "apgd_dlr", "square"], "worst_case": "per example"})  # fmt: skip
-            white[eps] = min(accs[0], m.get(adv_key("pgd_linf", eps), 1.0))
-            black[eps] = accs[2]
-            more[eps] = run(_pgd(cfg, eps, seed, steps=cfg.masking.more_steps), record=False)
-            m[f"masking/pgd_{cfg.masking.more_steps}_steps/eps_{fmt(eps)}/acc"] = more[eps]
-    for eps, ms in masks.items():
-        m[adv_key("worst", eps)] = float(np.logical_and.reduce(ms).mean())
-    large = float(
-        robust_mask(model, _pgd(cfg, cfg.masking.large_eps, seed), x, y, cfg.batch_size, device).mean()
-    )
-    m[f"masking/large_eps_{fmt(cfg.masking.large_eps)}/acc"] = large
+            white[eps] = min(m[adv_key("apgd", eps)], m.get(adv_key("pgd_linf", eps), 1.0))
+            black[eps] = m[adv_key("square", eps)]
+            more[eps] = m[f"masking/pgd_{cfg.masking.more_steps}_steps/eps_{fmt(eps)}/acc"]
     chance = float(np.bincount(y).max() / len(y)) if len(y) else 0.0
     card.masking = masking_checks(
         card.curves.get("fgsm", {}),
         card.curves.get("pgd_linf", {}),
         cfg.masking,
         chance,
-        large,
+        m[f"masking/large_eps_{fmt(cfg.masking.large_eps)}/acc"],
         more,
         white,
         black,
@@ -206,6 +224,124 @@ def _postprocess(
         m[f"ood/{name}/flagged"] = float(card.guard.abstain(lo).mean())
 
 
+def plan(cfg: EvalConfig, smoothing: SmoothingConfig | None = None, shift: bool = False) -> list[str]:
+    """The independent parts of one model's scorecard, in report order: a runner may score them
+    in any order or in parallel (each part seeds its own randomness), and :func:`merge` joins
+    them into the same card."""
+    linf = sorted(
+        {e for e in cfg.eps if e > 0} | (set(cfg.autoattack.eps) if cfg.autoattack.enabled else set())
+    )
+    parts = ["clean", *(f"adv/eps_{fmt(e)}" for e in linf)]
+    parts += ["adv/l2"] if any(e > 0 for e in cfg.l2_eps) else []
+    parts += ["adv/large_eps", "lipschitz", "noise", *(f"corruption/{c}" for c in cfg.corruptions)]
+    parts += ["shift"] if shift else []
+    parts += ["post"]
+    parts += ["certify"] if smoothing is not None else []
+    return parts
+
+
+def evaluate_part(
+    part: str,
+    model: nn.Module,
+    test: Dataset,
+    cfg: EvalConfig,
+    seed: int = 0,
+    device: str = "cpu",
+    smoothing: SmoothingConfig | None = None,
+    val: Dataset | None = None,
+    train: Dataset | None = None,
+    shift: Dataset | None = None,
+    ood_x: np.ndarray | None = None,
+) -> Scorecard:
+    """One part of :func:`plan`: a partial card that holds only that part's numbers."""
+    model.eval()
+    card = Scorecard({}, np.zeros((0, 0), dtype=np.int64), test.classes, n_test=len(test.y))
+    m = card.metrics
+    x, y = _subsample(test, cfg.max_samples, seed)
+    kind, _, arg = part.partition("/")
+    if part == "clean":
+        pred = predict(model, test.x, cfg.batch_size, device).argmax(1)
+        card.confusion = confusion_matrix(test.y, pred, test.num_classes)
+        recall = per_class_recall(card.confusion)
+        m["clean/acc"] = float((pred == test.y).mean())
+        m |= {f"clean/recall/class_{safe(c)}": float(r) for c, r in zip(test.classes, recall, strict=True)}
+        m["clean/recall/min"] = float(np.nanmin(recall))
+    elif kind == "adv" and arg.startswith("eps_"):
+        eps = next(e for e in [*cfg.eps, *cfg.autoattack.eps] if fmt(e) == arg.removeprefix("eps_"))
+        _linf_group(model, card, x, y, cfg, eps, seed, device)
+    elif part == "adv/l2":
+        _l2(model, card, x, y, cfg, seed, device)
+    elif part == "adv/large_eps":
+        big = _pgd(cfg, cfg.masking.large_eps, seed)
+        m[f"masking/large_eps_{fmt(cfg.masking.large_eps)}/acc"] = float(
+            robust_mask(model, big, x, y, cfg.batch_size, device).mean()
+        )
+    elif part == "lipschitz":
+        m["lipschitz/bound"] = lipschitz_bound(model, test.shape)
+        m["lipschitz/input_grad_l2"] = input_grad_norm(model, x, y, cfg.batch_size, device)
+    elif part == "noise":
+        card.noise = noise_curves(model, test.x, test.y, cfg.noise, seed, device)
+        m |= noise_metrics(card.noise, flip_rate(model, test.x, cfg.noise, seed, device))
+    elif kind == "corruption":
+        card.corruption = corruption_accuracy(
+            model, test.x, test.y, [arg], cfg.severities, seed, cfg.batch_size, device
+        )
+    elif part == "shift":
+        if shift is not None:
+            m["shift/acc"] = float((predict(model, shift.x, device=device).argmax(1) == shift.y).mean())
+    elif part == "post":
+        logits = predict(model, test.x, cfg.batch_size, device)
+        _postprocess(model, card, test, val or test, train, logits, cfg, seed, device, ood_x)
+        counts = (
+            train.counts()
+            if train is not None
+            else dict(
+                zip(test.classes, map(int, np.bincount(test.y, minlength=test.num_classes)), strict=True)
+            )
+        )
+        ctx = SpecContext(
+            model, test.x, test.y, test.classes, counts, card.guard, cfg.specification, seed, device
+        )
+        card.spec = run_checks(ctx)
+        for c in card.spec:
+            m[f"spec/{c.name}/pass"] = float(c.passed)
+        m["spec/pass"] = float(card.spec_passed)
+    elif part == "certify":
+        if smoothing is None:
+            raise ValueError("the certify part needs the smoothing settings")
+        card.certificates = certify_test(model, test, smoothing, seed, device)
+        m |= card.certificates.metrics()
+    else:
+        raise ValueError(f"unknown scorecard part {part!r}; the parts are those of plan()")
+    return card
+
+
+def merge(parts: list[Scorecard], test: Dataset, cfg: EvalConfig, seed: int = 0) -> Scorecard:
+    """One card from the partial cards of :func:`plan` (in plan order): their numbers, the
+    corruption summaries and the gradient-masking checks, which need every eps group."""
+    clean = parts[0]
+    _, y = _subsample(test, cfg.max_samples, seed)  # the attacked images: their count and chance level
+    card = Scorecard({}, clean.confusion, test.classes, n_test=len(test.y), n_attacked=len(y))
+    for p in parts:
+        card.metrics |= p.metrics
+        card.attacks += p.attacks
+        for label, curve in p.curves.items():
+            card.curves.setdefault(label, {}).update(curve)
+        card.corruption |= p.corruption
+        card.noise |= p.noise
+        card.spec += p.spec
+        card.risk_coverage = card.risk_coverage or p.risk_coverage
+        card.calibration = card.calibration or p.calibration
+        card.guard = card.guard or p.guard
+        card.certificates = card.certificates or p.certificates
+        card.seconds |= p.seconds
+    for label in card.curves:
+        card.curves[label] = dict(sorted(card.curves[label].items()))
+    card.metrics |= corruption_metrics(card.corruption)
+    _masking(card, y, cfg)
+    return card
+
+
 def evaluate(
     model: nn.Module,
     test: Dataset,
@@ -218,7 +354,7 @@ def evaluate(
     shift: Dataset | None = None,
     ood_x: np.ndarray | None = None,
 ) -> Scorecard:
-    """Every score of one model.
+    """Every score of one model: the parts of :func:`plan`, scored one after another and merged.
 
     Args:
         model: the classifier (eval mode is set here).
@@ -233,49 +369,8 @@ def evaluate(
         shift: a naturally shifted labelled set (``shift/acc``).
         ood_x: images of a second dataset for OOD AUROC (``ood/ood_data/...``).
     """
-    model.eval()
-    logits = predict(model, test.x, cfg.batch_size, device)
-    pred = logits.argmax(1)
-    cm = confusion_matrix(test.y, pred, test.num_classes)
-    recall = per_class_recall(cm)
-    metrics = {"clean/acc": float((pred == test.y).mean())}
-    metrics |= {f"clean/recall/class_{safe(c)}": float(r) for c, r in zip(test.classes, recall, strict=True)}
-    metrics["clean/recall/min"] = float(np.nanmin(recall))
-
-    x, y = _subsample(test, cfg.max_samples, seed)
-    card = Scorecard(metrics, cm, test.classes, n_test=len(test.y), n_attacked=len(y))
-    _adversarial(model, card, x, y, cfg, seed, device)
-    metrics["lipschitz/bound"] = lipschitz_bound(model, test.shape)
-    metrics["lipschitz/input_grad_l2"] = input_grad_norm(model, x, y, cfg.batch_size, device)
-
-    card.noise = noise_curves(model, test.x, test.y, cfg.noise, seed, device)
-    metrics |= noise_metrics(card.noise, flip_rate(model, test.x, cfg.noise, seed, device))
-
-    card.corruption = corruption_accuracy(
-        model, test.x, test.y, cfg.corruptions, cfg.severities, seed, cfg.batch_size, device
-    )
-    metrics |= corruption_metrics(card.corruption)
-    if shift is not None:
-        metrics["shift/acc"] = float((predict(model, shift.x, device=device).argmax(1) == shift.y).mean())
-
-    _postprocess(model, card, test, val or test, train, logits, cfg, seed, device, ood_x)
-    counts = (
-        train.counts()
-        if train is not None
-        else dict(zip(test.classes, map(int, np.bincount(test.y, minlength=test.num_classes)), strict=True))
-    )
-    ctx = SpecContext(
-        model, test.x, test.y, test.classes, counts, card.guard, cfg.specification, seed, device
-    )
-    card.spec = run_checks(ctx)
-    for c in card.spec:
-        metrics[f"spec/{c.name}/pass"] = float(c.passed)
-    metrics["spec/pass"] = float(card.spec_passed)
-
-    if smoothing is not None:
-        card.certificates = certify_test(model, test, smoothing, seed, device)
-        metrics |= card.certificates.metrics()
-    return card
+    args = (model, test, cfg, seed, device, smoothing, val, train, shift, ood_x)
+    return merge([evaluate_part(p, *args) for p in plan(cfg, smoothing, shift is not None)], test, cfg, seed)
 
 
 def relative_corruption_metrics(card: Scorecard, baseline: Scorecard) -> dict[str, float]:

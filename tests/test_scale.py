@@ -1,0 +1,94 @@
+"""Scale-out: the pipeline on a Dask LocalCluster of two worker processes scores every model
+exactly as the default runner does, and a fixed test file replaces the test fraction."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from prefect.client.orchestration import get_client
+from prefect.settings import PREFECT_TASKS_REFRESH_CACHE, temporary_settings
+from prefect.testing.utilities import prefect_test_harness
+
+from flows.pipeline import robustness_pipeline
+from robustops.config import load_config
+from robustops.data import load_digits
+from tasks.data import load_data
+from tests.test_flow import TINY
+
+# Two models (one with certificates) and every scorecard part; no registry, to stay quick.
+SMALL = [
+    *[s for s in TINY if not s.startswith(("defences=", "gate="))],
+    "defences=[{name: smoothing, n0: 10, n: 50, max_samples: 16}]",
+    "mlflow.register_model=false",
+    "gate.enabled=false",
+    "adversarial_set.enabled=false",
+]
+TIMES = ("eval/seconds", "train/seconds")
+
+
+def _run(tmp_path, tag: str, *extra: str) -> dict:
+    store = [f"mlflow.tracking_uri=sqlite:///{tmp_path}/{tag}.db", f"mlflow.artifact_root={tmp_path}/{tag}"]
+    return robustness_pipeline(load_config(None, SMALL + store + list(extra)))
+
+
+def _task_states(flow_run_id: str) -> dict[str, str]:
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    with get_client(sync_client=True) as c:
+        runs = c.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+    return {r.name: r.state.name for r in runs}
+
+
+def test_dask_local_cluster_gives_the_same_scorecards(tmp_path, monkeypatch):
+    # Worker processes read these at start: no cached results (every task really runs there), and
+    # the same torch thread count as this process, so the numbers can be compared bit for bit.
+    monkeypatch.setenv("PREFECT_TASKS_REFRESH_CACHE", "true")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with (
+            prefect_test_harness(server_startup_timeout=120),
+            temporary_settings({PREFECT_TASKS_REFRESH_CACHE: True}),
+        ):
+            local = _run(tmp_path, "threads")
+            dask = _run(tmp_path, "dask", "runner.kind=dask", "runner.workers=2")
+            states = _task_states(dask["flow_run_id"])
+    finally:
+        torch.set_num_threads(threads)
+    assert set(local["models"]) == set(dask["models"]) == {"baseline", "smoothing"}
+    for name, m in local["models"].items():
+        a = {k: v for k, v in m["metrics"].items() if k not in TIMES}
+        b = {k: v for k, v in dask["models"][name]["metrics"].items() if k not in TIMES}
+        assert a.keys() == b.keys()
+        assert len(a) > 100  # every dimension is there: attacks, noise, corruptions, post, spec
+        diff = {
+            k: (a[k], b[k]) for k in a if not np.isclose(a[k], b[k], rtol=1e-6, atol=1e-9, equal_nan=True)
+        }
+        assert not diff, f"{name}: scores differ between runners: {diff}"
+    scored = {n: s for n, s in states.items() if n.startswith(("score-", "train-"))}
+    assert len(scored) > 20 and all(s == "Completed" for s in scored.values()), scored  # none Cached
+
+
+def test_fixed_test_file_is_the_test_split(tmp_path):
+    ds = load_digits()
+    rng = np.random.default_rng(0)
+    idx = rng.permutation(len(ds.y))
+    test, rest = idx[:300], idx[300:]
+    np.savez(tmp_path / "train.npz", x=ds.x[rest], y=ds.y[rest])
+    np.savez(tmp_path / "test.npz", x=ds.x[test], y=ds.y[test])
+    cfg = load_config(None, ["data.source=npz", f"data.path={tmp_path / 'train.npz'}",
+                             f"data.test_path={tmp_path / 'test.npz'}", "data.val_fraction=0.1"])  # fmt: skip
+    split = load_data.fn(cfg.data, 0)
+    assert np.array_equal(split.test.x, ds.x[test]) and np.array_equal(split.test.y, ds.y[test])
+    assert len(split.train.y) + len(split.val.y) == len(rest)  # nothing of data.path is dropped
+    assert abs(len(split.val.y) - 0.1 * len(rest)) <= 10
+    tr = {a.tobytes() for a in split.train.x}
+    assert not any(a.tobytes() in tr for a in split.val.x[:50])  # train and validation are disjoint
+
+
+def test_test_path_needs_a_file_source():
+    from robustops.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="test_path"):
+        load_config(None, ["data.test_path=/tmp/x.npz"])
