@@ -106,8 +106,13 @@ class DataConfig(Strict):
     channels: Literal[1, 3] | None = Field(
         None, description="force grayscale (1) or RGB (3); None keeps the data's own"
     )
+    test_path: Path | None = Field(
+        None,
+        description="a fixed test set in data.source's format (e.g. MNIST's test file): the test "
+        "split, instead of test_fraction of data.path",
+    )
     val_fraction: float = Field(0.15, gt=0, lt=0.5)
-    test_fraction: float = Field(0.2, gt=0, lt=0.5)
+    test_fraction: float = Field(0.2, gt=0, lt=0.5, description="ignored when test_path is set")
     extra_train: list[Path] = Field(
         [],
         description="labelled .npz files or image folders appended to the training split only "
@@ -145,6 +150,8 @@ class DataConfig(Strict):
             raise ValueError("data.path is set but data.source is 'digits'; set data.source to npz or folder")
         if self.source is not DataSource.DIGITS and self.path is None:
             raise ValueError(f"data.source is {self.source.value!r} but data.path is not set")
+        if self.source is DataSource.DIGITS and self.test_path is not None:
+            raise ValueError("data.test_path needs data.source npz or folder (digits has no test file)")
         if self.val_fraction + self.test_fraction >= 0.8:
             raise ValueError("val_fraction + test_fraction must leave at least 20% for training")
         return self
@@ -597,6 +604,31 @@ class GateConfig(Strict):
     tolerance: float = Field(0.01, ge=0, description="allowed regression of a gated metric vs the champion")
 
 
+class RunnerConfig(Strict):
+    """Where the pipeline's training and scoring tasks run: the flow submits every model's
+    training and every part of every scorecard at once, and the runner executes them."""
+
+    kind: Literal["threads", "dask"] = Field(
+        "threads", description="threads: in this process; dask: on a Dask cluster (prefect-dask)"
+    )
+    workers: int = Field(
+        1,
+        ge=1,
+        description="threads: tasks at once (1 keeps runs bit-reproducible: training seeds torch's "
+        "global generator); dask without an address: LocalCluster worker processes",
+    )
+    threads_per_worker: int = Field(1, ge=1, description="dask LocalCluster: torch threads per worker")
+    address: str | None = Field(
+        None, description="dask: a running scheduler, e.g. tcp://dask-scheduler:8786 (None: a LocalCluster)"
+    )
+
+    @model_validator(mode="after")
+    def _address_needs_dask(self) -> RunnerConfig:
+        if self.address and self.kind != "dask":
+            raise ValueError("runner.address is a Dask scheduler: set runner.kind: dask as well")
+        return self
+
+
 class MlflowConfig(Strict):
     tracking_uri: str | None = Field(None, description="None: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db")
     experiment: str = Field("robustops", min_length=1)
@@ -636,6 +668,7 @@ class Config(Strict):
     monitor: MonitorConfig = MonitorConfig()
     retrain: RetrainConfig = RetrainConfig()
     mlflow: MlflowConfig = MlflowConfig()
+    runner: RunnerConfig = RunnerConfig()
 
     @property
     def monitored_model(self) -> str:
