@@ -92,3 +92,14 @@ def test_test_path_needs_a_file_source():
 
     with pytest.raises(ConfigError, match="test_path"):
         load_config(None, ["data.test_path=/tmp/x.npz"])
+
+
+def test_mnist_config_is_the_wong_setup():
+    from pathlib import Path
+
+    cfg = load_config(Path(__file__).parents[1] / "configs/mnist.yaml", [])
+    fgsm, pgd = cfg.defences
+    assert (fgsm.name, fgsm.eps, fgsm.eps * fgsm.alpha) == ("fgsm_rs", 0.3, pytest.approx(0.375))
+    assert pgd.name == "pgd_at" and pgd.eps == 0.3
+    assert cfg.model.name == "cnn_strided" and cfg.data.test_path.name == "mnist_test.npz"
+    assert cfg.gate.primary == "adv/autoattack/eps_0.3/acc" and 0.3 in cfg.evaluation.autoattack.eps
