@@ -63,6 +63,17 @@ def _parser() -> argparse.ArgumentParser:
     with_config(
         "serve", "register and serve the pipeline, monitor and retrain deployments on a Prefect server"
     )
+    dp = with_config(
+        "deploy", "register the pipeline, monitor and retrain deployments to a work pool (a worker runs them)"
+    )
+    dp.add_argument(
+        "--pool",
+        default="robustops",
+        help="work pool; a missing one is created as a process pool (default: robustops)",
+    )
+    dp.add_argument(
+        "--image", default=None, help="for a docker or kubernetes pool: the robustops image its jobs run"
+    )
     return p
 
 
@@ -188,6 +199,11 @@ def main(argv: list[str] | None = None) -> int:
             from flows.serve import serve
 
             serve(cfg)
+            return 0
+        if args.command == "deploy":
+            from flows.deploy import deploy
+
+            print("\n".join(deploy(cfg, args.pool, args.image)))
             return 0
         from robustops.data import load_dataset
         from robustops.training import resolve_device
