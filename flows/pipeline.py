@@ -23,6 +23,7 @@ from tasks.record import (
     register_model,
 )
 from tasks.runner import task_runner
+from tasks.sweep import sweep_killed_runs
 from tasks.training import train_model
 
 BASELINE = StandardConfig(label="baseline")
@@ -42,6 +43,7 @@ def robustness_pipeline(cfg: Config = Config()) -> dict[str, Any]:  # noqa: B008
     Returns a summary: MLflow run ids, each model's metrics and registered version.
     """
     device = resolve_device(cfg.device)
+    sweep_killed_runs(cfg.mlflow)  # runs a killed pipeline left RUNNING: KILLED, versions deleted
     parent = open_pipeline_run(cfg, flow_run.get_id())
     ok, models, decision = False, {}, None
     try:

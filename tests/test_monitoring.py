@@ -73,6 +73,26 @@ def test_clean_batches_pass_and_shifted_ones_drift(trained, digits_split, refere
     assert shifted.metrics()["drift/detected"] == 1.0 and "drift/p_value/contrast" in shifted.metrics()
 
 
+def test_embedding_mmd_samples_big_batches(trained, digits_split, reference, tmp_path):
+    # Evidently's MMD needs an (n + m)^2 kernel matrix: above mmd_rows it runs on a seeded sample,
+    # so a 100,000-image batch costs a 2,000-row matrix, not 82 GB.
+    test = digits_split.test
+    feats = _features(trained, test.x, reference)
+    full = detect(reference.features, feats, DriftSettings())
+    small = DriftSettings(mmd_rows=100)
+    a, b = detect(reference.features, feats, small), detect(reference.features, feats, small)
+    assert full.embedding_snapshot is None and a.embedding_snapshot is not None
+    assert a.embedding_mmd == b.embedding_mmd  # a seeded sample: the same decision every time
+    assert a.p_values == full.p_values  # the column tests still use every row
+    m = test.x.mean(axis=(1, 2, 3), keepdims=True)
+    dim = detect(
+        reference.features, _features(trained, ((test.x - m) * 0.3 + m).astype(np.float32), reference), small
+    )
+    assert dim.embedding_mmd > small.mmd_threshold >= a.embedding_mmd  # the sampled MMD still sees a shift
+    a.save_html(tmp_path / "report.html")
+    assert (tmp_path / "report.html").exists() and (tmp_path / "report_embeddings.html").exists()
+
+
 def test_chunked_scoring_equals_one_pass(trained, digits_split, reference):
     guarded = GuardedModel(trained.model, settings_for(trained.spec, None))
     p1, f1 = score(guarded, reference, digits_split.test.x, chunk=10_000)

@@ -1,0 +1,79 @@
+"""Cleaning up after a killed run: MLflow runs a SIGKILLed pipeline left RUNNING are marked KILLED,
+and the model versions they registered (none of which carries an alias) are deleted.
+
+A killed process cannot clean up after itself, so the next pipeline run does it: every parent run
+records its owner (host, pid and the process's start time) and a run whose owner process is gone
+is stale. Runs owned by another host are left alone: only that host can tell whether they still
+run. Finished stages are not lost: Prefect's result cache keeps them, and the rerun reuses them.
+"""
+
+from __future__ import annotations
+
+import socket
+
+import psutil
+from mlflow.entities import RunStatus
+from prefect import task
+
+from robustops.config import MlflowConfig
+from tasks import tracking
+from tasks.log import logger
+
+OWNER_TAG = "robustops.owner"
+
+
+def owner() -> str:
+    """``host:pid:start``: the start time tells a live process from a later one with the same pid."""
+    p = psutil.Process()
+    return f"{socket.gethostname()}:{p.pid}:{p.create_time():.2f}"
+
+
+def _dead(tag: str) -> bool:
+    host, _, rest = tag.partition(":")
+    pid, _, start = rest.partition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        return f"{psutil.Process(int(pid)).create_time():.2f}" != start
+    except psutil.NoSuchProcess:
+        return True
+
+
+@task(name="sweep-killed-runs")
+def sweep_killed_runs(cfg: MlflowConfig) -> list[str]:
+    """Marks the RUNNING parent runs of dead processes (and their nested runs) KILLED and deletes
+    the model versions they registered; returns the swept parent run ids."""
+    with tracking.translated(cfg):
+        return _sweep(cfg)
+
+
+def _sweep(cfg: MlflowConfig) -> list[str]:
+    c = tracking.client(cfg)
+    exp = c.get_experiment_by_name(cfg.experiment)
+    if exp is None:
+        return []
+    running = c.search_runs([exp.experiment_id], "attributes.status = 'RUNNING'", max_results=1000)
+    stale = [r.info.run_id for r in running if _dead(r.data.tags.get(OWNER_TAG, ""))]
+    if not stale:
+        return []
+    killed = RunStatus.to_string(RunStatus.KILLED)
+    swept = set(stale)
+    for parent in stale:
+        children = c.search_runs([exp.experiment_id], f"tags.`{tracking.PARENT_TAG}` = '{parent}'")
+        swept |= {r.info.run_id for r in children}
+        for r in children:
+            if r.info.status == "RUNNING":
+                c.set_terminated(r.info.run_id, killed)
+        c.set_terminated(parent, killed)
+    deleted = []
+    for mv in c.search_model_versions(f"name = '{cfg.registered_model}'"):
+        if mv.run_id in swept and not mv.aliases:
+            c.delete_model_version(mv.name, mv.version)
+            deleted.append(mv.version)
+    logger().warning(
+        "marked %d run(s) of killed pipeline(s) KILLED (%s) and deleted their model version(s) %s",
+        len(swept),
+        ", ".join(stale),
+        deleted or "none",
+    )
+    return stale
