@@ -764,13 +764,56 @@ def parse_overrides(items: list[str]) -> list[tuple[str, Any]]:
             value = yaml.safe_load(raw) if raw.strip() else None
         except yaml.YAMLError as e:
             raise ConfigError(f"bad --set {item!r}: value is not valid YAML ({e.problem})") from None
+        except RecursionError:
+            raise ConfigError(f"bad --set {key}=...: value is nested too deeply; {_NESTING_FIX}") from None
+        _check_tree(value, f"--set {key}")
         pairs.append((key, value))
     return pairs
 
 
+MAX_DEPTH = 32  # the deepest real config is about 4 levels
+MAX_VALUES = 50_000  # the default config holds a few hundred
+_NESTING_FIX = "a config holds sections of plain values (see configs/default.yaml)"
+
+
+def _check_tree(tree: Any, source: str) -> None:
+    """Refuses a YAML tree too deep or too large to be a config before anything walks it.
+
+    ``yaml.safe_load`` keeps aliases as shared references, so a few lines of anchors (a "billion
+    laughs") or an alias to itself load fine and only blow up when validation and error messages
+    walk them; an explicit stack with limits keeps the walk bounded.
+    """
+    stack, seen = [(tree, 0)], 0
+    while stack:
+        node, depth = stack.pop()
+        seen += 1
+        if depth > MAX_DEPTH:
+            raise ConfigError(
+                f"{source} is nested more than {MAX_DEPTH} levels deep (a recursive YAML alias?); {_NESTING_FIX}"
+            )
+        if seen > MAX_VALUES:
+            raise ConfigError(
+                f"{source} holds more than {MAX_VALUES:,} values (a very long list, or YAML aliases "
+                f"that repeat?); {_NESTING_FIX}"
+            )
+        if isinstance(node, dict):
+            stack.extend((v, depth + 1) for v in node.values())
+        elif isinstance(node, list):
+            stack.extend((v, depth + 1) for v in node)
+
+
 def read_yaml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
-    if not path.is_file():
+    try:
+        found, folder = path.is_file(), path.is_dir()
+    except (OSError, ValueError) as e:  # a name too long, or with a NUL byte
+        reason = getattr(e, "strerror", None) or e
+        raise ConfigError(
+            f"config file {path} cannot be used ({reason}); pass an existing file, e.g. configs/default.yaml"
+        ) from None
+    if folder:
+        raise ConfigError(f"config file {path} is a folder; pass a YAML file, e.g. configs/default.yaml")
+    if not found:
         raise ConfigError(f"config file {path} not found; pass an existing file, e.g. configs/default.yaml")
     try:
         tree = yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -778,6 +821,13 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
         where = getattr(e, "problem_mark", None)
         at = f" at line {where.line + 1}" if where else ""
         raise ConfigError(f"config file {path} is not valid YAML{at}: fix its syntax") from None
+    except RecursionError:
+        raise ConfigError(f"config file {path} is nested too deeply; {_NESTING_FIX}") from None
+    except OSError as e:
+        raise ConfigError(
+            f"config file {path} cannot be read ({e.strerror}); check its permissions"
+        ) from None
+    _check_tree(tree, f"config file {path}")
     if tree is None:
         return {}
     if not isinstance(tree, dict):

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ import torch
 from torch import nn
 
 from robustops.attacks import Attack, eval_mode
+from robustops.data.npz import read_arrays
 from robustops.errors import DataValidationError
 
 KEYS = ("x", "y", "index", "robust", "classes", "settings")
@@ -159,22 +159,14 @@ def load_npz(path: str | Path) -> AdversarialSet:
     with path.open("rb") as f:
         if f.read(2) != b"PK":
             _fail(path, f"is not an .npz file (no zip header); {fix}")
+    arrays, keys = read_arrays(path, KEYS, fix)
+    missing = [k for k in KEYS if k not in keys]
+    if missing:
+        _fail(path, f"not an adversarial set: missing array(s) {', '.join(missing)}; {fix}")
     try:
-        with np.load(path, allow_pickle=False) as npz:
-            missing = [k for k in KEYS if k not in npz.files]
-            if missing:
-                _fail(path, f"not an adversarial set: missing array(s) {', '.join(missing)}; {fix}")
-            arrays = {k: npz[k] for k in KEYS}
         settings = json.loads(str(arrays["settings"]))
-    except DataValidationError:
-        raise
-    except ValueError as e:
-        if "pickle" in str(e):
-            _fail(path, f"holds pickled Python objects, which are never loaded; {fix}")
-        # A bad array header, or a settings string that is not JSON.
+    except ValueError as e:  # a settings string that is not JSON
         _fail(path, f"is malformed ({type(e).__name__}: {e}); {fix}")
-    except (zipfile.BadZipFile, EOFError, OSError) as e:
-        _fail(path, f"is truncated or corrupt ({e}); {fix}")
     x = arrays["x"]
     rows = {k: arrays[k].shape for k in ("x", "y", "index", "robust")}
     if (
@@ -184,11 +176,14 @@ def load_npz(path: str | Path) -> AdversarialSet:
     ):
         found = ", ".join(f"{k} {shape}" for k, shape in rows.items())
         _fail(path, f"arrays disagree ({found}); need one row per image in x (N, C, H, W); {fix}")
-    return AdversarialSet(
-        x=x.astype(np.float32, copy=False),
-        y=arrays["y"].astype(np.int64, copy=False),
-        x_clean_index=arrays["index"].astype(np.int64, copy=False),
-        settings=settings,
-        classes=[str(c) for c in arrays["classes"].tolist()],
-        robust=arrays["robust"].astype(bool, copy=False),
-    )
+    try:
+        return AdversarialSet(
+            x=x.astype(np.float32, copy=False),
+            y=arrays["y"].astype(np.int64, copy=False),
+            x_clean_index=arrays["index"].astype(np.int64, copy=False),
+            settings=settings,
+            classes=[str(c) for c in np.atleast_1d(arrays["classes"]).tolist()],
+            robust=arrays["robust"].astype(bool, copy=False),
+        )
+    except (ValueError, TypeError) as e:  # e.g. text where numbers belong
+        _fail(path, f"arrays have the wrong types ({e}); {fix}")

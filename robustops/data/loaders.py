@@ -6,7 +6,9 @@ checks and comes out as a :class:`Dataset` in the canonical layout.
 
 from __future__ import annotations
 
-import zipfile
+import struct
+import warnings
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from robustops.config import DataConfig, DataSource
+from robustops.data.npz import read_arrays
 from robustops.data.validate import check_classes, check_images, check_labels
 from robustops.errors import DataValidationError
 
@@ -65,7 +68,12 @@ def _fail(path: Path, msg: str) -> None:
 
 
 def _open(path: Path, kind: str) -> None:
-    if not path.exists():
+    try:
+        exists = path.exists()
+    except (OSError, ValueError) as e:  # a name too long, or with a NUL byte
+        reason = getattr(e, "strerror", None) or e
+        _fail(path, f"is not a usable path ({reason}); set data.path to an existing {kind}")
+    if not exists:
         _fail(path, f"not found; set data.path to an existing {kind}")
     try:
         if path.is_file():
@@ -95,30 +103,12 @@ def _read_npz(path: Path, need_labels: bool) -> tuple[np.ndarray, np.ndarray | N
         _fail(path, "is a single .npy array; save np.savez(path, x=images, y=labels) instead")
     if not magic.startswith(b"PK"):
         _fail(path, "is not an .npz file (no zip header); save it with np.savez(path, x=..., y=...)")
-    try:
-        # allow_pickle=False: a pickled array can run arbitrary code when loaded.
-        with np.load(path, allow_pickle=False) as npz:
-            keys = sorted(npz.files)
-            wanted = ("x", "y") if need_labels or "y" in keys else ("x",)
-            missing = [k for k in wanted if k not in keys]
-            if missing:
-                _fail(
-                    path,
-                    f"missing array(s) {', '.join(missing)} (found: {', '.join(keys) or 'none'}); "
-                    "save np.savez(path, x=images, y=labels)",
-                )
-            arrays = {}
-            for k in wanted:
-                try:
-                    arrays[k] = npz[k]
-                except ValueError:
-                    _fail(
-                        path,
-                        f"array {k!r} holds pickled Python objects, which are never loaded; "
-                        "save a numeric array instead",
-                    )
-    except (zipfile.BadZipFile, EOFError, OSError) as e:
-        _fail(path, f"is truncated or corrupt ({e}); write the file again")
+    fix = "save it with np.savez(path, x=images, y=labels)"
+    arrays, keys = read_arrays(path, ("x", "y"), fix)
+    wanted = ("x", "y") if need_labels or "y" in keys else ("x",)
+    missing = [k for k in wanted if k not in keys]
+    if missing:
+        _fail(path, f"missing array(s) {', '.join(missing)} (found: {', '.join(keys) or 'none'}); {fix}")
     x = check_images(arrays["x"], str(path))
     y = check_labels(arrays["y"], len(x), str(path)) if "y" in arrays else None
     return x, y
@@ -128,13 +118,28 @@ def _read_image(file: Path, channels: int | None) -> np.ndarray:
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(file) as im:
-            im.load()
-            mode = {1: "L", 3: "RGB"}.get(channels or 0)
-            if mode is None:
-                mode = "L" if im.mode in ("1", "L", "I", "I;16", "F") else "RGB"
-            arr = np.asarray(im.convert(mode), dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, SyntaxError) as e:
+        with warnings.catch_warnings():
+            # PIL only warns between its bomb limit and twice that: refuse those as well.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(file) as im:
+                im.load()
+                mode = {1: "L", 3: "RGB"}.get(channels or 0)
+                if mode is None:
+                    mode = "L" if im.mode in ("1", "L", "I", "I;16", "F") else "RGB"
+                arr = np.asarray(im.convert(mode), dtype=np.uint8)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        # Its header declares more pixels than PIL's bomb limit: refused before decoding.
+        _fail(file, f"is too large to decode ({str(e).split(' exceeds')[0]}); resize it or remove it")
+    except (
+        UnidentifiedImageError,
+        OSError,
+        SyntaxError,
+        ValueError,
+        EOFError,
+        struct.error,
+        zlib.error,
+    ) as e:
+        # Malformed files fail in many ways inside PIL's decoders (a bad chunk, a short stream).
         _fail(file, f"is not a readable PNG/JPEG image ({type(e).__name__}); remove or replace it")
     return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
 

@@ -13,6 +13,7 @@ from robustops.errors import DataValidationError
 
 CHANNELS = (1, 3)
 MIN_SIDE = 4
+MAX_LABEL = 2**53  # the largest float that still holds every integer below it
 
 
 def _fail(source: str, msg: str) -> None:
@@ -83,8 +84,13 @@ def check_labels(y: object, n: int, source: str = "data") -> np.ndarray:
             _fail(source, "labels are not integers; use integer class ids 0..K-1")
     elif y.dtype.kind not in "iu":
         _fail(source, f"labels have dtype {y.dtype}; use integer class ids 0..K-1")
-    if (y < 0).any():
+    if n and (y < 0).any():
         _fail(source, f"labels contain negative values (min {y.min():g}); use class ids 0..K-1")
+    # Beyond 2^53 a float label is no longer an exact integer, and beyond int64 the cast wraps:
+    # distinct labels would merge into one class or get wrong names.
+    top = MAX_LABEL if y.dtype.kind == "f" else int(np.iinfo(np.int64).max)
+    if n and y.max() > top:
+        _fail(source, f"labels go up to {y.max():g}, above {top:.3g}; use class ids 0..K-1")
     return y.astype(np.int64)
 
 

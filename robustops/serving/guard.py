@@ -44,43 +44,90 @@ class GuardSettings:
     energy_threshold: float  # energy below it: out of distribution, abstain
     max_batch: int = 10_000
     smoothing: dict[str, Any] | None = field(default=None)  # sigma, n, alpha: answer with PREDICT
+    # The float32 images of one request may take at most this much memory (default 256 MiB):
+    # with large images it, not max_batch, caps the rows per request.
+    max_bytes: int = 256 * 2**20
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def max_rows(self) -> int:
+        """The most images one request may hold."""
+        c, h, w = self.shape
+        return max(1, min(self.max_batch, self.max_bytes // (4 * c * h * w)))
+
+
+MAX_RANK = 4
+
+
+def _raw_shape(data: Any) -> tuple[int, ...]:
+    """The shape of a request as sent, without converting it (nothing large is allocated).
+
+    Arrays, tensors and DataFrames carry their shape; a nested list's shape is read along its
+    first elements (a ragged list is refused later, when numpy converts it). A list nested
+    deeper than any shape the model takes stops the walk.
+    """
+    shape = getattr(data, "shape", None)
+    if shape is not None:
+        try:
+            return tuple(int(d) for d in shape)
+        except (TypeError, ValueError):
+            raise RequestError("the request's shape is not a tuple of sizes; send an array") from None
+    dims: list[int] = []
+    node = data
+    while isinstance(node, (list, tuple)):
+        dims.append(len(node))
+        if len(dims) > MAX_RANK or not node:
+            break
+        node = node[0]
+        if hasattr(node, "shape"):  # a list of arrays or tensors
+            return tuple(dims) + _raw_shape(node)
+    return tuple(dims)
+
 
 def as_images(data: Any, settings: GuardSettings) -> np.ndarray:
-    """The request as float32 (N, C, H, W), checked before anything large is allocated."""
+    """The request as float32 (N, C, H, W), its size and shape checked before anything large is
+    allocated: a request too large for the model is refused from its shape alone."""
     c, h, w = settings.shape
-    if isinstance(data, pd.DataFrame):
-        data = data.to_numpy()
     if isinstance(data, dict):
         raise RequestError("send the images as an array (N, C, H, W) or (N, H, W), not an object")
-    shape = getattr(data, "shape", None)
-    if shape is None:
-        try:
-            data = np.asarray(data)
-        except (ValueError, TypeError) as e:
-            raise RequestError(f"the images are not a rectangular array ({e})") from None
-        shape = data.shape
-    n = shape[0] if len(shape) else 0
-    if n > settings.max_batch:
-        raise RequestError(f"{n} images in one request; send at most {settings.max_batch} per request")
-    if len(shape) == 2 and shape[1] == c * h * w:  # flattened rows, e.g. a DataFrame
-        shape = (n, c, h, w)
-        data = np.asarray(data).reshape(shape)
-    if len(shape) == 3 and c == 1:
-        shape = (n, 1, *shape[1:])
-        data = np.asarray(data).reshape(shape)
-    if len(shape) != 4 or tuple(shape[1:]) != (c, h, w):
+    if not (isinstance(data, (list, tuple, pd.DataFrame)) or hasattr(data, "shape")):
         raise RequestError(
-            f"images have shape {tuple(getattr(data, 'shape', shape))}; this model takes (N, {c}, {h}, {w})"
+            f"send the images as an array (N, {c}, {h}, {w}) or a list of images, not {type(data).__name__}"
+        )
+    shape = _raw_shape(data)
+    n = shape[0] if shape else 0
+    rows = settings.max_rows()
+    if n > rows:
+        raise RequestError(f"{n} images in one request; send at most {rows} per request")
+    values, most = math.prod(shape), rows * c * h * w
+    if values > most:
+        raise RequestError(
+            f"the request holds {values:,} values (shape {shape}); this model takes at most {rows} images of "
+            f"{c}x{h}x{w} ({most:,} values) per request: send fewer or smaller images"
+        )
+    if len(shape) > MAX_RANK:
+        raise RequestError(f"images have rank {len(shape)} or more; this model takes (N, {c}, {h}, {w})")
+    try:
+        arr = data.to_numpy() if isinstance(data, pd.DataFrame) else np.asarray(data)
+    except (ValueError, TypeError, RuntimeError, OverflowError) as e:
+        # A ragged list, or a tensor numpy cannot read (bfloat16, requires grad).
+        raise RequestError(f"the images are not a rectangular array of numbers ({e})") from None
+    if arr.shape != shape:
+        raise RequestError(f"the images are not a rectangular array (shape {arr.shape}, expected {shape})")
+    if len(shape) == 2 and shape[1] == c * h * w:  # flattened rows, e.g. a DataFrame
+        arr = arr.reshape(n, c, h, w)
+    if len(shape) == 3 and c == 1:
+        arr = arr.reshape(n, 1, *shape[1:])
+    if arr.ndim != 4 or tuple(arr.shape[1:]) != (c, h, w):
+        raise RequestError(
+            f"images have shape {shape}; this model takes (N, {c}, {h}, {w})"
             + (f" or (N, {h}, {w})" if c == 1 else "")
         )
-    arr = np.asarray(data)
-    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
+    if arr.dtype.kind not in "biuf":  # complex, text, objects, dates
         raise RequestError(f"images have dtype {arr.dtype}; send numbers in [0, 1]")
-    return arr.astype(np.float32, copy=False)
+    with np.errstate(over="ignore"):  # float64 beyond float32's range becomes inf: rejected per row
+        return arr.astype(np.float32, copy=False)
 
 
 @dataclass
@@ -98,7 +145,7 @@ class GuardedModel:
         n = len(x)
         out = pd.DataFrame({"label": [None] * n, "class_index": -1, "confidence": 0.0,
                             "abstain": False, "rejected": False, "reason": ""})  # fmt: skip
-        flat = x.reshape(n, -1)
+        flat = x.reshape(n, int(np.prod(x.shape[1:])))  # -1 cannot be inferred when n = 0
         bad_value = ~np.isfinite(flat).all(1)
         finite = np.where(np.isfinite(flat), flat, 0.5)
         bad_range = ~bad_value & ((finite < 0).any(1) | (finite > 1).any(1))
@@ -144,7 +191,11 @@ class GuardedModel:
 
 
 def settings_for(
-    spec: dict[str, Any], guard: Any, smoothing: Any = None, max_batch: int = 10_000
+    spec: dict[str, Any],
+    guard: Any,
+    smoothing: Any = None,
+    max_batch: int = 10_000,
+    max_bytes: int = 256 * 2**20,
 ) -> GuardSettings:
     """Guard settings from a checkpoint spec and a scorecard's :class:`~robustops.evaluation.specification.Guard`."""
     sm = None
@@ -152,4 +203,4 @@ def settings_for(
         sm = {"sigma": smoothing.sigma, "n": min(smoothing.n, 1000), "alpha": smoothing.alpha}
     thr = float(guard.threshold) if guard is not None else 0.0
     e_thr = float(guard.energy_threshold) if guard is not None else -math.inf
-    return GuardSettings(list(spec["classes"]), list(spec["shape"]), thr, e_thr, max_batch, sm)
+    return GuardSettings(list(spec["classes"]), list(spec["shape"]), thr, e_thr, max_batch, sm, max_bytes)

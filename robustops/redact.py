@@ -1,0 +1,108 @@
+"""Credentials never reach logs, MLflow params or logged configs.
+
+A tracking URI may carry a password (``postgresql://user:secret@host/db``,
+``http://user:secret@host``) or a token in its query. Everything robustops writes where people
+read it (MLflow params and tags, ``config/resolved.yaml``, console output, Prefect logs) goes
+through :func:`redact` first; :func:`install_log_redaction` does it for every log record of the
+process, Prefect's and MLflow's included. The real URI is still used to connect.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any
+
+MASK = "***"
+
+# scheme://user:password@host -> scheme://user:***@host. The password may hold any character
+# but "@" and whitespace (an unescaped "/" or ":" included: people paste them unescaped).
+_USERINFO = re.compile(r"(?P<head>\b[A-Za-z][A-Za-z0-9+.\-]*://[^\s:/@]*):(?P<secret>[^\s@]+)@")
+# ?password=... &token=... &api_key=... (query strings of database and HTTP URIs)
+_QUERY = re.compile(
+    r"(?P<head>[?&;](?:password|passwd|pwd|secret|token|access_token|api_key|apikey|key)=)(?P<secret>[^&;#\s'\"]+)",
+    re.IGNORECASE,
+)
+
+
+def redact(text: str) -> str:
+    """``text`` with the password of every URI in it, and secret query values, replaced by ``***``.
+
+    >>> redact("postgresql://ml:s3cret@db:5432/mlflow")
+    'postgresql://ml:***@db:5432/mlflow'
+    """
+    if "://" not in text and "=" not in text:
+        return text
+    text = _USERINFO.sub(lambda m: f"{m['head']}:{MASK}@", text)
+    return _QUERY.sub(lambda m: f"{m['head']}{MASK}", text)
+
+
+def has_credentials(text: str) -> bool:
+    """Whether ``text`` holds a URI password or a secret query value."""
+    return redact(text) != text
+
+
+def split_credentials(uri: str) -> tuple[str, str | None, str | None]:
+    """``(uri without user and password, user, password)`` of an http(s) URI.
+
+    MLflow sends ``MLFLOW_TRACKING_USERNAME`` / ``MLFLOW_TRACKING_PASSWORD`` as basic auth; a URI
+    without the password then cannot leak it through any error message that quotes a request URL.
+    Other schemes (a database URI) come back unchanged, with ``None`` for both.
+    """
+    m = re.match(r"(?P<scheme>https?://)(?P<user>[^\s:/@]*):(?P<password>[^\s@]*)@(?P<rest>.*)", uri)
+    if m is None:
+        return uri, None, None
+    return f"{m['scheme']}{m['rest']}", m["user"], m["password"]
+
+
+def redact_tree(obj: Any) -> Any:
+    """A copy of a nested structure of dicts, lists and scalars with every string redacted."""
+    if isinstance(obj, str):
+        return redact(obj)
+    if isinstance(obj, dict):
+        return {k: redact_tree(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(redact_tree(v) for v in obj)
+    return obj
+
+
+def redact_params(params: dict[str, Any]) -> dict[str, Any]:
+    """MLflow params (key -> value) with credentials removed from the values."""
+    return {k: redact(v) if isinstance(v, str) else redact_tree(v) for k, v in params.items()}
+
+
+class _Marker:
+    """Tags the record factory installed here, so that installing twice wraps it once."""
+
+
+def install_log_redaction() -> None:
+    """Redacts every log record this process creates, whatever logger or handler it goes to.
+
+    It wraps the record factory rather than adding a filter to handlers: Prefect and MLflow
+    configure their own handlers (Prefect's ships records to its API), and a handler added later
+    would miss a filter. Exception text is rendered and redacted too, since MLflow's errors quote
+    the request URL. Idempotent.
+    """
+    current = logging.getLogRecordFactory()
+    if isinstance(getattr(current, "robustops", None), _Marker):
+        return
+
+    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = current(*args, **kwargs)
+        try:
+            message = record.getMessage()
+        except Exception:  # noqa: BLE001 - a bad format string: leave it to the handler to report
+            return record
+        safe = redact(message)
+        if safe != message:
+            record.msg, record.args = safe, ()
+        if record.exc_info and record.exc_info[0] is not None:
+            text = logging.Formatter().formatException(record.exc_info)
+            if has_credentials(text):
+                # Formatters print exc_text when set; dropping exc_info keeps handlers that
+                # render the exception object themselves (rich tracebacks) from seeing it.
+                record.exc_text, record.exc_info = redact(text), None
+        return record
+
+    factory.robustops = _Marker()  # type: ignore[attr-defined]
+    logging.setLogRecordFactory(factory)
