@@ -12,6 +12,8 @@ import sys
 import time
 from typing import Any
 
+from robustops.redact import redact
+
 EXIT_USAGE = 2
 EXIT_FAILED = 1
 
@@ -93,7 +95,7 @@ def _run(cfg: Any) -> int:
         print(f"registered: {out['registered_model']}: {', '.join(versions)}")
     if out.get("gate"):
         print(f"gate:       {out['gate']['summary']}")
-    print(f"MLflow:     {tracking_uri(cfg.mlflow)}  parent run {out['parent_run_id']}")
+    print(f"MLflow:     {redact(tracking_uri(cfg.mlflow))}  parent run {out['parent_run_id']}")
     print(f"MLflow UI:  {ui_command(cfg.mlflow)}")
     print("Prefect UI: prefect server start   # then open http://127.0.0.1:4200")
     return 0
@@ -115,7 +117,7 @@ def _evaluate(cfg: Any, uri: str, data: str) -> int:
     out = robustness_evaluation(uri, data, cfg)
     print(f"\nrobustops: {uri} (version {out['model']['version']}) on {data}: {out['n']} images scored")
     print(text_table({out["model"]["model"]: out["metrics"]}, short=True))
-    print(f"MLflow:     {tracking_uri(cfg.mlflow)}  run {out['run_id']}")
+    print(f"MLflow:     {redact(tracking_uri(cfg.mlflow))}  run {out['run_id']}")
     print(f"MLflow UI:  {ui_command(cfg.mlflow)}")
     return 0
 
@@ -172,13 +174,16 @@ def _monitor(cfg: Any, uri: str, data: str) -> int:
             f"  emitted robustops.drift.detected (event {out['event']}): a served retrain deployment picks it up"
         )
     print(
-        f"MLflow:     {tracking_uri(cfg.mlflow)}  run {out['run_id']} (drift/report.html: the Evidently report)"
+        f"MLflow:     {redact(tracking_uri(cfg.mlflow))}  run {out['run_id']} (drift/report.html: the Evidently report)"
     )
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     _quiet_telemetry()
+    from robustops.redact import install_log_redaction
+
+    install_log_redaction()  # a password in $MLFLOW_TRACKING_URI never reaches a log line
     args = _parser().parse_args(argv)
     from robustops.errors import RobustopsError
 

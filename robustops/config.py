@@ -142,6 +142,8 @@ class DataConfig(Strict):
     def _positive(cls, v: tuple[int, int] | None) -> tuple[int, int] | None:
         if v is not None and min(v) < 4:
             raise ValueError("image_size must be at least 4x4")
+        if v is not None and max(v) > 4096:
+            raise ValueError("image_size must be at most 4096x4096 (a classifier's input, not a photo)")
         return v
 
     @model_validator(mode="after")
@@ -631,6 +633,21 @@ class RunnerConfig(Strict):
 
 class MlflowConfig(Strict):
     tracking_uri: str | None = Field(None, description="None: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db")
+
+    @field_validator("tracking_uri")
+    @classmethod
+    def _no_credentials(cls, v: str | None) -> str | None:
+        from robustops.redact import has_credentials
+
+        # The config is logged (MLflow params, resolved.yaml, Prefect parameters): no secrets in it.
+        if v is not None and has_credentials(v):
+            raise ValueError(
+                "holds a password; keep credentials out of configs (they are logged): set "
+                "MLFLOW_TRACKING_URI in the environment, or MLFLOW_TRACKING_USERNAME and "
+                "MLFLOW_TRACKING_PASSWORD for a tracking server"
+            )
+        return v
+
     experiment: str = Field("robustops", min_length=1)
     registered_model: str = Field("robustops-digits", min_length=1)
     artifact_root: str = Field("mlartifacts", description="artifact folder of new experiments")
@@ -638,7 +655,7 @@ class MlflowConfig(Strict):
 
 
 class Config(Strict):
-    seed: int = Field(0, ge=0)
+    seed: int = Field(0, ge=0, le=2**31 - 1)
     device: Literal["cpu", "cuda", "auto"] = "cpu"
     data: DataConfig = DataConfig()
     synthesis: SynthesisConfig = SynthesisConfig()
