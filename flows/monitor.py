@@ -6,14 +6,31 @@ from __future__ import annotations
 
 from typing import Any
 
-from prefect import flow
+from prefect import Flow
 from prefect.runtime import flow_run
 
 from robustops.config import Config
 from tasks.monitoring import detect_drift, emit_drift, load_champion, log_monitoring, read_batch, score_batch
 
 
-@flow(name="robustness-monitor", log_prints=True)
+class _CheckedFlow(Flow):
+    """A flow that, when called, first checks the Prefect server named by PREFECT_API_URL: a
+    monitor run started against a server that is down fails at once with a clear error (exit 2
+    from the CLI) rather than with Prefect's ``Failed to reach API`` after its retries. Served runs
+    do not go through ``__call__``: the server that started them is up."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        from flows.serve import check_configured_server
+
+        check_configured_server()
+        return super().__call__(*args, **kwargs)
+
+
+def _checked_flow(**options: Any) -> Any:
+    return lambda fn: _CheckedFlow(fn, **options)
+
+
+@_checked_flow(name="robustness-monitor", log_prints=True)
 def robustness_monitor(batch: str, cfg: Config = Config(), model: str | None = None) -> dict[str, Any]:  # noqa: B008
     """Monitors one batch (.npz with x and optional y, a class-folder tree, or a flat image folder)."""
     uri = model or cfg.monitored_model

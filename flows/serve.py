@@ -45,6 +45,27 @@ def check_server() -> str:
     return url
 
 
+def check_configured_server() -> str | None:
+    """The API URL when ``PREFECT_API_URL`` names a server that answers, None when none is named
+    (a flow run then starts a temporary local server). A named server that refuses the connection
+    or times out is a clear error at once, instead of Prefect's ``Failed to reach API`` after about
+    20 s of retries, mid-way into a flow call."""
+    import httpx
+    from prefect.settings import PREFECT_API_URL
+
+    url = PREFECT_API_URL.value()
+    if not url:
+        return None
+    try:
+        httpx.get(f"{url.rstrip('/')}/health", timeout=5)
+    except httpx.TransportError as e:  # only "nobody answers": an HTTP status is the server's business
+        raise PrefectUnavailable(
+            f"no Prefect server answers at PREFECT_API_URL={url} ({type(e).__name__}); start one with "
+            "make prefect-ui, or unset PREFECT_API_URL to run with a temporary local server"
+        ) from None
+    return url
+
+
 def deployments(cfg: Config) -> list[Any]:
     """The three deployments, their parameters carrying the resolved config."""
     from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy

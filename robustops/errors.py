@@ -19,3 +19,15 @@ class DataValidationError(RobustopsError, ValueError):
 
 class ModelNotFoundError(RobustopsError, LookupError):
     """A model URI names no registered model, version or alias, or its run has no checkpoint."""
+
+
+class TrackingUnavailable(RobustopsError):
+    """The MLflow tracking server or store does not answer (after bounded retries) or cannot be written."""
+
+
+class ArtifactStoreError(RobustopsError):
+    """MLflow artifacts cannot be written: the folder is read-only, not a folder, or the disk is full."""
+
+
+class PromotionConflict(RobustopsError):
+    """The champion alias moved while a promotion was deciding, or the promotion lock was not acquired."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -18,6 +19,7 @@ from robustops.corruptions import CORRUPTIONS, describe
 from robustops.data import Split
 from robustops.data.adversarial import AdversarialSet, save_npz
 from robustops.data.synthesis import SynthesisResult
+from robustops.errors import PromotionConflict, RobustopsError
 from robustops.evaluation import Scorecard
 from robustops.evaluation.metrics import safe
 from robustops.evaluation.plots import image_grid, scorecard_figures
@@ -26,19 +28,50 @@ from robustops.training import TrainResult, checkpoint
 from robustops.training.augment import augmix
 from tasks import tracking
 from tasks.log import logger
+from tasks.sweep import OWNER_TAG, owner
 
-RETRY = {"retries": 3, "retry_delay_seconds": [1, 2, 4]}
+
+def _worth_retrying(task: Any, task_run: Any, state: Any) -> bool:
+    """Retry a tracking task after a blip, not after a robustops error: those repeat as they are
+    (a missing model, a corrupt file, an artifact folder that cannot be written), and a tracking
+    server that does not answer has already been retried with backoff by MLflow's HTTP layer
+    (about 15 s, see ``tasks.tracking.HTTP_RETRIES``), which a task retry would only multiply.
+    A champion that moved while the gate decided is retried: the retry decides against the new one."""
+    try:
+        state.result()
+    except PromotionConflict:
+        return True
+    except RobustopsError:
+        return False
+    except Exception:  # noqa: BLE001 - anything else may be a blip
+        return True
+    return False
+
+
+RETRY = {"retries": 3, "retry_delay_seconds": [1, 2, 4], "retry_condition_fn": _worth_retrying}
+
+
+def _fail_quietly(m: MlflowConfig, run_id: str) -> None:
+    """Marks a run FAILED on the way out of an error, without hiding that error."""
+    try:
+        tracking.end_run(m, run_id, False)
+    except Exception as e:  # noqa: BLE001 - the error on its way out is the one to report
+        logger().warning("could not mark MLflow run %s FAILED (it stays RUNNING): %s", run_id, e)
 
 
 @task(name="open-pipeline-run", **RETRY)
 def open_pipeline_run(cfg: Config, flow_run_id: str | None) -> str:
     """Starts the parent run and logs the resolved config as params and as an artifact."""
-    tags = {"robustops.kind": "pipeline"}
+    tags = {"robustops.kind": "pipeline", OWNER_TAG: owner()}  # a later run sweeps it if we are killed
     if flow_run_id:
         tags["prefect.flow_run_id"] = flow_run_id
     run_id = tracking.start_run(cfg.mlflow, "robustness-pipeline", tags=tags)
-    tracking.log_params(cfg.mlflow, run_id, flatten(cfg))
-    tracking.log_text(cfg.mlflow, run_id, to_yaml(cfg), "config/resolved.yaml")
+    try:
+        tracking.log_params(cfg.mlflow, run_id, flatten(cfg))
+        tracking.log_text(cfg.mlflow, run_id, to_yaml(cfg), "config/resolved.yaml")
+    except BaseException:
+        _fail_quietly(cfg.mlflow, run_id)  # the flow never gets this run's id to close it
+        raise
     return run_id
 
 
@@ -213,7 +246,8 @@ def log_model_run(
         if aset is not None and len(aset.y):
             _log_adversarial_set(m, run_id, aset, split.test.x)
         tracking.client(m)  # sets the tracking URI for the model logging below
-        model_uri = _log_model(m, run_id, result, card, split, defence)
+        with tracking.translated(m):  # MLflow's fluent model logging, outside the adapter
+            model_uri = _log_model(m, run_id, result, card, split, defence)
         stop = f" Stopped: {result.stop_reason}." if result.stop_reason else ""
         tracking.set_note(
             m,
@@ -225,7 +259,10 @@ def log_model_run(
         )
         ok = True
     finally:
-        tracking.end_run(m, run_id, ok)
+        if ok:
+            tracking.end_run(m, run_id, True)
+        else:
+            _fail_quietly(m, run_id)
     return run_id, model_uri
 
 
@@ -262,7 +299,10 @@ def close_pipeline_run(
     mcfg: MlflowConfig, run_id: str, ok: bool, scores: dict[str, dict[str, float]] | None = None
 ) -> None:
     """Ends the parent run; on success its Description holds the table of every model's scores."""
-    if ok and scores:
+    if not ok:  # the flow is failing: report its error, not a second one from this cleanup
+        _fail_quietly(mcfg, run_id)
+        return
+    if scores:
         tracking.set_note(
             mcfg, run_id, "Scores on the test split, one column per model.\n\n" + markdown_table(scores)
         )
