@@ -22,7 +22,7 @@ from torch import nn
 from robustops.config import Config, DataSource, SmoothingConfig
 from robustops.data import Dataset, Split
 from robustops.data.loaders import load_for_model
-from robustops.errors import ModelNotFoundError
+from robustops.errors import ModelNotFoundError, RobustopsError
 from robustops.evaluation.plots import scorecard_figures
 from robustops.training import checkpoint
 from tasks import tracking
@@ -40,12 +40,19 @@ def load_registered(cfg: Config, uri: str) -> tuple[nn.Module, dict[str, Any], S
     with tempfile.TemporaryDirectory() as tmp:
         try:
             folder = tracking.download(cfg.mlflow, mv.run_id, "checkpoint", tmp)
-        except Exception:  # noqa: BLE001 - any failure here means the checkpoint is not there
+        except RobustopsError:  # the tracking server went away: say so, not "no checkpoint"
+            raise
+        except Exception:  # noqa: BLE001 - any other failure here means the checkpoint is not there
             raise ModelNotFoundError(
                 f"{uri} (run {mv.run_id}) has no robustops checkpoint; evaluate a model registered by robustops"
             ) from None
-        model = checkpoint.load(folder)
-        spec = checkpoint.read_spec(folder)
+        try:
+            model = checkpoint.load(folder)
+            spec = checkpoint.read_spec(folder)
+        except checkpoint.CheckpointError as e:  # name the registered version, not a temporary folder
+            raise checkpoint.CheckpointError(
+                f"{uri} ({mv.name} version {mv.version}): {str(e).replace(str(tmp) + '/', '')}"
+            ) from None
     params = run.data.params
     smoothing = None
     if run.data.tags.get("robustops.defence") == "smoothing":

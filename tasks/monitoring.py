@@ -13,7 +13,7 @@ from prefect import task
 
 from robustops.config import Config
 from robustops.data.loaders import load_batch
-from robustops.errors import ModelNotFoundError
+from robustops.errors import ModelNotFoundError, RobustopsError
 from robustops.monitoring.drift import DriftResult, DriftSettings
 from robustops.monitoring.monitor import drift, score
 from robustops.monitoring.reference import Reference, load_reference
@@ -40,13 +40,21 @@ def load_champion(cfg: Config, uri: str) -> tuple[GuardedModel, Reference, dict[
         try:
             local = Path(mlflow.artifacts.download_artifacts(mv.source, dst_path=f"{tmp}/model"))
             ref = load_reference(Path(tracking.download(cfg.mlflow, mv.run_id, "monitoring", tmp)))
-        except Exception as e:  # noqa: BLE001 - any failure: not a robustops guarded model
+        except RobustopsError:  # the tracking server went away: say so
+            raise
+        except Exception as e:  # noqa: BLE001 - any other failure: not a robustops guarded model
             raise ModelNotFoundError(
                 f"{uri}: not a robustops guarded model with a drift reference ({e})"
             ) from None
-        guarded = GuardedModel(
-            checkpoint.load(local / "artifacts" / "checkpoint"), _settings(local / "artifacts" / "guard.json")
-        )
+        try:
+            guarded = GuardedModel(
+                checkpoint.load(local / "artifacts" / "checkpoint"),
+                _settings(local / "artifacts" / "guard.json"),
+            )
+        except checkpoint.CheckpointError as e:  # name the registered version, not a temporary folder
+            raise checkpoint.CheckpointError(
+                f"{uri} ({mv.name} version {mv.version}): {str(e).replace(str(local) + '/', '')}"
+            ) from None
     return guarded, ref, {"uri": uri, "name": mv.name, "version": str(mv.version), "run_id": mv.run_id}
 
 

@@ -26,8 +26,16 @@ from robustops.serving import GuardedModel, GuardSettings, RequestError
 
 
 def _settings(path: str | Path) -> GuardSettings:
-    raw = json.loads(Path(path).read_text())
-    return GuardSettings(**raw)
+    from robustops.training.checkpoint import CheckpointError
+
+    try:
+        raw = json.loads(Path(path).read_text())
+        return GuardSettings(**raw)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, TypeError, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(
+            f"{Path(path).name}: unreadable guard settings ({first}); re-register the model with robustops"
+        ) from None
 
 
 # MLflow warns about missing type hints when the class is created (inside its own

@@ -53,6 +53,8 @@ def load(folder: str | Path) -> nn.Module:
         state = torch.load(folder / STATE, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, OSError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if "weights_only" in first:  # torch's advice (load with weights_only=False) would run code
+            first = "not a plain torch weights file"
         raise CheckpointError(f"{folder / STATE}: unreadable or not plain weights ({first}); {fix}") from None
     try:
         model = from_spec(spec)
