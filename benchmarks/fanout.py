@@ -57,8 +57,8 @@ def main() -> None:
     print(f"trained {len(trained)} models in {time.perf_counter() - start:.0f} s (not timed below)")
 
     @flow(name="scorecard-fanout")
-    def fanout(runner: RunnerConfig) -> dict:
-        with task_runner(runner) as submit:
+    def fanout(kind: str, workers: int) -> dict:
+        with task_runner(RunnerConfig(kind=kind, workers=workers)) as submit:
             futures = {}
             for name, (spec, result) in trained.items():
                 smoothing = spec if isinstance(spec, SmoothingConfig) else None
@@ -69,9 +69,9 @@ def main() -> None:
             return {k: f.result().metrics for k, f in futures.items()}
 
     runners = {
-        "dask, 1 worker": RunnerConfig(kind="dask", workers=1),
-        "dask, 2 workers": RunnerConfig(kind="dask", workers=2),
-        "threads (default)": RunnerConfig(),
+        "dask, 1 worker": ("dask", 1),
+        "dask, 2 workers": ("dask", 2),
+        "threads (default)": ("threads", 1),
     }
     times: dict[str, list[float]] = {k: [] for k in runners}
     scores = {}
@@ -79,7 +79,7 @@ def main() -> None:
         for _ in range(args.repeats):
             for label, r in runners.items():
                 t = time.perf_counter()
-                scores[label] = fanout(r)
+                scores[label] = fanout(*r)
                 times[label].append(time.perf_counter() - t)
                 print(f"{label}: {times[label][-1]:.1f} s ({len(scores[label])} parts)")
     ref = scores["dask, 1 worker"]
