@@ -71,6 +71,7 @@ def test_runs_in_eval_mode_and_restores_mode_and_grads(name, trained, digits_spl
     try:
         x, y = _batch(digits_split, 8)
         ATTACKS.get(name)(EPS)(model, x, y)
+        ATTACKS.get(name)(EPS).worst_case(model, x, y)
     finally:
         hook.remove()
         model.eval()
@@ -121,7 +122,9 @@ def test_settings_describe_the_attack():
         "restarts": 2,
         "seed": 5,
         "loss": "ce",
+        "early_stop": True,
     }
+    assert PGD(0.1, early_stop=False).settings()["early_stop"] is False
     assert np.isclose(FGSM(0.3).settings()["eps"], 0.3)
 
 
@@ -156,6 +159,7 @@ def test_pgd_l2_settings_describe_the_attack():
         "restarts": 1,
         "seed": 1,
         "loss": "ce",
+        "early_stop": True,
     }
 
 
@@ -195,3 +199,87 @@ def test_kl_loss_starts_off_the_clean_point_and_moves_the_prediction(trained, di
     with torch.no_grad():
         p, q = torch.softmax(trained.model(x), 1), torch.log_softmax(trained.model(x_adv), 1)
     assert float(torch.nn.functional.kl_div(q, p, reduction="batchmean")) > 0.05
+
+
+class _Counting(torch.nn.Module):
+    """Counts the inputs the model is run on: the gradient work an attack spends."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model, self.seen = model, 0
+
+    def forward(self, x):
+        self.seen += len(x)
+        return self.model(x)
+
+
+@pytest.mark.parametrize("cls", [PGD, PGDL2])
+def test_early_stop_is_never_weaker_and_stops_attacking_broken_inputs(cls, trained, digits_split):
+    """robust_mask scores PGD's worst case: an input broken by any iterate counts as broken and
+    leaves the batch. Against the classic last iterate, on the same seeds and the undefended
+    MLP: robust accuracy no higher, and fewer inputs run through the model."""
+    x, y = digits_split.test.x, digits_split.test.y
+    eps = 0.2 if cls is PGD else 0.8  # the radii at which the MLP mostly breaks, as above
+    for restarts in (1, 2):
+        scores, seen = {}, {}
+        for early in (False, True):
+            model = _Counting(trained.model).eval()
+            scores[early] = robust_accuracy(
+                model, cls(eps, steps=10, restarts=restarts, early_stop=early), x, y
+            )
+            seen[early] = model.seen
+        assert scores[True] <= scores[False]
+        assert scores[True] < 0.3  # the attack still breaks most of this MLP
+        assert seen[True] < 0.8 * seen[False]  # inputs left the batch once broken
+    # The examples it returns still obey the contract.
+    xt, yt = _batch(digits_split, 128)
+    x_adv = cls(eps, steps=10).worst_case(trained.model, xt, yt)
+    assert _size(cls.name, x_adv - xt).max() <= eps + 1e-6 and x_adv.min() >= 0 and x_adv.max() <= 1
+
+
+def test_calling_pgd_is_the_classic_attack_whatever_early_stop(trained, digits_split):
+    """Adversarial training and the adversarial-set export call the attack: every input is
+    attacked for every step, misclassified ones too, and the last iterate comes back."""
+    x, y = _batch(digits_split, 128)
+    classic = PGD(EPS, steps=5, seed=2, early_stop=False)
+    assert torch.equal(PGD(EPS, steps=5, seed=2)(trained.model, x, y), classic(trained.model, x, y))
+    assert torch.equal(classic.worst_case(trained.model, x, y), classic(trained.model, x, y))
+    model = _Counting(trained.model).eval()
+    PGD(EPS, steps=5)(model, x, y)
+    assert model.seen == 5 * len(x)  # no early exit, no extra forward pass
+
+
+def test_pgd_agrees_with_torchattacks(trained, digits_split):
+    """PGD-20 at eps 0.1 lands within 3 points of torchattacks 3.3.0's PGD on the same model and
+    batch, both as the classic last iterate and as the early-stopping worst case."""
+    torchattacks = pytest.importorskip("torchattacks")
+    x, y = digits_split.test.x, digits_split.test.y
+    model = trained.model.eval()
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    theirs = torchattacks.PGD(model, eps=EPS, alpha=2.5 * EPS / 20, steps=20, random_start=True)
+    torch.manual_seed(0)  # torchattacks draws its start from the global stream
+    x_adv = theirs(xt, yt)
+    with torch.no_grad():
+        ref = float(((model(xt).argmax(1) == yt) & (model(x_adv).argmax(1) == yt)).float().mean())
+    for early in (False, True):
+        ours = robust_accuracy(model, PGD(EPS, steps=20, early_stop=early), x, y)
+        assert ours == pytest.approx(ref, abs=0.03)
+
+
+@pytest.mark.parametrize("strides", [(64, 64, 8, 1), (64, 8, 8, 1), (64, 1, 8, 1)])
+@pytest.mark.parametrize("name", ATTACKS.names())
+def test_the_model_sees_one_channel_batches_channels_last(name, strides, trained, digits_split):
+    """Every forward pass of an attack gets a one-channel CPU batch strided channels-last (the
+    same bytes; torch's faster kernels), whatever strides the caller's batch had (numpy slices
+    and subsets give any of these), and x_adv comes back in the caller's layout."""
+    x, y = _batch(digits_split)
+    x = torch.as_strided(x.contiguous().clone(), x.shape, strides)
+    seen = set()
+    hook = trained.model.register_forward_pre_hook(lambda m, a: seen.add(a[0].stride()[1:]))
+    try:
+        attack = ATTACKS.get(name)(EPS)
+        outs = [attack(trained.model, x, y), attack.worst_case(trained.model, x[:16], y[:16])]
+    finally:
+        hook.remove()
+    assert seen == {(1, 8, 1)}
+    assert all(o.stride()[1:] == x.stride()[1:] for o in outs)

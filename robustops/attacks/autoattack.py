@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from robustops.attacks.base import ATTACKS, Attack, ThreatModel
+from robustops.attacks.base import ATTACKS, Attack, ThreatModel, like
 from robustops.attacks.gradient import _check_loss
 from robustops.attacks.losses import LOSSES
 
@@ -62,11 +62,13 @@ class APGD(Attack):
         self.steps, self.restarts, self.rho, self.seed = steps, restarts, rho, seed
         self.loss = _check_loss(loss)
 
-    def _losses(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        x = x.clone().requires_grad_(True)
-        logits = model(x)
+    def _losses(
+        self, model: nn.Module, x_adv: torch.Tensor, y: torch.Tensor, x: torch.Tensor
+    ) -> tuple[torch.Tensor, ...]:
+        x_adv = like(x, x_adv).requires_grad_(True)  # the clean input's memory layout, see like()
+        logits = model(x_adv)
         loss = LOSSES.get(self.loss)(logits, y, None)
-        (grad,) = torch.autograd.grad(loss.sum(), x)
+        (grad,) = torch.autograd.grad(loss.sum(), x_adv)
         return loss.detach(), grad, logits.detach().argmax(1) != y
 
     def _project(self, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -77,7 +79,7 @@ class APGD(Attack):
         t = (2 * torch.rand(x.shape, generator=gen) - 1).to(x.device, x.dtype)
         t = t / _bcast(t.flatten(1).abs().amax(1).clamp_min(1e-12), x)
         x_adv = (x + self.eps * t).clamp(0, 1)
-        loss, grad, fooled = self._losses(model, x_adv, y)
+        loss, grad, fooled = self._losses(model, x_adv, y, x)
         x_best, loss_best, grad_best = x_adv.clone(), loss.clone(), grad.clone()
         x_found = torch.where(_bcast(fooled, x), x_adv, x)
         found = fooled.clone()
@@ -93,7 +95,7 @@ class APGD(Attack):
                 alpha = 1.0 if i == 0 else 0.75  # momentum on the previous move
                 new = self._project(x_adv + alpha * (z - x_adv) + (1 - alpha) * (x_adv - x_prev), x)
                 x_prev, x_adv = x_adv, new
-            loss, grad, fooled = self._losses(model, x_adv, y)
+            loss, grad, fooled = self._losses(model, x_adv, y, x)
             with torch.no_grad():
                 x_found = torch.where(_bcast(fooled & ~found, x), x_adv, x_found)
                 found |= fooled
@@ -129,7 +131,7 @@ class APGD(Attack):
             adv = self._run(model, x[idx], y[idx], gen)
             best[idx] = adv
             with torch.no_grad():
-                todo[idx] = model(adv).argmax(1) == y[idx]
+                todo[idx] = model(like(x[idx], adv)).argmax(1) == y[idx]
         return best
 
     def settings(self) -> dict[str, Any]:
@@ -186,8 +188,11 @@ class Square(Attack):
         self.queries, self.p_init, self.seed = queries, p_init, seed
 
     @torch.no_grad()
-    def _margin(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return -LOSSES.get("cw")(model(x), y, None)  # true minus best other: < 0 once fooled
+    def _margin(
+        self, model: nn.Module, x_adv: torch.Tensor, y: torch.Tensor, x: torch.Tensor
+    ) -> torch.Tensor:
+        """True minus best other logit at ``x_adv`` (< 0 once fooled), queried in x's layout."""
+        return -LOSSES.get("cw")(model(like(x, x_adv)), y, None)
 
     @torch.no_grad()
     def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -196,7 +201,7 @@ class Square(Attack):
         # Start from vertical stripes of +-eps, one sign per column and channel.
         stripes = torch.where(torch.rand(n, c, 1, w, generator=gen) < 0.5, -1.0, 1.0).to(x.device, x.dtype)
         x_best = (x + self.eps * stripes).clamp(0, 1)
-        margin = self._margin(model, x_best, y)
+        margin = self._margin(model, x_best, y, x)
         rows = torch.arange(h, device=x.device).view(1, h, 1)
         cols = torch.arange(w, device=x.device).view(1, 1, w)
         for i in range(1, self.queries):
@@ -212,7 +217,7 @@ class Square(Attack):
             signs = torch.where(torch.rand(m, c, 1, 1, generator=gen) < 0.5, -1.0, 1.0).to(x.device, x.dtype)
             xl, cur = x[live], x_best[live]
             cand = torch.where(window, (xl + self.eps * signs).clamp(0, 1), cur)
-            new = self._margin(model, cand, y[live])
+            new = self._margin(model, cand, y[live], xl)
             better = new < margin[live]
             x_best[live[better]] = cand[better]
             margin[live[better]] = new[better]

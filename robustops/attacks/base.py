@@ -59,15 +59,31 @@ class Attack:
         self.eps = float(eps)
 
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """An adversarial example for every input, misclassified or not (adversarial training and
+        the adversarial-set export need one per input)."""
+        return self._guarded(self.perturb, model, x, y)
+
+    def worst_case(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Per input, the strongest example found, for scoring robust accuracy
+        (:func:`robustops.evaluation.robust_mask` calls this). Same contract as calling the
+        attack; by default the same result. Attacks that can stop early (PGD's ``early_stop``)
+        leave inputs already misclassified as they are and return, for an input they fool, the
+        first iterate that fooled it: the score is then "fooled by any iterate", never weaker."""
+        return self._guarded(self.perturb_worst_case, model, x, y)
+
+    def _guarded(self, fn, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         check_input(x, y)
         if self.eps == 0:
             return x.clone()
         with eval_mode(model):
-            x_adv = self.perturb(model, x.detach(), y)
-        return x_adv.detach()
+            x_adv = fn(model, model_layout(x.detach()), y)
+        return like(x, x_adv.detach())  # in the caller's memory layout
 
     def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
+
+    def perturb_worst_case(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self.perturb(model, x, y)
 
     @property
     def label(self) -> str:
@@ -81,14 +97,53 @@ class Attack:
         return {"attack": self.name, "threat": self.threat.value, "eps": self.eps}
 
 
+def model_layout(x: torch.Tensor) -> torch.Tensor:
+    """The batch as attacks hand it to the model: on the CPU, a one-channel image batch strided
+    channels-last; any other batch as given.
+
+    One channel makes the two layouts the same bytes: the batch stays contiguous (``view``
+    still works) and only the strides torch reads the layout from change. torch then runs its
+    channels-last convolution and pooling kernels, and a forward and backward pass of the
+    registry's CNNs on CPU takes 10-40% less time (measured with torch 2.13; none for the MLP).
+    The values, and so the attack, are the same. Not done for several channels (a real
+    transpose, and a model's ``view`` could fail) nor on GPUs (not measured)."""
+    if x.device.type == "cpu" and x.ndim == 4 and x.shape[1] == 1 and x.is_contiguous():
+        return torch.empty_like(x, memory_format=torch.channels_last).copy_(x)
+    return x
+
+
+def like(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """A copy of ``t`` on x's device, in x's dtype and memory layout.
+
+    Attacks hand the model every iterate in the layout of the batch they were given (see
+    :func:`model_layout`). Without this the layout drifts: torch allocates the result of
+    ``x + noise`` NCHW-strided whatever x had, and the model runs other kernels."""
+    return torch.empty_like(x).copy_(t)
+
+
+def loss_grad(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    loss: str = "ce",
+    ref: torch.Tensor | None = None,
+    layout: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One forward and backward pass: the logits at ``x`` and the gradient of the summed attack
+    loss (see :mod:`robustops.attacks.losses`) w.r.t. the input, with ``x`` in the memory layout
+    of ``layout`` when given (see :func:`like`). Differentiating w.r.t. the input alone never
+    computes or accumulates parameter gradients, and mutates nothing on the model (so threads
+    may attack one model at once)."""
+    from robustops.attacks.losses import LOSSES
+
+    x = like(x if layout is None else layout, x).requires_grad_(True)
+    logits = model(x)
+    (grad,) = torch.autograd.grad(LOSSES.get(loss)(logits, y, ref).sum(), x)
+    return logits.detach(), grad
+
+
 def input_grad(
     model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss: str = "ce", ref: torch.Tensor | None = None
 ) -> torch.Tensor:
-    """Gradient of a summed attack loss (see :mod:`robustops.attacks.losses`) w.r.t. the input;
-    parameter gradients are untouched."""
-    from robustops.attacks.losses import LOSSES
-
-    x = x.clone().requires_grad_(True)
-    value = LOSSES.get(loss)(model(x), y, ref).sum()
-    (grad,) = torch.autograd.grad(value, x)
-    return grad
+    """Gradient of a summed attack loss w.r.t. the input; parameter gradients are untouched."""
+    return loss_grad(model, x, y, loss, ref)[1]

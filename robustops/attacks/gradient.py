@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from robustops.attacks.base import ATTACKS, Attack, input_grad
+from robustops.attacks.base import ATTACKS, Attack, input_grad, like, loss_grad
 
 
 def _check_loss(loss: str) -> str:
@@ -44,17 +44,29 @@ class FGSM(Attack):
 class PGD(Attack):
     """Projected gradient descent in the L-inf ball (Madry et al., 2018).
 
+    Calling the attack runs every input for every step and returns the last iterate, the
+    classic PGD that adversarial training and the adversarial-set export need.
+    :meth:`~robustops.attacks.base.Attack.worst_case`, which robust-accuracy scoring uses, stops
+    early per input when ``early_stop`` is set, as AutoAttack does: inputs misclassified at the
+    start are not attacked, an input counts as broken at the first iterate that fools the model
+    (that iterate is its adversarial example), and it leaves the batch, so later steps compute
+    gradients only for the inputs still standing. Its robust accuracy is never above the last
+    iterate's: any fooling iterate counts.
+
     Args:
         eps: radius of the L-inf ball.
         steps: gradient steps per restart.
         step_size: absolute step size; default 2.5 * eps / steps.
         random_start: start from a uniform point in the ball (else from x).
-        restarts: independent runs; an input counts as broken if any run breaks it.
+        restarts: independent runs; an input counts as broken if any run breaks it. A restart
+            runs only on the inputs the earlier ones left standing.
         seed: seeds the random starts, so a score is reproducible.
         loss: the loss ascended, a name in ``robustops.attacks.losses.LOSSES``: "ce" (default),
             "cw" or "dlr" (logit margins, immune to softmax saturation), "kl" (TRADES).
         generator: a random stream to draw the starts from instead of reseeding with ``seed`` on
             every call; adversarial training passes one so each batch gets a fresh start.
+        early_stop: let :meth:`worst_case` drop broken inputs (default); False makes it run the
+            classic attack like a call does.
     """
 
     name = "pgd_linf"
@@ -69,6 +81,7 @@ class PGD(Attack):
         seed: int = 0,
         loss: str = "ce",
         generator: torch.Generator | None = None,
+        early_stop: bool = True,
     ) -> None:
         super().__init__(eps)
         if steps < 1 or restarts < 1:
@@ -82,6 +95,7 @@ class PGD(Attack):
         self.seed = seed
         self.loss = _check_loss(loss)
         self.generator = generator
+        self.early_stop = early_stop
 
     def _start(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         # Drawn on the CPU so a seed gives the same start on every device.
@@ -97,27 +111,73 @@ class PGD(Attack):
         x_adv = x_adv + self.step_size * grad.sign()
         return torch.min(torch.max(x_adv, x - self.eps), x + self.eps).clamp(0, 1)
 
-    def _run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-        ref = None
-        if self.loss == "kl":
-            with torch.no_grad():
-                ref = model(x)
-        x_adv = self._start(x, gen) if self.random_start or self.loss == "kl" else x.clone()
+    def _run(
+        self,
+        model: nn.Module,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        x_adv: torch.Tensor,
+        ref: torch.Tensor | None,
+        early_stop: bool,
+        check_last: bool,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One run from ``x_adv``: the adversarial examples and which inputs they fool (for the
+        last iterate only when ``check_last``: a later restart needs to know)."""
+        n = len(x)
+        out = torch.empty_like(x)
+        fooled = torch.zeros(n, dtype=torch.bool, device=x.device)
+        live = torch.arange(n, device=x.device)  # rows of x still attacked
         for _ in range(self.steps):
-            x_adv = self._step(x_adv, x, input_grad(model, x_adv, y, self.loss, ref))
-        return x_adv
+            logits, grad = loss_grad(model, x_adv, y, self.loss, ref, layout=x)
+            if early_stop:
+                # The forward pass already scored this iterate: an input it fools is done.
+                hit = logits.argmax(1) != y
+                if hit.any():
+                    out[live[hit]] = x_adv[hit]
+                    fooled[live[hit]] = True
+                    keep = ~hit
+                    live = live[keep]
+                    if len(live) == 0:
+                        return out, fooled
+                    x_adv, x, y, grad = x_adv[keep], x[keep], y[keep], grad[keep]
+                    ref = None if ref is None else ref[keep]
+            x_adv = self._step(x_adv, x, grad)
+        out[live] = x_adv
+        if check_last:
+            with torch.no_grad():
+                fooled[live] = model(like(x, x_adv)).argmax(1) != y
+        return out, fooled
+
+    def _attack(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, early_stop: bool) -> torch.Tensor:
+        gen = self.generator or torch.Generator().manual_seed(self.seed)
+        clean = None
+        if early_stop or self.loss == "kl":
+            with torch.no_grad():
+                clean = model(x)
+        ref = clean if self.loss == "kl" else None
+        # Inputs still to break: early stopping never attacks the misclassified ones.
+        todo = clean.argmax(1) == y if early_stop else torch.ones(len(x), dtype=torch.bool, device=x.device)
+        best = x.clone()
+        for r in range(self.restarts):
+            idx = torch.nonzero(todo).flatten()
+            if len(idx) == 0:
+                break
+            # Drawn for the whole batch whichever inputs remain, so an input's start depends
+            # only on the seed and the restart, never on how the others fared.
+            start = self._start(x, gen) if self.random_start or self.loss == "kl" else x
+            adv, fooled = self._run(
+                model, x[idx], y[idx], start[idx], None if ref is None else ref[idx], early_stop,
+                check_last=r + 1 < self.restarts,
+            )  # fmt: skip
+            best[idx] = adv
+            todo[idx] = ~fooled
+        return best
 
     def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        gen = self.generator or torch.Generator().manual_seed(self.seed)
-        best = self._run(model, x, y, gen)
-        for _ in range(self.restarts - 1):
-            with torch.no_grad():
-                robust = model(best).argmax(1) == y
-            if not robust.any():
-                break
-            cand = self._run(model, x, y, gen)
-            best = torch.where(robust.view(-1, *([1] * (x.ndim - 1))), cand, best)
-        return best
+        return self._attack(model, x, y, early_stop=False)
+
+    def perturb_worst_case(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self._attack(model, x, y, early_stop=self.early_stop)
 
     def settings(self) -> dict[str, Any]:
         return super().settings() | {
@@ -127,4 +187,5 @@ class PGD(Attack):
             "restarts": self.restarts,
             "seed": self.seed,
             "loss": self.loss,
+            "early_stop": self.early_stop,
         }

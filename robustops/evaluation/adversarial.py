@@ -13,7 +13,11 @@ def robust_mask(
     model: nn.Module, attack: Attack, x: np.ndarray, y: np.ndarray, batch_size: int = 256, device: str = "cpu"
 ) -> np.ndarray:
     """Per input: still classified correctly after the attack. Inputs already misclassified
-    count as broken without being attacked."""
+    count as broken without being attacked.
+
+    Scores the attack's :meth:`~robustops.attacks.Attack.worst_case`: PGD with ``early_stop``
+    (its default) counts an input as broken once any iterate fools the model and stops spending
+    gradients on it, AutoAttack's rule. Every example it returns is checked again here."""
     model.eval()
     out = np.zeros(len(y), dtype=bool)
     for i in range(0, len(y), batch_size):
@@ -22,7 +26,7 @@ def robust_mask(
         with torch.no_grad():
             ok = model(xb).argmax(1) == yb
         if ok.any():
-            x_adv = attack(model, xb[ok], yb[ok])
+            x_adv = attack.worst_case(model, xb[ok], yb[ok])
             with torch.no_grad():
                 still = (model(x_adv).argmax(1) == yb[ok]).cpu().numpy()
             idx = np.flatnonzero(ok.cpu().numpy()) + i
