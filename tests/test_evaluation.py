@@ -145,3 +145,30 @@ def test_summary_tables_align_models_and_skip_per_class():
     ]
     md = markdown_table(models)
     assert "class_0" not in md and "/s1/" not in md and "| `clean/acc` | 0.9000 | 0.5000 |" in md
+
+
+def test_parts_scored_in_any_order_merge_to_the_same_card(card, trained, digits_split):
+    """A runner may score the parts in any order, on any worker: merged back, they give exactly
+    the card evaluate() gives, with each ensemble member its own part and the worst cases taken
+    per example across parts."""
+    from robustops.evaluation.scorecard import evaluate_part, merge, plan
+
+    cfg, s = quick(), digits_split
+    parts = plan(cfg)
+    assert {
+        "adv/eps_0.2/apgd",
+        "adv/eps_0.2/apgd_dlr",
+        "adv/eps_0.2/square",
+        "adv/eps_0.2/more_steps",
+    } <= set(parts)
+    scored = {
+        p: evaluate_part(p, trained.model, s.test, cfg, 0, "cpu", None, s.val, s.train) for p in parts[::-1]
+    }
+    merged = merge([scored[p] for p in parts], s.test, cfg, 0)
+    assert merged.metrics == card.metrics
+    assert merged.attacks == card.attacks
+    labels = [a["label"] for a in merged.attacks if a["eps"] == 0.2]
+    assert labels.index("autoattack") == labels.index("square") + 1  # listed after its members
+    # The ensemble is the per-example worst case, not the weakest member's number.
+    members = [merged.masks[f"eps_0.2/{a}"] for a in ("apgd", "apgd_dlr", "square")]
+    assert merged.metrics["adv/autoattack/eps_0.2/acc"] == float(np.logical_and.reduce(members).mean())

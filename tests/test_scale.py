@@ -3,17 +3,21 @@ exactly as the default runner does, and a fixed test file replaces the test frac
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import torch
+from prefect import flow, task
 from prefect.client.orchestration import get_client
 from prefect.settings import PREFECT_TASKS_REFRESH_CACHE, temporary_settings
 from prefect.testing.utilities import prefect_test_harness
 
 from flows.pipeline import robustness_pipeline
-from robustops.config import load_config
-from robustops.data import load_digits
+from robustops.config import RunnerConfig, load_config
+from robustops.data import load_digits, split_dataset
 from tasks.data import load_data
+from tasks.runner import task_runner
 from tests.test_flow import TINY
 
 # Two models (one with certificates) and every scorecard part; no registry, to stay quick.
@@ -40,17 +44,20 @@ def _task_states(flow_run_id: str) -> dict[str, str]:
     return {r.name: r.state.name for r in runs}
 
 
-def test_dask_local_cluster_gives_the_same_scorecards(tmp_path, monkeypatch):
+@pytest.fixture(scope="module")
+def harness():
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+def test_dask_local_cluster_gives_the_same_scorecards(harness, tmp_path, monkeypatch):
     # Worker processes read these at start: no cached results (every task really runs there), and
     # the same torch thread count as this process, so the numbers can be compared bit for bit.
     monkeypatch.setenv("PREFECT_TASKS_REFRESH_CACHE", "true")
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        with (
-            prefect_test_harness(server_startup_timeout=120),
-            temporary_settings({PREFECT_TASKS_REFRESH_CACHE: True}),
-        ):
+        with temporary_settings({PREFECT_TASKS_REFRESH_CACHE: True}):
             local = _run(tmp_path, "threads")
             dask = _run(tmp_path, "dask", "runner.kind=dask", "runner.workers=2")
             states = _task_states(dask["flow_run_id"])
@@ -68,6 +75,28 @@ def test_dask_local_cluster_gives_the_same_scorecards(tmp_path, monkeypatch):
         assert not diff, f"{name}: scores differ between runners: {diff}"
     scored = {n: s for n, s in states.items() if n.startswith(("score-", "train-"))}
     assert len(scored) > 20 and all(s == "Completed" for s in scored.values()), scored  # none Cached
+
+
+@task
+def _where(split, k: int) -> tuple[int, int, int]:
+    return os.getpid(), id(split), k
+
+
+def test_dask_gets_the_data_by_reference(harness):
+    """Tasks handed the same split on Dask read one copy in the worker (scattered once), not a
+    pickled copy each: with one worker every task sees the very same object."""
+    split = split_dataset(load_digits(), 0.1, 0.2, 0)
+
+    @flow
+    def probe() -> list[tuple[int, int, int]]:
+        with task_runner(RunnerConfig(kind="dask", workers=1)) as submit:
+            futures = [submit(_where, split, k) for k in range(3)]
+            return [f.result() for f in futures]
+
+    seen = probe()
+    assert [k for *_, k in seen] == [0, 1, 2]
+    assert len({pid for pid, *_ in seen}) == 1 and seen[0][0] != os.getpid()  # ran in the worker
+    assert len({ref for _, ref, _ in seen}) == 1, seen
 
 
 def test_fixed_test_file_is_the_test_split(tmp_path):

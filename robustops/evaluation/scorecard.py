@@ -55,6 +55,9 @@ class Scorecard:
     calibration: pp.Calibration | None = None
     guard: Guard | None = None
     seconds: dict[str, float] = field(default_factory=dict)  # compute time of each scored part
+    # Per L-inf attack, which attacked images stayed correct ("eps_0.1/apgd", ...): the parts
+    # score attacks apart and merge() takes the per-example worst cases from these.
+    masks: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def masking_passed(self) -> bool:
@@ -111,40 +114,60 @@ def _subsample(test: Dataset, n: int | None, seed: int) -> tuple[np.ndarray, np.
     return x, y
 
 
-def _linf_group(
+def _record(card: Scorecard, attack: Attack, mask: np.ndarray, group: str, record: bool = True) -> float:
+    """One attack's robust-accuracy mask into the card: its number and settings (unless
+    ``record`` is off) and the mask itself, which :func:`merge` needs for worst cases."""
+    acc = float(mask.mean())
+    card.masks[f"{group}/{attack.label if record else 'more_steps'}"] = mask
+    if record:
+        card.metrics[adv_key(attack.label, attack.eps)] = acc
+        card.curves.setdefault(attack.label, {})[attack.eps] = acc
+        card.attacks.append(attack.settings() | {"label": attack.label, "acc": acc, "n": len(mask)})
+    return acc
+
+
+def _linf_part(
     model: nn.Module, card: Scorecard, x: np.ndarray, y: np.ndarray, cfg: EvalConfig, eps: float,
-    seed: int, device: str,
+    member: str, seed: int, device: str,
 ) -> None:  # fmt: skip
-    """Every L-inf attack at one eps (FGSM, PGD, the ensemble, the more-steps PGD) and the worst
-    case per example over them: the masks never leave this group, so eps groups run apart."""
-    m = card.metrics
-    masks: list[np.ndarray] = []
+    """One part of the L-inf attacks at ``eps``: with ``member`` empty the config's FGSM and PGD;
+    else one member of the AutoAttack-grade ensemble (its label), or ``more_steps``, the PGD with
+    more steps of the masking check. Each is its own part so a runner spreads the ensemble,
+    the slowest work of a scorecard, over workers; :func:`merge` takes the worst cases."""
+    group = f"eps_{fmt(eps)}"
 
     def run(attack: Attack, record: bool = True) -> float:
-        mask = robust_mask(model, attack, x, y, cfg.batch_size, device)
-        masks.append(mask)
-        acc = float(mask.mean())
-        if record:
-            m[adv_key(attack.label, attack.eps)] = acc
-            card.curves.setdefault(attack.label, {})[attack.eps] = acc
-            card.attacks.append(attack.settings() | {"label": attack.label, "acc": acc, "n": len(y)})
-        return acc
+        return _record(card, attack, robust_mask(model, attack, x, y, cfg.batch_size, device), group, record)
 
-    for attack in attacks_for(cfg, seed):
-        if attack.threat.value == "Linf" and attack.eps == eps:
-            run(attack)
-    if cfg.autoattack.enabled and eps in cfg.autoattack.eps:
-        first = len(masks)
-        for a in ensemble_for(cfg, eps, seed):
-            run(a)
-        ensemble = float(np.logical_and.reduce(masks[first:]).mean())
-        m[adv_key("autoattack", eps)] = ensemble
-        card.attacks.append({"label": "autoattack", "eps": eps, "acc": ensemble, "n": len(y),
-                             "members": ["apgd", "apgd_dlr", "square"], "worst_case": "per example"})  # fmt: skip
+    if not member:
+        for attack in attacks_for(cfg, seed):
+            if attack.threat.value == "Linf" and attack.eps == eps:
+                run(attack)
+    elif member == "more_steps":
         more = run(_pgd(cfg, eps, seed, steps=cfg.masking.more_steps), record=False)
-        m[f"masking/pgd_{cfg.masking.more_steps}_steps/eps_{fmt(eps)}/acc"] = more
-    if masks:
-        m[adv_key("worst", eps)] = float(np.logical_and.reduce(masks).mean())
+        card.metrics[f"masking/pgd_{cfg.masking.more_steps}_steps/eps_{fmt(eps)}/acc"] = more
+    else:
+        run(next(a for a in ensemble_for(cfg, eps, seed) if a.label == member))
+
+
+def _worst_cases(card: Scorecard, cfg: EvalConfig) -> None:
+    """Per eps, from the masks of its parts: the AutoAttack-grade ensemble (an image counts only if
+    it survives every member) and the worst case over every attack at that eps."""
+    for eps in _linf_eps(cfg):
+        group = f"eps_{fmt(eps)}"
+        masks = {k.rpartition("/")[2]: v for k, v in card.masks.items() if k.startswith(group + "/")}
+        if not masks:
+            continue
+        members = [a.label for a in ensemble_for(cfg, eps, 0)]
+        if all(a in masks for a in members):
+            n = len(masks[members[0]])
+            acc = float(np.logical_and.reduce([masks[a] for a in members]).mean())
+            card.metrics[adv_key("autoattack", eps)] = acc
+            # After its members in the attack list, as they were scored.
+            at = max(i for i, a in enumerate(card.attacks) if a["label"] in members and a["eps"] == eps)
+            card.attacks.insert(at + 1, {"label": "autoattack", "eps": eps, "acc": acc, "n": n,
+                                         "members": members, "worst_case": "per example"})  # fmt: skip
+        card.metrics[adv_key("worst", eps)] = float(np.logical_and.reduce(list(masks.values())).mean())
 
 
 def _l2(model: nn.Module, card: Scorecard, x: np.ndarray, y: np.ndarray, cfg: EvalConfig, seed: int,
@@ -224,14 +247,23 @@ def _postprocess(
         m[f"ood/{name}/flagged"] = float(card.guard.abstain(lo).mean())
 
 
+def _linf_eps(cfg: EvalConfig) -> list[float]:
+    """Every L-inf radius attacked: the eps list and the ensemble's radii."""
+    return sorted(
+        {e for e in cfg.eps if e > 0} | (set(cfg.autoattack.eps) if cfg.autoattack.enabled else set())
+    )
+
+
 def plan(cfg: EvalConfig, smoothing: SmoothingConfig | None = None, shift: bool = False) -> list[str]:
     """The independent parts of one model's scorecard, in report order: a runner may score them
     in any order or in parallel (each part seeds its own randomness), and :func:`merge` joins
     them into the same card."""
-    linf = sorted(
-        {e for e in cfg.eps if e > 0} | (set(cfg.autoattack.eps) if cfg.autoattack.enabled else set())
-    )
-    parts = ["clean", *(f"adv/eps_{fmt(e)}" for e in linf)]
+    parts = ["clean"]
+    for e in _linf_eps(cfg):
+        parts += [f"adv/eps_{fmt(e)}"] if e in cfg.eps else []
+        if cfg.autoattack.enabled and e in cfg.autoattack.eps:
+            members = [a.label for a in ensemble_for(cfg, e, 0)]
+            parts += [f"adv/eps_{fmt(e)}/{m}" for m in [*members, "more_steps"]]
     parts += ["adv/l2"] if any(e > 0 for e in cfg.l2_eps) else []
     parts += ["adv/large_eps", "lipschitz", "noise", *(f"corruption/{c}" for c in cfg.corruptions)]
     parts += ["shift"] if shift else []
@@ -267,8 +299,9 @@ def evaluate_part(
         m |= {f"clean/recall/class_{safe(c)}": float(r) for c, r in zip(test.classes, recall, strict=True)}
         m["clean/recall/min"] = float(np.nanmin(recall))
     elif kind == "adv" and arg.startswith("eps_"):
-        eps = next(e for e in [*cfg.eps, *cfg.autoattack.eps] if fmt(e) == arg.removeprefix("eps_"))
-        _linf_group(model, card, x, y, cfg, eps, seed, device)
+        group, _, member = arg.partition("/")
+        eps = next(e for e in [*cfg.eps, *cfg.autoattack.eps] if fmt(e) == group.removeprefix("eps_"))
+        _linf_part(model, card, x, y, cfg, eps, member, seed, device)
     elif part == "adv/l2":
         _l2(model, card, x, y, cfg, seed, device)
     elif part == "adv/large_eps":
@@ -335,9 +368,11 @@ def merge(parts: list[Scorecard], test: Dataset, cfg: EvalConfig, seed: int = 0)
         card.guard = card.guard or p.guard
         card.certificates = card.certificates or p.certificates
         card.seconds |= p.seconds
+        card.masks |= p.masks
     for label in card.curves:
         card.curves[label] = dict(sorted(card.curves[label].items()))
     card.metrics |= corruption_metrics(card.corruption)
+    _worst_cases(card, cfg)
     _masking(card, y, cfg)
     return card
 
