@@ -76,6 +76,7 @@ def _run(root, env, kill_after: str | None = None) -> tuple[int, str]:
     return proc.wait(timeout=60), "".join(lines)
 
 
+@pytest.mark.slow  # 50 s of processes; the every-stage test below covers this stage too
 def test_killed_in_training_resumes_from_the_cache(tmp_path_factory):
     with _server(tmp_path_factory) as (root, env):
         _kill_and_resume(root, env, ["training"])
