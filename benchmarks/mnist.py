@@ -2,6 +2,7 @@
 (run by hand, never by tests; the data lives outside the project, in ../shared/data).
 
     .venv/bin/python benchmarks/mnist.py [--defence fgsm_rs] [--epochs 10] [--aa-samples 10000]
+        [--opt KEY=VALUE ...]   # a defence setting, e.g. --opt warmup_epochs=2
 
 Setup (Wong, Rice & Kolter, 2020): the small strided CNN (``cnn_strided``: 16 and 32 channels,
 100 hidden units), FGSM from a random start with step 0.375 (1.25 eps), Adam with a one-cycle
@@ -23,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import yaml
 
 from robustops.attacks import PGD
 from robustops.config import ModelConfig, RegularizeConfig, TrainConfig, load_config
@@ -44,6 +46,9 @@ def main() -> None:
     p.add_argument("--aa-samples", type=int, default=10000, help="test images for the ensemble")
     p.add_argument("--data", type=Path, default=DATA)
     p.add_argument("--json", type=Path)
+    p.add_argument(
+        "--opt", action="append", default=[], help="a defence setting, KEY=VALUE (YAML), e.g. warmup_epochs=2"
+    )
     args = p.parse_args()
     torch.set_num_threads(min(2, os.cpu_count() or 2))
     full = load_npz(args.data / "mnist_train.npz")
@@ -76,6 +81,7 @@ def main() -> None:
     }
     cfg = DEFENCES.get(args.defence).config.model_validate(
         {"name": args.defence, "eps": EPS, "select_steps": 10, **settings[args.defence]}
+        | {k: yaml.safe_load(v) for k, v in (o.split("=", 1) for o in args.opt)}
     )
     print(
         f"{args.defence}: {len(train.y)} training, {len(val.y)} validation, {len(test.y)} test images",
