@@ -481,6 +481,12 @@ class FGSMRSConfig(AdversarialConfig):
         0.0, ge=0, le=1, description="mixed batches: loss = w * clean CE + (1 - w) * adversarial CE"
     )
     alpha: float = Field(1.25, gt=0, description="FGSM step size as a multiple of eps")
+    clip_start: bool = Field(
+        False,
+        description="clip the random start to [0, 1] before the gradient; False (default) takes it "
+        "at x + noise unclipped, as Wong et al. do (a clipped start on black backgrounds drifts into "
+        "gradient masking)",
+    )
     guard_samples: int = Field(256, ge=1, description="training images the overfitting guard attacks")
     guard_drop: float = Field(
         0.5, gt=0, le=1, description="guard: PGD accuracy fell below (1 - guard_drop) x its best so far"

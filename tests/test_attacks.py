@@ -123,6 +123,7 @@ def test_settings_describe_the_attack():
         "seed": 5,
         "loss": "ce",
         "early_stop": True,
+        "clip_start": True,
     }
     assert PGD(0.1, early_stop=False).settings()["early_stop"] is False
     assert np.isclose(FGSM(0.3).settings()["eps"], 0.3)
@@ -160,6 +161,7 @@ def test_pgd_l2_settings_describe_the_attack():
         "seed": 1,
         "loss": "ce",
         "early_stop": True,
+        "clip_start": True,
     }
 
 
@@ -283,3 +285,25 @@ def test_the_model_sees_one_channel_batches_channels_last(name, strides, trained
         hook.remove()
     assert seen == {(1, 8, 1)}
     assert all(o.stride()[1:] == x.stride()[1:] for o in outs)
+
+
+def test_fgsm_rs_training_starts_unclipped_like_wong_et_al(trained, digits_split):
+    """FGSM-RS takes its gradient at x + uniform noise without clipping to [0, 1] (Wong et al.),
+    so on black pixels the step lands anywhere in (0, eps], not only on 0 or eps as with a
+    clipped start; the example itself stays in the ball and in [0, 1]."""
+    from robustops.config import FGSMRSConfig
+    from robustops.training.adversarial import AdversarialObjective
+
+    attack = AdversarialObjective(FGSMRSConfig(eps=0.3, alpha=1.25), seed=0).attack()
+    assert attack.clip_start is False and attack.steps == 1
+    assert AdversarialObjective(FGSMRSConfig(clip_start=True), seed=0).attack().clip_start is True
+    _, y = _batch(digits_split, 128)
+    x = torch.zeros(len(y), *digits_split.test.shape)  # all black
+    inside = {}
+    for clip in (True, False):
+        a = PGD(0.3, steps=1, step_size=0.375, generator=torch.Generator().manual_seed(0), clip_start=clip)
+        x_adv = a(trained.model, x, y)
+        assert x_adv.min() >= 0 and x_adv.max() <= 0.3 + 1e-6
+        inside[clip] = float(((x_adv > 0.01) & (x_adv < 0.29)).float().mean())
+    assert inside[True] == 0.0  # a clipped start: every pixel ends on 0 or eps
+    assert inside[False] > 0.1

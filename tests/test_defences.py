@@ -183,13 +183,14 @@ def test_guard_rule_fires_on_collapse_not_on_a_noisy_dip():
 
 
 def test_fgsm_guard_catches_forced_catastrophic_overfitting(digits):
-    """A step of 2 eps (plain FGSM: the random start is projected away) at a large eps on digits
-    upscaled to 16x16 overfits catastrophically within a few epochs: PGD accuracy on the guard batch
-    collapses while FGSM accuracy climbs. The guard stops training and rolls back."""
+    """A step of 2 eps (plain FGSM: the random start is projected away) from a start clipped to
+    [0, 1], at a large eps on digits upscaled to 16x16, overfits catastrophically within a few
+    epochs: PGD accuracy on the guard batch collapses while FGSM accuracy climbs. The guard stops
+    training and rolls back."""
     big = type(digits)(resize(digits.x, (16, 16)), digits.y, digits.classes, digits.source)
     split = split_dataset(big, 0.15, 0.2, seed=0)
     model = ModelConfig(name="cnn", width=16, hidden=64, dropout=0.0)
-    cfg = _defence("fgsm_rs", eps=0.2, alpha=2.0, guard_samples=256, select_steps=10)
+    cfg = _defence("fgsm_rs", eps=0.2, alpha=2.0, clip_start=True, guard_samples=256, select_steps=10)
     result = train_defence(split.train, split.val, _ctx(10, model), cfg)
     assert result.stop_reason and result.stop_reason.startswith("catastrophic overfitting")
     assert result.extras["train/guard_triggered"] == 1.0 and len(result.history) < 10

@@ -56,8 +56,11 @@ class AdversarialObjective:
         """The inner attack at the current eps."""
         c = self.cfg
         if isinstance(c, FGSMRSConfig):
-            # FGSM from a uniform start in the ball, step alpha * eps, projected back (Wong et al.).
-            return PGD(self.eps, steps=1, step_size=c.alpha * self.eps, generator=self.gen)
+            # FGSM from a uniform start in the ball (not clipped to [0, 1], as Wong et al. do), step
+            # alpha * eps, projected back onto the ball and the image range.
+            return PGD(
+                self.eps, steps=1, step_size=c.alpha * self.eps, generator=self.gen, clip_start=c.clip_start
+            )
         loss = "kl" if isinstance(c, TRADESConfig) else "ce"
         return PGD(
             self.eps, steps=c.steps, step_size=c.rel_step * self.eps / c.steps, loss=loss, generator=self.gen
