@@ -114,16 +114,11 @@ def _subsample(test: Dataset, n: int | None, seed: int) -> tuple[np.ndarray, np.
     return x, y
 
 
-def _record(card: Scorecard, attack: Attack, mask: np.ndarray, group: str, record: bool = True) -> float:
-    """One attack's robust-accuracy mask into the card: its number and settings (unless
-    ``record`` is off) and the mask itself, which :func:`merge` needs for worst cases."""
-    acc = float(mask.mean())
-    card.masks[f"{group}/{attack.label if record else 'more_steps'}"] = mask
-    if record:
-        card.metrics[adv_key(attack.label, attack.eps)] = acc
-        card.curves.setdefault(attack.label, {})[attack.eps] = acc
-        card.attacks.append(attack.settings() | {"label": attack.label, "acc": acc, "n": len(mask)})
-    return acc
+def _score(card: Scorecard, attack: Attack, acc: float, n: int) -> None:
+    """One attack's robust accuracy into the card: its metric, its curve point and its settings."""
+    card.metrics[adv_key(attack.label, attack.eps)] = acc
+    card.curves.setdefault(attack.label, {})[attack.eps] = acc
+    card.attacks.append(attack.settings() | {"label": attack.label, "acc": acc, "n": n})
 
 
 def _linf_part(
@@ -136,15 +131,21 @@ def _linf_part(
     the slowest work of a scorecard, over workers; :func:`merge` takes the worst cases."""
     group = f"eps_{fmt(eps)}"
 
-    def run(attack: Attack, record: bool = True) -> float:
-        return _record(card, attack, robust_mask(model, attack, x, y, cfg.batch_size, device), group, record)
+    def run(attack: Attack, name: str | None = None) -> float:
+        """Scores ``attack`` and keeps its mask for merge(); a named run (the masking check's
+        more-steps PGD) is kept out of the attack list and the curves."""
+        mask = robust_mask(model, attack, x, y, cfg.batch_size, device)
+        card.masks[f"{group}/{name or attack.label}"] = mask
+        if name is None:
+            _score(card, attack, float(mask.mean()), len(mask))
+        return float(mask.mean())
 
     if not member:
         for attack in attacks_for(cfg, seed):
             if attack.threat.value == "Linf" and attack.eps == eps:
                 run(attack)
     elif member == "more_steps":
-        more = run(_pgd(cfg, eps, seed, steps=cfg.masking.more_steps), record=False)
+        more = run(_pgd(cfg, eps, seed, steps=cfg.masking.more_steps), name="more_steps")
         card.metrics[f"masking/pgd_{cfg.masking.more_steps}_steps/eps_{fmt(eps)}/acc"] = more
     else:
         run(next(a for a in ensemble_for(cfg, eps, seed) if a.label == member))
@@ -174,10 +175,9 @@ def _l2(model: nn.Module, card: Scorecard, x: np.ndarray, y: np.ndarray, cfg: Ev
         device: str) -> None:  # fmt: skip
     for attack in attacks_for(cfg, seed):
         if attack.threat.value != "Linf":
-            acc = float(robust_mask(model, attack, x, y, cfg.batch_size, device).mean())
-            card.metrics[adv_key(attack.label, attack.eps)] = acc
-            card.curves.setdefault(attack.label, {})[attack.eps] = acc
-            card.attacks.append(attack.settings() | {"label": attack.label, "acc": acc, "n": len(y)})
+            _score(
+                card, attack, float(robust_mask(model, attack, x, y, cfg.batch_size, device).mean()), len(y)
+            )
 
 
 def _masking(card: Scorecard, y: np.ndarray, cfg: EvalConfig) -> None:
