@@ -47,14 +47,16 @@ def robustness_pipeline(cfg: Config = Config()) -> dict[str, Any]:  # noqa: B008
     parent = open_pipeline_run(cfg, flow_run.get_id())
     ok, models, decision = False, {}, None
     try:
-        split = load_data(cfg.data, cfg.seed)
-        synth, quality = synthesize_data(split, cfg.synthesis, cfg.seed)
-        log_data_stage(cfg, parent, split, synth, quality)
-        a = cfg.adversarial_set
-        shift, ood = load_eval_sets(cfg.evaluation, split.test.shape, split.test.classes)
-        cards, versions = {}, {}
-        specs = model_specs(cfg)
+        # Opened first: from here the flow's own thread runs torch on one thread and the runner's
+        # tasks get the cores (see task_runner), so the heavy work goes through submit.
         with task_runner(cfg.runner) as submit:
+            split = load_data(cfg.data, cfg.seed)
+            synth, quality = submit(synthesize_data, split, cfg.synthesis, cfg.seed).result()
+            log_data_stage(cfg, parent, split, synth, quality)
+            a = cfg.adversarial_set
+            shift, ood = load_eval_sets(cfg.evaluation, split.test.shape, split.test.classes)
+            cards, versions = {}, {}
+            specs = model_specs(cfg)
             # Everything is submitted up front: the runner decides what runs at once (one thread
             # by default; Dask workers with runner.kind: dask). Futures passed on are dependencies.
             trained = {

@@ -99,6 +99,33 @@ def test_dask_gets_the_data_by_reference(harness):
     assert len({ref for _, ref, _ in seen}) == 1, seen
 
 
+@task
+def _torch_threads() -> int:
+    return torch.get_num_threads()
+
+
+def test_threads_runner_gives_the_torch_threads_to_the_tasks(harness):
+    """Inside the runner the flow's own thread runs torch on one thread and every worker gets an
+    equal share of the threads torch had; on exit the flow's thread gets them back. Why: two
+    OpenMP teams over the core count make libgomp sleep between ops (tasks/runner.py)."""
+
+    @flow
+    def probe(workers: int) -> tuple[int, list[int]]:
+        with task_runner(RunnerConfig(workers=workers)) as submit:
+            futures = [submit(_torch_threads) for _ in range(4)]
+            return torch.get_num_threads(), [f.result() for f in futures]
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(4)
+    try:
+        assert probe(1) == (1, [4, 4, 4, 4])
+        assert probe(2) == (1, [2, 2, 2, 2])
+        assert probe(8) == (1, [1, 1, 1, 1])  # never below one
+        assert torch.get_num_threads() == 4
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_fixed_test_file_is_the_test_split(tmp_path):
     ds = load_digits()
     rng = np.random.default_rng(0)
