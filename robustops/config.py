@@ -6,12 +6,14 @@ key instead of a silently ignored setting.
 
 from __future__ import annotations
 
+import json
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -22,11 +24,17 @@ from pydantic import (
     model_validator,
 )
 
+from robustops import names
 from robustops.errors import ConfigError
+
+# A metric name MLflow accepts (the gate's names): checked by the same rule as every name we hand on.
+MetricName = Annotated[str, AfterValidator(names.metric_name)]
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # NaN and infinity are never a setting: a NaN threshold is never crossed, a NaN radius turns
+    # a whole dimension off without a word.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class DataSource(StrEnum):
@@ -75,6 +83,16 @@ EVAL_CORRUPTIONS = [
     "jpeg",
     "elastic",
 ]
+
+
+def _radii(values: list[float], what: str, top: float | None = None) -> list[float]:
+    """A sorted list of distinct radii >= 0 (at most ``top``) whose metric keys differ."""
+    bad = [e for e in values if e < 0 or (top is not None and e > top)]
+    if bad:
+        within = f"[0, {top:g}] for pixels in [0, 1]" if top is not None else "[0, inf)"
+        raise ValueError(f"values must lie in {within}, got {bad}")
+    names.distinct_numbers(values, what)
+    return sorted(set(values))
 
 
 def _registered(registry: Any, name: str) -> str:
@@ -220,10 +238,16 @@ class AdversarialSetConfig(Strict):
 
     enabled: bool = True
     attack: Literal["fgsm", "pgd_linf", "pgd_l2"] = "pgd_linf"
-    eps: float = Field(0.1, gt=0)
+    eps: float = Field(0.1, gt=0, description="L-inf radius (at most 1), or the L2 radius for pgd_l2")
     steps: int = Field(20, ge=1)
     rel_step: float = Field(2.5, gt=0)
     max_samples: int | None = Field(None, ge=1)
+
+    @model_validator(mode="after")
+    def _linf_at_most_one(self) -> AdversarialSetConfig:
+        if self.attack != "pgd_l2" and self.eps > 1:
+            raise ValueError(f"eps must be at most 1 for an L-inf attack on pixels in [0, 1], got {self.eps}")
+        return self
 
 
 class ModelConfig(Strict):
@@ -259,6 +283,12 @@ class AutoAttackConfig(Strict):
 
     enabled: bool = True
     eps: list[float] = Field([0.1], description="L-inf radii to run it at (it costs about 6 s per radius)")
+
+    @field_validator("eps")
+    @classmethod
+    def _eps_range(cls, v: list[float]) -> list[float]:
+        return _radii(v, "evaluation.autoattack.eps", top=1)
+
     apgd_steps: int = Field(100, ge=1, description="APGD iterations per restart (AutoAttack: 100)")
     apgd_restarts: int = Field(1, ge=1)
     square_queries: int = Field(1000, ge=1, description="Square queries per image (AutoAttack: 5000)")
@@ -277,13 +307,26 @@ class MaskingConfig(Strict):
 class NoiseConfig(Strict):
     """The perturbation dimension: random, non-malicious noise of rising strength."""
 
-    gaussian: list[float] = Field([0.05, 0.1, 0.2, 0.3, 0.5], description="noise std")
-    uniform: list[float] = Field([0.05, 0.1, 0.2, 0.3, 0.5], description="half-width of uniform noise")
-    salt_pepper: list[float] = Field([0.02, 0.05, 0.1, 0.2, 0.3], description="share of pixels set to 0 or 1")
+    gaussian: list[float] = Field([0.05, 0.1, 0.2, 0.3, 0.5], description="noise std, each in (0, 1]")
+    uniform: list[float] = Field(
+        [0.05, 0.1, 0.2, 0.3, 0.5], description="half-width of uniform noise, each in (0, 1]"
+    )
+    salt_pepper: list[float] = Field(
+        [0.02, 0.05, 0.1, 0.2, 0.3], description="share of pixels set to 0 or 1, each in (0, 1]"
+    )
     flip_sigma: float = Field(
         0.05, gt=0, description="std of the small noise the flip rate is measured under"
     )
     flip_draws: int = Field(5, ge=1, description="noise draws per image for the flip rate")
+
+    @field_validator("gaussian", "uniform", "salt_pepper")
+    @classmethod
+    def _strengths(cls, v: list[float], info: Any) -> list[float]:
+        bad = [s for s in v if not 0 < s <= 1]
+        if bad:
+            raise ValueError(f"strengths must lie in (0, 1] for pixels in [0, 1], got {bad}")
+        names.distinct_numbers(v, f"evaluation.noise.{info.field_name}")
+        return sorted(set(v))
 
 
 SPEC_CHECK_NAMES = [
@@ -401,17 +444,12 @@ class EvalConfig(Strict):
     @field_validator("eps")
     @classmethod
     def _eps_range(cls, v: list[float]) -> list[float]:
-        bad = [e for e in v if not 0 <= e <= 1]
-        if bad:
-            raise ValueError(f"eps must lie in [0, 1] for pixels in [0, 1], got {bad}")
-        return sorted(set(v))
+        return _radii(v, "evaluation.eps", top=1)
 
     @field_validator("l2_eps")
     @classmethod
     def _l2_range(cls, v: list[float]) -> list[float]:
-        if any(e < 0 for e in v):
-            raise ValueError(f"l2_eps must be >= 0, got {v}")
-        return sorted(set(v))
+        return _radii(v, "evaluation.l2_eps")
 
 
 class RegularizeConfig(Strict):
@@ -430,7 +468,7 @@ class DefenceConfig(Strict):
     """Settings every defence has; each registered defence extends it with its own."""
 
     name: str = Field(description="a registered defence")
-    label: str | None = Field(
+    label: Annotated[str, AfterValidator(names.label)] | None = Field(
         None, description="the model's name in MLflow (default: the defence's name); must be unique"
     )
     epochs: int | None = Field(None, ge=1, description="overrides train.epochs for this defence")
@@ -533,9 +571,9 @@ class SmoothingConfig(DefenceConfig):
     @field_validator("radii")
     @classmethod
     def _radii(cls, v: list[float]) -> list[float]:
-        if not v or any(r < 0 for r in v):
-            raise ValueError(f"radii must be a non-empty list of numbers >= 0, got {v}")
-        return sorted(set(v))
+        if not v:
+            raise ValueError("radii must be a non-empty list of numbers >= 0")
+        return _radii(v, "radii")
 
 
 def _defence(item: Any) -> Any:
@@ -565,9 +603,19 @@ class MonitorConfig(Strict):
     mmd_threshold: float = Field(0.015, gt=0, description="embedding drift: MMD above this is drift")
     embeddings: bool = Field(True, description="test the projected embeddings too")
     chunk: int = Field(4096, ge=1, description="images scored at once: memory stays bounded on big batches")
+    min_batch: int = Field(
+        20, ge=3, description="a batch needs this many usable images for the drift tests (they fail below 3)"
+    )
     emit_event: bool = Field(True, description="emit robustops.drift.detected to Prefect on drift")
     cron: str | None = Field(None, description="serve: monitor batch_path on this schedule")
     batch_path: Path | None = Field(None, description="serve: the batch the scheduled monitor scores")
+
+    @field_validator("model")
+    @classmethod
+    def _uri(cls, v: str | None) -> str | None:
+        if v is not None:
+            names.model_uri(v)
+        return v
 
 
 class RetrainConfig(Strict):
@@ -592,13 +640,17 @@ class GateConfig(Strict):
     than ``tolerance``."""
 
     enabled: bool = True
-    alias: str = Field("champion", min_length=1, description="the registry alias the gate moves")
-    primary: str = Field("adv/autoattack/eps_0.1/acc", description="the score that ranks passing models")
-    min: dict[str, float] = Field(
+    alias: Annotated[str, AfterValidator(names.alias)] = Field(
+        "champion", min_length=1, description="the registry alias the gate moves"
+    )
+    primary: MetricName = Field(
+        "adv/autoattack/eps_0.1/acc", description="the score that ranks passing models"
+    )
+    min: dict[MetricName, float] = Field(
         {"clean/acc": 0.95, "adv/autoattack/eps_0.1/acc": 0.7},
         description="metric -> lowest allowed value",
     )
-    max: dict[str, float] = Field(
+    max: dict[MetricName, float] = Field(
         {"corruption/mce": 1.2, "calibration/ece": 0.1}, description="metric -> highest allowed value"
     )
     require_masking: bool = Field(
@@ -654,10 +706,32 @@ class MlflowConfig(Strict):
             )
         return v
 
-    experiment: str = Field("robustops", min_length=1)
-    registered_model: str = Field("robustops-digits", min_length=1)
+    experiment: Annotated[str, AfterValidator(names.experiment)] = Field("robustops", min_length=1)
+    registered_model: Annotated[str, AfterValidator(names.registered_model_name)] = Field(
+        "robustops-digits", min_length=1
+    )
+
     artifact_root: str = Field("mlartifacts", description="artifact folder of new experiments")
     register_model: bool = Field(True, description="register the model in the MLflow registry")
+
+
+class LimitsConfig(Strict):
+    """What one input may cost in memory, checked from its headers before anything is decoded: a
+    compressed file that inflates to gigabytes is refused, not loaded."""
+
+    max_bytes: int = Field(
+        4 * 2**30,
+        ge=2**20,
+        description="decoded images of one input (a data file or folder, a batch) as float32, in bytes "
+        "(default 4 GiB; MNIST takes 0.2 GiB, CIFAR-10 0.7 GiB)",
+    )
+    max_image_pixels: int = Field(
+        89_478_485,
+        ge=16,
+        le=178_956_970,
+        description="pixels of one image file (width x height), read from its header; Pillow itself "
+        "refuses more than 178,956,970",
+    )
 
 
 class Config(Strict):
@@ -692,6 +766,7 @@ class Config(Strict):
     retrain: RetrainConfig = RetrainConfig()
     mlflow: MlflowConfig = MlflowConfig()
     runner: RunnerConfig = RunnerConfig()
+    limits: LimitsConfig = LimitsConfig()
 
     @property
     def monitored_model(self) -> str:
@@ -882,11 +957,20 @@ def flatten(cfg: Config) -> dict[str, str]:
     out: dict[str, str] = {}
 
     def walk(prefix: str, node: Any) -> None:
-        if isinstance(node, dict):
-            for k, v in node.items():
-                walk(f"{prefix}.{k}" if prefix else k, v)
+        if isinstance(node, BaseModel):
+            for k in type(node).model_fields:
+                walk(f"{prefix}.{k}" if prefix else k, getattr(node, k))
         else:
-            out[prefix] = str(node)
+            # A mapping (gate.min, train_class_fraction) is one value: its keys are users' names,
+            # which need not be valid MLflow param keys.
+            out[prefix] = json.dumps(_plain(node)) if isinstance(node, dict) else str(_plain(node))
 
-    walk("", cfg.model_dump(mode="json"))
+    walk("", cfg)
     return out
+
+
+def _plain(value: Any) -> Any:
+    """A config value as JSON-able data (enums, paths and sub-models as their dumped form)."""
+    from pydantic import TypeAdapter
+
+    return TypeAdapter(Any).dump_python(value, mode="json")

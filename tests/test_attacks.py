@@ -37,6 +37,16 @@ def test_eps_zero_is_identity(name, trained, digits_split):
     assert torch.equal(ATTACKS.get(name)(0.0)(trained.model, x, y), x)
 
 
+def test_eps_zero_takes_the_step_the_scorecard_derives_from_it(trained, digits_split):
+    """The scorecard sets step = rel_step * eps / steps: 0 at eps 0, which must not fail the run
+    (the names fuzz found `evaluation.autoattack.eps: [0]` failing mid-run)."""
+    x, y = _batch(digits_split)
+    for attack in (PGD(0.0, steps=2, step_size=0.0), PGDL2(0.0, steps=2, step_size=0.0)):
+        assert torch.equal(attack(trained.model, x, y), x)
+    with pytest.raises(ValueError, match="step_size must be > 0"):
+        PGD(0.1, steps=2, step_size=0.0)
+
+
 @pytest.mark.parametrize(
     ("name", "eps"),
     [

@@ -5,8 +5,8 @@ import pytest
 
 from robustops.config import EvalConfig
 from robustops.evaluation import confusion_matrix, evaluate, per_class_recall
-from robustops.evaluation.metrics import safe
 from robustops.evaluation.plots import accuracy_vs_eps_figure, confusion_figure
+from robustops.names import segment
 
 # MLflow's rule for metric names (mlflow.utils.validation), without the colon Windows refuses.
 MLFLOW_NAME = re.compile(r"^[/\w.\- ]*$")
@@ -125,7 +125,7 @@ def test_figures_render(card):
 
 @pytest.mark.parametrize("name", ["big cat (wild)", "a/b", "näive+1", "", "x=y@z"])
 def test_user_class_names_become_valid_metric_segments(name):
-    seg = safe(name)
+    seg = segment(name)
     assert MLFLOW_NAME.match(seg) and seg and "/" not in seg
 
 

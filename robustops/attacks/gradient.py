@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from robustops.attacks.base import ATTACKS, Attack, input_grad, like, loss_grad
+from robustops.stop import raise_if_stopped
 
 
 def _check_loss(loss: str) -> str:
@@ -94,7 +95,8 @@ class PGD(Attack):
         super().__init__(eps)
         if steps < 1 or restarts < 1:
             raise ValueError(f"steps and restarts must be >= 1, got {steps} and {restarts}")
-        if step_size is not None and not step_size > 0:
+        # At eps 0 the attack returns x unchanged (the contract), so a step of eps * k is 0 too.
+        if step_size is not None and not (step_size > 0 or (self.eps == 0 and step_size == 0)):
             raise ValueError(f"step_size must be > 0, got {step_size}")
         self.steps = steps
         self.step_size = step_size if step_size is not None else 2.5 * self.eps / steps
@@ -138,6 +140,7 @@ class PGD(Attack):
         fooled = torch.zeros(n, dtype=torch.bool, device=x.device)
         live = torch.arange(n, device=x.device)  # rows of x still attacked
         for i in range(self.steps):
+            raise_if_stopped()
             logits, grad = loss_grad(model, x_adv, y, self.loss, ref, layout=x)
             # An unclipped start may lie outside [0, 1]: never an adversarial example itself.
             if early_stop and (i > 0 or self.clip_start):

@@ -19,7 +19,8 @@ import torch
 from scipy.stats import beta, binomtest, norm
 from torch import nn
 
-from robustops.evaluation.metrics import fmt
+from robustops.names import number
+from robustops.stop import raise_if_stopped
 
 ABSTAIN = -1
 
@@ -51,6 +52,7 @@ def sample_counts(
     per = max(1, batch_size // max(1, len(x)))  # noisy copies per image in one forward pass
     done = 0
     while done < num:
+        raise_if_stopped()
         m = min(per, num - done)
         batch = x.repeat_interleave(m, dim=0)
         noise = torch.randn(batch.shape, generator=gen) * sigma
@@ -127,7 +129,7 @@ class Certificates:
 
     def metrics(self) -> dict[str, float]:
         correct = self.pred == self.y
-        out = {f"certified/r_{fmt(r)}/acc": self.certified_accuracy(r) for r in self.radii}
+        out = {f"certified/r_{number(r)}/acc": self.certified_accuracy(r) for r in self.radii}
         out["certified/abstain"] = float((self.pred == ABSTAIN).mean())
         # Average certified radius (Zhai et al., 2020): the radius where correct, else 0.
         out["certified/acr"] = float(np.where(correct, self.radius, 0.0).mean())

@@ -2,26 +2,17 @@
 
 from __future__ import annotations
 
-import re
-
 import numpy as np
 import torch
 from torch import nn
 
-
-def fmt(value: float) -> str:
-    """Stable number format for metric names: 0.1 -> '0.1', 0.25 -> '0.25', 1.0 -> '1'."""
-    return f"{value:g}"
-
-
-def safe(part: str) -> str:
-    """A user-given name (a class folder, say) made safe for one segment of a metric name."""
-    return re.sub(r"[^\w.\-]", "_", part) or "_"
+from robustops.names import number
+from robustops.stop import raise_if_stopped
 
 
 def adv_key(attack: str, eps: float) -> str:
     # MLflow allows only [/\w.\- :] in metric names, so 'eps_0.1' rather than 'eps=0.1'.
-    return f"adv/{attack}/eps_{fmt(eps)}/acc"
+    return f"adv/{attack}/eps_{number(eps)}/acc"
 
 
 @torch.no_grad()
@@ -32,7 +23,10 @@ def predict(
     was_training = model.training
     model.eval()
     t = torch.as_tensor(x)
-    out = [model(t[i : i + batch_size].to(device)).cpu() for i in range(0, len(t), batch_size)]
+    out = []
+    for i in range(0, len(t), batch_size):
+        raise_if_stopped()
+        out.append(model(t[i : i + batch_size].to(device)).cpu())
     model.train(was_training)
     return torch.cat(out).numpy() if out else np.zeros((0, 0), dtype=np.float32)
 

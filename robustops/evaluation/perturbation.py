@@ -10,7 +10,8 @@ import torch
 from torch import nn
 
 from robustops.config import NoiseConfig
-from robustops.evaluation.metrics import fmt, predict
+from robustops.evaluation.metrics import predict
+from robustops.names import number
 
 Noise = Callable[[torch.Tensor, float, torch.Generator], torch.Tensor]
 
@@ -59,7 +60,7 @@ def flip_rate(model: nn.Module, x: np.ndarray, cfg: NoiseConfig, seed: int = 0, 
 
 
 def noise_metrics(curves: dict[str, dict[float, float]], flips: float) -> dict[str, float]:
-    m = {f"noise/{name}/s_{fmt(s)}/acc": a for name, c in curves.items() for s, a in c.items()}
+    m = {f"noise/{name}/s_{number(s)}/acc": a for name, c in curves.items() for s, a in c.items()}
     m |= {f"noise/{name}/mean_acc": float(np.mean(list(c.values()))) for name, c in curves.items() if c}
     m["noise/flip_rate"] = flips
     return m

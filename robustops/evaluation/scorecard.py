@@ -29,9 +29,10 @@ from robustops.evaluation.certify import Certificates, certify_dataset
 from robustops.evaluation.corruption import corruption_accuracy, corruption_metrics
 from robustops.evaluation.lipschitz import input_grad_norm, lipschitz_bound
 from robustops.evaluation.masking import Check, masking_checks
-from robustops.evaluation.metrics import adv_key, confusion_matrix, fmt, per_class_recall, predict, safe
+from robustops.evaluation.metrics import adv_key, confusion_matrix, per_class_recall, predict
 from robustops.evaluation.perturbation import flip_rate, noise_curves, noise_metrics
 from robustops.evaluation.specification import Guard, SpecContext, run_checks
+from robustops.names import number, segment
 
 
 @dataclass
@@ -129,7 +130,7 @@ def _linf_part(
     else one member of the AutoAttack-grade ensemble (its label), or ``more_steps``, the PGD with
     more steps of the masking check. Each is its own part so a runner spreads the ensemble,
     the slowest work of a scorecard, over workers; :func:`merge` takes the worst cases."""
-    group = f"eps_{fmt(eps)}"
+    group = f"eps_{number(eps)}"
 
     def run(attack: Attack, name: str | None = None) -> float:
         """Scores ``attack`` and keeps its mask for merge(); a named run (the masking check's
@@ -146,7 +147,7 @@ def _linf_part(
                 run(attack)
     elif member == "more_steps":
         more = run(_pgd(cfg, eps, seed, steps=cfg.masking.more_steps), name="more_steps")
-        card.metrics[f"masking/pgd_{cfg.masking.more_steps}_steps/eps_{fmt(eps)}/acc"] = more
+        card.metrics[f"masking/pgd_{cfg.masking.more_steps}_steps/eps_{number(eps)}/acc"] = more
     else:
         run(next(a for a in ensemble_for(cfg, eps, seed) if a.label == member))
 
@@ -155,7 +156,7 @@ def _worst_cases(card: Scorecard, cfg: EvalConfig) -> None:
     """Per eps, from the masks of its parts: the AutoAttack-grade ensemble (an image counts only if
     it survives every member) and the worst case over every attack at that eps."""
     for eps in _linf_eps(cfg):
-        group = f"eps_{fmt(eps)}"
+        group = f"eps_{number(eps)}"
         masks = {k.rpartition("/")[2]: v for k, v in card.masks.items() if k.startswith(group + "/")}
         if not masks:
             continue
@@ -188,14 +189,14 @@ def _masking(card: Scorecard, y: np.ndarray, cfg: EvalConfig) -> None:
         for eps in cfg.autoattack.eps:
             white[eps] = min(m[adv_key("apgd", eps)], m.get(adv_key("pgd_linf", eps), 1.0))
             black[eps] = m[adv_key("square", eps)]
-            more[eps] = m[f"masking/pgd_{cfg.masking.more_steps}_steps/eps_{fmt(eps)}/acc"]
+            more[eps] = m[f"masking/pgd_{cfg.masking.more_steps}_steps/eps_{number(eps)}/acc"]
     chance = float(np.bincount(y).max() / len(y)) if len(y) else 0.0
     card.masking = masking_checks(
         card.curves.get("fgsm", {}),
         card.curves.get("pgd_linf", {}),
         cfg.masking,
         chance,
-        m[f"masking/large_eps_{fmt(cfg.masking.large_eps)}/acc"],
+        m[f"masking/large_eps_{number(cfg.masking.large_eps)}/acc"],
         more,
         white,
         black,
@@ -260,10 +261,10 @@ def plan(cfg: EvalConfig, smoothing: SmoothingConfig | None = None, shift: bool 
     them into the same card."""
     parts = ["clean"]
     for e in _linf_eps(cfg):
-        parts += [f"adv/eps_{fmt(e)}"] if e in cfg.eps else []
+        parts += [f"adv/eps_{number(e)}"] if e in cfg.eps else []
         if cfg.autoattack.enabled and e in cfg.autoattack.eps:
             members = [a.label for a in ensemble_for(cfg, e, 0)]
-            parts += [f"adv/eps_{fmt(e)}/{m}" for m in [*members, "more_steps"]]
+            parts += [f"adv/eps_{number(e)}/{m}" for m in [*members, "more_steps"]]
     parts += ["adv/l2"] if any(e > 0 for e in cfg.l2_eps) else []
     parts += ["adv/large_eps", "lipschitz", "noise", *(f"corruption/{c}" for c in cfg.corruptions)]
     parts += ["shift"] if shift else []
@@ -296,17 +297,17 @@ def evaluate_part(
         card.confusion = confusion_matrix(test.y, pred, test.num_classes)
         recall = per_class_recall(card.confusion)
         m["clean/acc"] = float((pred == test.y).mean())
-        m |= {f"clean/recall/class_{safe(c)}": float(r) for c, r in zip(test.classes, recall, strict=True)}
+        m |= {f"clean/recall/class_{segment(c)}": float(r) for c, r in zip(test.classes, recall, strict=True)}
         m["clean/recall/min"] = float(np.nanmin(recall))
     elif kind == "adv" and arg.startswith("eps_"):
         group, _, member = arg.partition("/")
-        eps = next(e for e in [*cfg.eps, *cfg.autoattack.eps] if fmt(e) == group.removeprefix("eps_"))
+        eps = next(e for e in [*cfg.eps, *cfg.autoattack.eps] if number(e) == group.removeprefix("eps_"))
         _linf_part(model, card, x, y, cfg, eps, member, seed, device)
     elif part == "adv/l2":
         _l2(model, card, x, y, cfg, seed, device)
     elif part == "adv/large_eps":
         big = _pgd(cfg, cfg.masking.large_eps, seed)
-        m[f"masking/large_eps_{fmt(cfg.masking.large_eps)}/acc"] = float(
+        m[f"masking/large_eps_{number(cfg.masking.large_eps)}/acc"] = float(
             robust_mask(model, big, x, y, cfg.batch_size, device).mean()
         )
     elif part == "lipschitz":

@@ -21,7 +21,8 @@ from torch import nn
 from robustops.config import SpecConfig
 from robustops.corruptions import CORRUPTIONS
 from robustops.evaluation.masking import Check
-from robustops.evaluation.metrics import predict, safe
+from robustops.evaluation.metrics import predict
+from robustops.names import segment
 from robustops.registry import Registry
 
 
@@ -169,7 +170,10 @@ def _corruption_invariance(spec: str) -> SpecFn:
     def check(ctx: SpecContext) -> Check:
         changed = CORRUPTIONS.get(name)(torch.from_numpy(ctx.x), int(sev or 1), ctx.seed).numpy()
         return _keep(
-            ctx, changed, f"invariance_{safe(name)}_s{int(sev or 1)}", f"{name} at severity {int(sev or 1)}"
+            ctx,
+            changed,
+            f"invariance_{segment(name)}_s{int(sev or 1)}",
+            f"{name} at severity {int(sev or 1)}",
         )
 
     return check

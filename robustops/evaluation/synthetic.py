@@ -6,7 +6,8 @@ import numpy as np
 
 from robustops.config import ModelConfig, TrainConfig
 from robustops.data import Dataset
-from robustops.evaluation.metrics import confusion_matrix, per_class_recall, predict, safe
+from robustops.evaluation.metrics import confusion_matrix, per_class_recall, predict
+from robustops.names import segment
 from robustops.training import train_baseline
 
 JUDGE_MODEL = ModelConfig(name="mlp", hidden=128, dropout=0.1)
@@ -44,5 +45,5 @@ def judge_synthetic(
         "synth/judge/acc": float((pred == y).mean()),
         "synth/judge/real_val_acc": float((predict(judge, val.x).argmax(1) == val.y).mean()),
     }
-    out |= {f"synth/judge/acc/class_{safe(train.classes[c])}": float(recall[c]) for c in np.unique(y)}
+    out |= {f"synth/judge/acc/class_{segment(train.classes[c])}": float(recall[c]) for c in np.unique(y)}
     return out
