@@ -19,7 +19,7 @@ from prefect import flow, task
 from prefect.runtime import flow_run
 from torch import nn
 
-from robustops.config import Config, DataSource, SmoothingConfig
+from robustops.config import Config, DataSource, LimitsConfig, SmoothingConfig
 from robustops.data import Dataset, Split
 from robustops.data.loaders import load_for_model
 from robustops.errors import ModelNotFoundError, RobustopsError
@@ -92,20 +92,20 @@ def split_for_thresholds(ds: Dataset, seed: int, share: float = 0.25) -> Split:
     return Split(part(t[:0]), part(v), part(t))
 
 
-def read_data(path: str, spec: dict[str, Any]) -> Dataset:
+def read_data(path: str, spec: dict[str, Any], limits: LimitsConfig) -> Dataset:
     source = DataSource.FOLDER if Path(path).is_dir() else DataSource.NPZ
-    return load_for_model(source, Path(path), tuple(spec["shape"]), spec["classes"], "--data")
+    return load_for_model(source, Path(path), tuple(spec["shape"]), spec["classes"], "--data", limits)
 
 
 @task(name="load-evaluation-data", retries=2, retry_delay_seconds=1, retry_condition_fn=_io_error)
-def load_data(path: str, spec: dict[str, Any]) -> Dataset:
-    return read_data(path, spec)
+def load_data(path: str, spec: dict[str, Any], limits: LimitsConfig) -> Dataset:
+    return read_data(path, spec, limits)
 
 
 def check_inputs(cfg: Config, uri: str, data: str) -> None:
     """Resolves the model and validates the data without Prefect: the CLI's early check."""
     spec = load_registered.fn(cfg, uri)[1]["spec"]
-    read_data(data, spec)
+    read_data(data, spec, cfg.limits)
 
 
 @task(name="log-evaluation", **RETRY)
@@ -137,7 +137,7 @@ def log_evaluation(
 def robustness_evaluation(model_uri: str, data: str, cfg: Config = Config()) -> dict[str, Any]:  # noqa: B008
     """Scores a registered model on a dataset and logs the scorecard to MLflow."""
     model, info, smoothing = load_registered(cfg, model_uri)
-    ds = load_data(data, info["spec"])
+    ds = load_data(data, info["spec"], cfg.limits)
     split = split_for_thresholds(ds, cfg.seed)
     card = evaluate_model(
         model, split, cfg.evaluation, cfg.seed, "cpu", info["model"], smoothing, relative=False

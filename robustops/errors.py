@@ -31,3 +31,13 @@ class ArtifactStoreError(RobustopsError):
 
 class PromotionConflict(RobustopsError):
     """The champion alias moved while a promotion was deciding, or the promotion lock was not acquired."""
+
+
+class DataWarning(UserWarning):
+    """Input that is used, but not all of it: a hidden folder or a stray file that was skipped.
+
+    The CLI prints it as one ``warning:`` line; the data task also logs it to the Prefect run."""
+
+
+class Stopped(RobustopsError):
+    """Work stopped because its flow is ending: a signal (SIGTERM, Ctrl-C) or a task that failed."""

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 from prefect import task
 
-from robustops.config import DataConfig, SynthesisConfig
-from robustops.data import Split, add_training_data, load_dataset, split_dataset, thin_classes
-from robustops.data.loaders import load_for_model
-from robustops.data.split import split_train_val
+from robustops.config import DataConfig, LimitsConfig, SynthesisConfig
+from robustops.data import Split, load_split
 from robustops.data.synthesis import SynthesisResult, synthesize
+from robustops.errors import DataWarning
 from robustops.evaluation.synthetic import judge_synthetic
 from tasks.caching import file_fingerprint, hash_inputs
 from tasks.log import logger
@@ -42,18 +42,18 @@ def _io_error(task: Any, task_run: Any, state: Any) -> bool:
     cache_key_fn=_data_key,
     persist_result=True,
 )
-def load_data(cfg: DataConfig, seed: int) -> Split:
-    """Loads and validates the configured data, makes the seeded stratified split, and thins the
-    training split of any class named in ``train_class_fraction``."""
-    ds = load_dataset(cfg)
-    if cfg.test_path is None:
-        split = split_dataset(ds, cfg.val_fraction, cfg.test_fraction, seed)
-    else:
-        test = load_for_model(cfg.source, cfg.test_path, ds.shape, ds.classes, "data.test_path")
-        split = split_train_val(ds, cfg.val_fraction, seed, test)
-    del ds  # the split holds its own copies: keep one copy of the data, not two
-    split.train = thin_classes(split.train, cfg.train_class_fraction, seed)
-    split.train = add_training_data(split.train, cfg.extra_train)
+def load_data(cfg: DataConfig, seed: int, limits: LimitsConfig = LimitsConfig()) -> Split:  # noqa: B008
+    """Loads and validates the configured data, makes the seeded stratified split, thins the
+    training split of any class named in ``train_class_fraction`` and appends ``extra_train``.
+    What the loaders skipped (hidden folders, stray files) goes to the run's log."""
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always", DataWarning)
+        split = load_split(cfg, seed, limits)
+    for w in seen:
+        if issubclass(w.category, DataWarning):
+            logger().warning("%s", w.message)
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     logger().info(
         "data %s: images of shape %s, %d classes, split %s%s",
         split.train.source,

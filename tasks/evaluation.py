@@ -8,9 +8,9 @@ import numpy as np
 from prefect import task
 from torch import nn
 
-from robustops.config import EvalConfig, SmoothingConfig
+from robustops.config import EvalConfig, LimitsConfig, SmoothingConfig
 from robustops.data import Dataset, Split
-from robustops.data.loaders import load_for_model
+from robustops.data.loaders import load_for_model, load_images
 from robustops.evaluation import Scorecard, evaluate
 from robustops.evaluation.report import headline
 from robustops.evaluation.scorecard import evaluate_part, merge, relative_corruption_metrics
@@ -18,6 +18,20 @@ from robustops.training import TrainResult
 from tasks.caching import file_fingerprint, hash_inputs
 from tasks.data import _io_error
 from tasks.log import logger
+
+
+def read_eval_sets(
+    cfg: EvalConfig, shape: tuple[int, int, int], classes: list[str], limits: LimitsConfig
+) -> tuple[Dataset | None, np.ndarray | None]:
+    """The optional shifted set (labelled with the training classes) and OOD images, in the model's
+    input shape; also the CLI's check before a run starts."""
+    shift = ood = None
+    if cfg.shift_data is not None:
+        s = cfg.shift_data
+        shift = load_for_model(s.source, s.path, shape, classes, "evaluation.shift_data", limits)
+    if cfg.ood_data is not None:
+        ood = load_images(cfg.ood_data.path, shape, limits)
+    return shift, ood
 
 
 def _sets_key(context, parameters) -> str:
@@ -35,22 +49,14 @@ def _sets_key(context, parameters) -> str:
     persist_result=True,
 )
 def load_eval_sets(
-    cfg: EvalConfig, shape: tuple[int, int, int], classes: list[str]
+    cfg: EvalConfig,
+    shape: tuple[int, int, int],
+    classes: list[str],
+    limits: LimitsConfig = LimitsConfig(),  # noqa: B008
 ) -> tuple[Dataset | None, np.ndarray | None]:
     """The optional shifted set (labelled with the training classes) and OOD set, in the model's
     input shape."""
-    shift = ood = None
-    if cfg.shift_data is not None:
-        s = cfg.shift_data
-        shift = load_for_model(s.source, s.path, shape, classes, "evaluation.shift_data")
-    if cfg.ood_data is not None:
-        o = cfg.ood_data
-        from robustops.data.loaders import _channels, load_folder, load_npz, resize
-
-        ds = load_npz(o.path) if o.source.value == "npz" else load_folder(o.path, shape[0], shape[1:])
-        x = _channels(ds.x, shape[0])
-        ood = x if x.shape[1:] == shape else resize(x, shape[1:])
-    return shift, ood
+    return read_eval_sets(cfg, shape, classes, limits)
 
 
 @task(

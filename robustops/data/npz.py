@@ -5,6 +5,10 @@ hundred bytes that declare a shape of 10^12 elements make numpy allocate before 
 missing (a MemoryError, or gigabytes of address space). Each header is read and checked against
 the size of its zip member first, and every way a damaged archive fails (bad zip, bad deflate
 stream, bad header, short data) becomes one :class:`DataValidationError` that names the file.
+
+What the arrays will cost decoded is bounded too: a header states its array's shape truthfully
+even in a compression bomb (a few MB that inflate to gigabytes), so the declared shape is
+checked against ``limits.max_bytes`` before a byte is inflated.
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ import numpy as np
 from numpy.lib import format as npy_format
 
 from robustops.errors import DataValidationError
+
+DEFAULT_MAX_BYTES = 4 * 2**30  # the default of limits.max_bytes (robustops.config.LimitsConfig)
 
 # What a damaged archive or member raises from zipfile, zlib and numpy's reader.
 CORRUPT = (
@@ -39,7 +45,14 @@ def _fail(path: Path, msg: str) -> None:
     raise DataValidationError(f"{path}: {msg}")
 
 
-def _check_header(npz: np.lib.npyio.NpzFile, key: str, path: Path, fix: str) -> None:
+def gib(n: float) -> str:
+    """Bytes in the unit a limit is read in: '3.9 GiB', '512 MiB'."""
+    return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.0f} MiB"
+
+
+def _check_header(npz: np.lib.npyio.NpzFile, key: str, path: Path, fix: str) -> int:
+    """Checks one member's header against its size; returns the bytes the array takes decoded (at
+    least 4 per value: images become float32)."""
     member = npz._files[key]  # the key without ".npy" -> the zip member's name
     size = npz.zip.getinfo(member).file_size
     with npz.zip.open(member) as f:
@@ -65,16 +78,21 @@ def _check_header(npz: np.lib.npyio.NpzFile, key: str, path: Path, fix: str) -> 
             f"array {key!r} declares shape {shape} ({declared:,} bytes) but holds {size - start:,} bytes: "
             f"the file is truncated or corrupt; {fix}",
         )
+    return math.prod(shape) * max(dtype.itemsize, 4)
 
 
-def read_arrays(path: Path, wanted: Iterable[str], fix: str) -> tuple[dict[str, np.ndarray], list[str]]:
+def read_arrays(
+    path: Path, wanted: Iterable[str], fix: str, max_bytes: int = DEFAULT_MAX_BYTES
+) -> tuple[dict[str, np.ndarray], list[str]]:
     """The arrays ``wanted`` that the .npz at ``path`` holds, and the names of all its arrays.
 
     A wanted name the file lacks is left out of the result (the caller says what is missing).
+    Every header is checked before any array is inflated.
 
     Raises:
         DataValidationError: the file is not a zip archive, is truncated or corrupt, an array
-            holds pickled objects, or an array is too large for memory. ``fix`` ends the message.
+            holds pickled objects, or the arrays would take more than ``max_bytes`` decoded
+            (``limits.max_bytes``). ``fix`` ends the message.
     """
     try:
         # allow_pickle=False: a pickled array can run arbitrary code when loaded.
@@ -82,11 +100,17 @@ def read_arrays(path: Path, wanted: Iterable[str], fix: str) -> tuple[dict[str, 
             if not isinstance(npz, np.lib.npyio.NpzFile):
                 _fail(path, f"is not an .npz file; {fix}")
             keys = sorted(npz.files)
-            arrays = {}
-            for key in wanted:
-                if key in keys:
-                    _check_header(npz, key, path, fix)
-                    arrays[key] = npz[key]
+            present = [k for k in wanted if k in keys]
+            decoded = {k: _check_header(npz, k, path, fix) for k in present}
+            if sum(decoded.values()) > max_bytes:
+                big = max(decoded, key=decoded.get)
+                _fail(
+                    path,
+                    f"its arrays decode to {gib(sum(decoded.values()))} ('{big}': {gib(decoded[big])}), above "
+                    f"limits.max_bytes = {gib(max_bytes)}: split the file, or raise the limit "
+                    f"(--set limits.max_bytes={sum(decoded.values())})",
+                )
+            arrays = {k: npz[k] for k in present}
     except DataValidationError:
         raise
     except MemoryError:

@@ -6,7 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from robustops.data.loaders import Dataset
+from robustops.config import DataConfig, LimitsConfig
+from robustops.data.loaders import Dataset, load_dataset, load_for_model
 from robustops.errors import DataValidationError
 
 
@@ -85,7 +86,7 @@ def thin_classes(ds: Dataset, fractions: dict[str, float], seed: int) -> Dataset
     return Dataset(ds.x[keep], ds.y[keep], ds.classes, ds.source)
 
 
-def add_training_data(train: Dataset, paths: list) -> Dataset:
+def add_training_data(train: Dataset, paths: list, limits: LimitsConfig | None = None) -> Dataset:
     """Appends labelled datasets (npz or image folders, labelled with the training class names,
     converted to the training shape) to the training split; validation and test stay as they are."""
     if not paths:
@@ -94,7 +95,7 @@ def add_training_data(train: Dataset, paths: list) -> Dataset:
 
     xs, ys = [train.x], [train.y]
     for path in paths:
-        x, y = load_batch(path, train.shape, train.classes)
+        x, y = load_batch(path, train.shape, train.classes, limits)
         if y is None:
             raise DataValidationError(
                 f"{path}: has no labels; data.extra_train needs labelled images (npz with y, or class folders)"
@@ -102,3 +103,23 @@ def add_training_data(train: Dataset, paths: list) -> Dataset:
         xs.append(x.astype(np.float32))
         ys.append(y)
     return Dataset(np.concatenate(xs), np.concatenate(ys), train.classes, train.source)
+
+
+def load_split(cfg: DataConfig, seed: int, limits: LimitsConfig | None = None) -> Split:
+    """Everything the data stage reads, validated and split: the configured data split seeded and
+    stratified (or beside ``test_path``), the classes of ``train_class_fraction`` thinned in the
+    training split, and ``extra_train`` appended to it.
+
+    Raises:
+        DataValidationError: any of those inputs is malformed or does not fit the others.
+    """
+    ds = load_dataset(cfg, limits)
+    if cfg.test_path is None:
+        split = split_dataset(ds, cfg.val_fraction, cfg.test_fraction, seed)
+    else:
+        test = load_for_model(cfg.source, cfg.test_path, ds.shape, ds.classes, "data.test_path", limits)
+        split = split_train_val(ds, cfg.val_fraction, seed, test)
+    del ds  # the split holds its own copies: keep one copy of the data, not two
+    split.train = thin_classes(split.train, cfg.train_class_fraction, seed)
+    split.train = add_training_data(split.train, cfg.extra_train, limits)
+    return split

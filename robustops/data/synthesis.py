@@ -17,6 +17,7 @@ from robustops.config import SynthesisConfig
 from robustops.corruptions.library import warp
 from robustops.data.loaders import Dataset
 from robustops.registry import Registry
+from robustops.stop import raise_if_stopped
 
 GENERATORS: Registry[type] = Registry("generator")
 
@@ -137,6 +138,7 @@ class CVAE:
         self.net.train()
         for _ in range(self.epochs):
             for _ in range(steps):
+                raise_if_stopped()
                 idx = torch.multinomial(weight, batch, replacement=True, generator=gen)
                 logits, mu, logvar = self.net(x[idx], y[idx])
                 rec = nn.functional.binary_cross_entropy_with_logits(logits, x[idx], reduction="sum")

@@ -52,7 +52,9 @@ def check_images(x: object, source: str = "data") -> np.ndarray:
         _fail(source, f"images are {h}x{w}; they must be at least {MIN_SIDE}x{MIN_SIDE} pixels")
 
     if x.dtype == np.uint8:
-        return x.astype(np.float32) / 255.0
+        out = x.astype(np.float32)
+        out /= 255.0  # in place: one float copy of the data at a time, not two
+        return out
     if x.dtype.kind in "iu":
         lo, hi = int(x.min()), int(x.max())
         hint = "cast to uint8" if lo >= 0 and hi <= 255 else "scale to 0..255 and cast to uint8"
