@@ -2,20 +2,29 @@
 
 Bad input (config, data, arguments) ends with one readable ``error:`` line and exit code 2, and is
 caught before Prefect or MLflow start, so nothing is written for a run that could not succeed.
+SIGTERM (``docker stop``, an eviction) and Ctrl-C stop the work under way within a batch: the
+runs are marked KILLED, the run's unpromoted model versions deleted, and the command ends with one
+``error:`` line and exit code 143 (SIGTERM) or 130 (Ctrl-C). A command that runs flows starts a
+watchdog (:mod:`flows.watchdog`), so that even a SIGKILL leaves no temporary server behind.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import time
+import warnings
 from typing import Any
 
 from robustops.redact import redact
 
 EXIT_USAGE = 2
 EXIT_FAILED = 1
+EXIT_INTERRUPTED = 128 + signal.SIGINT  # the shell's convention for a process ended by a signal
+EXIT_TERMINATED = 128 + signal.SIGTERM
+FLOW_COMMANDS = {"run", "evaluate", "monitor", "serve"}
 
 
 def _quiet_telemetry() -> None:
@@ -65,6 +74,13 @@ def _parser() -> argparse.ArgumentParser:
     with_config(
         "serve", "register and serve the pipeline, monitor and retrain deployments on a Prefect server"
     )
+    sm = with_config(
+        "serve-model",
+        "serve a registered guarded model over HTTP (MLflow's scoring server behind request limits)",
+    )
+    sm.add_argument("--model", default=None, help="models:/NAME@ALIAS or /VERSION (default: the champion)")
+    sm.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: 127.0.0.1)")
+    sm.add_argument("--port", type=int, default=5001, help="port (default: 5001)")
     dp = with_config(
         "deploy", "register the pipeline, monitor and retrain deployments to a work pool (a worker runs them)"
     )
@@ -77,6 +93,31 @@ def _parser() -> argparse.ArgumentParser:
         "--image", default=None, help="for a docker or kubernetes pool: the robustops image its jobs run"
     )
     return p
+
+
+def _check_run_inputs(cfg: Any) -> Any:
+    """Everything a pipeline run reads, validated before any server starts (one ``error:`` line
+    otherwise): the data, its test file and extra training data, the shifted and OOD sets.
+    Returns the split."""
+    from robustops.data import load_split
+    from robustops.training import resolve_device
+    from tasks.evaluation import read_eval_sets
+
+    resolve_device(cfg.device)
+    split = load_split(cfg.data, cfg.seed, cfg.limits)
+    read_eval_sets(cfg.evaluation, split.test.shape, split.test.classes, cfg.limits)
+    return split
+
+
+def _print_counts(split: Any) -> None:
+    parts = [split.train, split.val, split.test]
+    total = sum(len(p.y) for p in parts)
+    print(
+        f"{split.train.source}: {total} images, shape {split.train.shape}, {split.train.num_classes} classes"
+    )
+    print(f"  split: {split.sizes()}")
+    for name in split.train.classes:
+        print(f"  {name}: {sum(p.counts()[name] for p in parts)}")
 
 
 def _run(cfg: Any) -> int:
@@ -132,21 +173,28 @@ def _champion_and_batch(cfg: Any, uri: str, data: str) -> tuple[Any, Any, Any, A
     if not Path(data).exists():
         raise DataValidationError(f"{data}: not found; pass an .npz file or an image folder with --data")
     guarded, ref, champion = load_champion.fn(cfg, uri)
-    x, y = read_batch.fn(data, guarded)
+    x, y = read_batch.fn(data, guarded, cfg.limits)
     return guarded, ref, champion, x, y
+
+
+def _check_drift_batch(cfg: Any, data: str, x: Any) -> None:
+    from robustops.monitoring.monitor import check_batch_size
+
+    check_batch_size(len(x), cfg.monitor.min_batch, data)
 
 
 def _predict(cfg: Any, uri: str, data: str, out: str) -> int:
     from pathlib import Path
 
     from robustops.monitoring.monitor import score
+    from robustops.spreadsheet import write_csv
 
     guarded, ref, champion, x, y = _champion_and_batch(cfg, uri, data)
     predictions, features = score(guarded, ref, x, cfg.monitor.chunk)
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
-    predictions.to_csv(folder / "predictions.csv", index=False)
-    features.to_csv(folder / "features.csv", index=False)
+    write_csv(predictions, folder / "predictions.csv")  # class names are users' text: no formulas
+    write_csv(features, folder / "features.csv")
     n = len(predictions)
     print(f"robustops: {uri} (version {champion['version']}) scored {n} images from {data}")
     print(f"  answered {int((~predictions['abstain'] & ~predictions['rejected']).sum())}, "
@@ -163,7 +211,8 @@ def _monitor(cfg: Any, uri: str, data: str) -> int:
     from flows.monitor import robustness_monitor
     from tasks.tracking import tracking_uri
 
-    _champion_and_batch(cfg, uri, data)  # bad model or batch: one line, before any server starts
+    x = _champion_and_batch(cfg, uri, data)[3]  # bad model or batch: one line, before any server starts
+    _check_drift_batch(cfg, data, x)
     out = robustness_monitor(data, cfg, uri)
     verdict = "DRIFT DETECTED: " + "; ".join(out["reasons"]) if out["drift"] else "no drift"
     print(
@@ -179,14 +228,45 @@ def _monitor(cfg: Any, uri: str, data: str) -> int:
     return 0
 
 
+def _on_sigterm(signum: int, frame: Any) -> None:
+    # During a flow run Prefect swaps in its own handler, tears the run down, then sends the
+    # signal again: it lands here, after the runs were marked.
+    from robustops.errors import Stopped
+
+    raise Stopped(f"stopped by {signal.Signals(signum).name}")
+
+
+def _show_warning(
+    message: Any, category: Any, filename: str, lineno: int, file: Any = None, line: Any = None
+) -> None:
+    from robustops.errors import DataWarning
+
+    if issubclass(category, DataWarning):
+        print(f"warning: {message}", file=sys.stderr)
+    else:
+        _default_showwarning(message, category, filename, lineno, file, line)
+
+
+_default_showwarning = warnings.showwarning
+
+
 def main(argv: list[str] | None = None) -> int:
     _quiet_telemetry()
     from robustops.redact import install_log_redaction
 
     install_log_redaction()  # a password in $MLFLOW_TRACKING_URI never reaches a log line
     args = _parser().parse_args(argv)
-    from robustops.errors import RobustopsError
+    from robustops.errors import RobustopsError, Stopped
 
+    warnings.showwarning = _show_warning
+    if args.command in FLOW_COMMANDS:
+        from flows import watchdog
+
+        watchdog.start()
+    try:
+        previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    except ValueError:  # not the main thread: signals are not this caller's to handle
+        previous = None
     try:
         from robustops.config import load_config, to_yaml
 
@@ -210,30 +290,39 @@ def main(argv: list[str] | None = None) -> int:
 
             print("\n".join(deploy(cfg, args.pool, args.image)))
             return 0
-        from robustops.data import load_dataset
-        from robustops.training import resolve_device
+        if args.command == "serve-model":
+            from tasks.pyfunc import serve_model
 
-        resolve_device(cfg.device)
-        ds = load_dataset(cfg.data)  # validate up front: fail in one line before any server starts
-        if args.command == "check-data":
-            print(f"{ds.source}: {len(ds.y)} images, shape {ds.shape}, {ds.num_classes} classes")
-            for name, n in ds.counts().items():
-                print(f"  {name}: {n}")
+            serve_model(cfg, args.model or cfg.monitored_model, args.host, args.port)
             return 0
+        split = _check_run_inputs(cfg)
+        if args.command == "check-data":
+            _print_counts(split)
+            return 0
+        del split
         return _run(cfg)
+    except Stopped as e:
+        print(f"error: {e}: the runs under way were marked KILLED and their unpromoted model versions "
+              "deleted; rerun to go on (finished stages come from the cache)", file=sys.stderr)  # fmt: skip
+        return EXIT_TERMINATED
+    except KeyboardInterrupt:
+        print("error: interrupted (Ctrl-C): the runs under way were marked KILLED; rerun to go on",
+              file=sys.stderr)  # fmt: skip
+        return EXIT_INTERRUPTED
     except RobustopsError as e:
         if args.debug:
             raise
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USAGE
-    except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        return 130
     except Exception as e:  # an unexpected failure: still one line, with a way to see more
         if args.debug:
             raise
         print(f"error: {type(e).__name__}: {e} (rerun with --debug for the traceback)", file=sys.stderr)
         return EXIT_FAILED
+    finally:
+        warnings.showwarning = _default_showwarning
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from tasks.evaluation import load_eval_sets, merge_scorecard, score_part
 from tasks.gate import log_report, promote
 from tasks.record import (
     close_pipeline_run,
+    interrupted,
     log_data_stage,
     log_model_run,
     open_pipeline_run,
@@ -45,16 +46,16 @@ def robustness_pipeline(cfg: Config = Config()) -> dict[str, Any]:  # noqa: B008
     device = resolve_device(cfg.device)
     sweep_killed_runs(cfg.mlflow)  # runs a killed pipeline left RUNNING: KILLED, versions deleted
     parent = open_pipeline_run(cfg, flow_run.get_id())
-    ok, models, decision = False, {}, None
+    ok, killed, models, decision = False, False, {}, None
     try:
         # Opened first: from here the flow's own thread runs torch on one thread and the runner's
         # tasks get the cores (see task_runner), so the heavy work goes through submit.
         with task_runner(cfg.runner) as submit:
-            split = load_data(cfg.data, cfg.seed)
+            split = load_data(cfg.data, cfg.seed, cfg.limits)
             synth, quality = submit(synthesize_data, split, cfg.synthesis, cfg.seed).result()
             log_data_stage(cfg, parent, split, synth, quality)
             a = cfg.adversarial_set
-            shift, ood = load_eval_sets(cfg.evaluation, split.test.shape, split.test.classes)
+            shift, ood = load_eval_sets(cfg.evaluation, split.test.shape, split.test.classes, cfg.limits)
             cards, versions = {}, {}
             specs = model_specs(cfg)
             # Everything is submitted up front: the runner decides what runs at once (one thread
@@ -138,8 +139,12 @@ def robustness_pipeline(cfg: Config = Config()) -> dict[str, Any]:  # noqa: B008
         decision = promote(cfg, parent, cards, versions) if cfg.gate.enabled and versions else None
         log_report(cfg, parent, cards, decision)
         ok = True
+    except BaseException as e:
+        killed = interrupted(e)
+        raise
     finally:
-        close_pipeline_run(cfg.mlflow, parent, ok, {n: m["metrics"] for n, m in models.items()})
+        # An unfinished run deletes the versions it registered: nothing half-registered stays.
+        close_pipeline_run(cfg.mlflow, parent, ok, {n: m["metrics"] for n, m in models.items()}, killed)
     return {
         "flow_run_id": flow_run.get_id(),
         "parent_run_id": parent,

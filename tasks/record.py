@@ -21,40 +21,53 @@ from robustops.data.adversarial import AdversarialSet, save_npz
 from robustops.data.synthesis import SynthesisResult
 from robustops.errors import PromotionConflict, RobustopsError
 from robustops.evaluation import Scorecard
-from robustops.evaluation.metrics import safe
 from robustops.evaluation.plots import image_grid, scorecard_figures
 from robustops.evaluation.report import markdown_table
+from robustops.names import segment
 from robustops.training import TrainResult, checkpoint
 from robustops.training.augment import augmix
 from tasks import tracking
 from tasks.log import logger
 from tasks.sweep import OWNER_TAG, owner
 
+# MLflow errors that say the request itself is wrong: the same request fails the same way again.
+_DETERMINISTIC = {"INVALID_PARAMETER_VALUE", "BAD_REQUEST", "RESOURCE_ALREADY_EXISTS",
+                  "RESOURCE_DOES_NOT_EXIST", "INVALID_STATE", "PERMISSION_DENIED", "UNAUTHENTICATED",
+                  "NOT_FOUND", "ENDPOINT_NOT_FOUND", "FEATURE_DISABLED", "NOT_IMPLEMENTED"}  # fmt: skip
+
 
 def _worth_retrying(task: Any, task_run: Any, state: Any) -> bool:
-    """Retry a tracking task after a blip, not after a robustops error: those repeat as they are
-    (a missing model, a corrupt file, an artifact folder that cannot be written), and a tracking
-    server that does not answer has already been retried with backoff by MLflow's HTTP layer
-    (about 15 s, see ``tasks.tracking.HTTP_RETRIES``), which a task retry would only multiply.
-    A champion that moved while the gate decided is retried: the retry decides against the new one."""
+    """Retry a tracking task after a blip, and only then. Not after a robustops error: those
+    repeat as they are (a missing model, a corrupt file, an artifact folder that cannot be
+    written), and a tracking server that does not answer has already been retried with backoff
+    by MLflow's HTTP layer (about 15 s, see ``tasks.tracking.HTTP_RETRIES``), which a task retry
+    would only multiply. Not after an MLflow error about the request itself (a bad name, a
+    missing version), nor a programming error. A champion that moved while the gate decided is
+    retried: the retry decides against the new one."""
+    from mlflow.exceptions import MlflowException
+
     try:
         state.result()
     except PromotionConflict:
         return True
     except RobustopsError:
         return False
-    except Exception:  # noqa: BLE001 - anything else may be a blip
+    except MlflowException as e:
+        return e.error_code not in _DETERMINISTIC
+    except (OSError, TimeoutError):  # a connection or a file that may work on the next try
         return True
+    except Exception as e:  # noqa: BLE001 - a database that was busy, or a bug: only the first retries
+        return "locked" in str(e).lower() or "busy" in str(e).lower()
     return False
 
 
 RETRY = {"retries": 3, "retry_delay_seconds": [1, 2, 4], "retry_condition_fn": _worth_retrying}
 
 
-def _fail_quietly(m: MlflowConfig, run_id: str) -> None:
-    """Marks a run FAILED on the way out of an error, without hiding that error."""
+def _fail_quietly(m: MlflowConfig, run_id: str, killed: bool = False) -> None:
+    """Marks a run FAILED (KILLED) on the way out of an error, without hiding that error."""
     try:
-        tracking.end_run(m, run_id, False)
+        tracking.end_run(m, run_id, False, killed)
     except Exception as e:  # noqa: BLE001 - the error on its way out is the one to report
         logger().warning("could not mark MLflow run %s FAILED (it stays RUNNING): %s", run_id, e)
 
@@ -99,8 +112,8 @@ def log_data_stage(
     tracking.log_params(m, run_id, {"data.num_classes": train.num_classes, "data.shape": list(train.shape)})
     metrics = {f"data/n_{k}": v for k, v in sizes.items()} | {"synth/n": float(len(synth.y))} | quality
     for name in train.classes:
-        metrics[f"data/class_{safe(name)}/n_real"] = synth.before[name]
-        metrics[f"data/class_{safe(name)}/n_synthetic"] = synth.made.get(name, 0)
+        metrics[f"data/class_{segment(name)}/n_real"] = synth.before[name]
+        metrics[f"data/class_{segment(name)}/n_synthetic"] = synth.made.get(name, 0)
     tracking.log_metrics(m, run_id, metrics)
     tracking.log_json(
         m,
@@ -217,7 +230,7 @@ def log_model_run(
     name = defence.run_name
     tags = {"robustops.kind": "model", "robustops.model": name, "robustops.defence": defence.name}
     run_id = tracking.start_run(m, name, parent_id=parent_id, tags=tags)
-    ok = False
+    ok, killed = False, False
     try:
         settings = {f"defence.{k}": v for k, v in defence.model_dump(mode="json").items()}
         tracking.log_params(m, run_id, flatten(cfg) | settings)
@@ -258,11 +271,14 @@ def log_model_run(
             + markdown_table({name: card.metrics}),
         )
         ok = True
+    except BaseException as e:
+        killed = interrupted(e)
+        raise
     finally:
         if ok:
             tracking.end_run(m, run_id, True)
         else:
-            _fail_quietly(m, run_id)
+            _fail_quietly(m, run_id, killed)
     return run_id, model_uri
 
 
@@ -294,13 +310,34 @@ def register_model(
     return version
 
 
+def interrupted(e: BaseException) -> bool:
+    """Whether ``e`` means the run was stopped (a signal, Ctrl-C) rather than failed."""
+    from robustops.errors import Stopped
+
+    return isinstance(e, Stopped) or not isinstance(e, Exception)
+
+
 @task(name="close-pipeline-run", **RETRY)
 def close_pipeline_run(
-    mcfg: MlflowConfig, run_id: str, ok: bool, scores: dict[str, dict[str, float]] | None = None
+    mcfg: MlflowConfig,
+    run_id: str,
+    ok: bool,
+    scores: dict[str, dict[str, float]] | None = None,
+    killed: bool = False,
 ) -> None:
-    """Ends the parent run; on success its Description holds the table of every model's scores."""
+    """Ends the parent run; on success its Description holds the table of every model's scores.
+
+    A run that did not finish leaves no model version behind: the versions its nested runs
+    registered are deleted (unless the gate already made one the champion), so a failed run is
+    never half-registered. The runs are marked FAILED, or KILLED when a signal stopped them."""
     if not ok:  # the flow is failing: report its error, not a second one from this cleanup
-        _fail_quietly(mcfg, run_id)
+        try:
+            gone = tracking.delete_unaliased(mcfg, set(tracking.child_runs(mcfg, run_id)))
+            if gone:
+                logger().warning("deleted model version(s) %s of this unfinished run", ", ".join(gone))
+        except Exception as e:  # noqa: BLE001 - the error on its way out is the one to report
+            logger().warning("could not delete this unfinished run's model versions: %s", e)
+        _fail_quietly(mcfg, run_id, killed)
         return
     if scores:
         tracking.set_note(

@@ -18,6 +18,7 @@ from prefect.futures import PrefectFuture
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 from prefect.utilities.callables import get_call_parameters
 
+from robustops import stop
 from robustops.config import RunnerConfig
 from robustops.data import Dataset, Split
 
@@ -111,7 +112,14 @@ def task_runner(cfg: RunnerConfig) -> Iterator[Submitter]:
     total = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        with make_runner(cfg, max(1, total // cfg.workers)) as runner:
-            yield Submitter(runner)
+        with stop.scope() as request, make_runner(cfg, max(1, total // cfg.workers)) as runner:
+            try:
+                yield Submitter(runner)
+            except BaseException as e:
+                # Before the runner's exit waits for its threads: a signal or a failed task ends
+                # the flow, so the tasks still running stop at their next batch instead of
+                # training on to their last epoch.
+                request.request(f"the flow is ending ({type(e).__name__})")
+                raise
     finally:
         torch.set_num_threads(total)

@@ -59,17 +59,13 @@ def _sweep(cfg: MlflowConfig) -> list[str]:
     killed = RunStatus.to_string(RunStatus.KILLED)
     swept = set(stale)
     for parent in stale:
-        children = c.search_runs([exp.experiment_id], f"tags.`{tracking.PARENT_TAG}` = '{parent}'")
-        swept |= {r.info.run_id for r in children}
-        for r in children:
-            if r.info.status == "RUNNING":
-                c.set_terminated(r.info.run_id, killed)
+        children = tracking.child_runs(cfg, parent)
+        swept |= set(children)
+        for run_id, status in children.items():
+            if status == "RUNNING":
+                c.set_terminated(run_id, killed)
         c.set_terminated(parent, killed)
-    deleted = []
-    for mv in c.search_model_versions(f"name = '{cfg.registered_model}'"):
-        if mv.run_id in swept and not mv.aliases:
-            c.delete_model_version(mv.name, mv.version)
-            deleted.append(mv.version)
+    deleted = tracking.delete_unaliased(cfg, swept)
     logger().warning(
         "marked %d run(s) of killed pipeline(s) KILLED (%s) and deleted their model version(s) %s",
         len(swept),

@@ -31,6 +31,7 @@ from mlflow.entities import Metric, Param, RunStatus
 from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
 
+from robustops import names
 from robustops.config import MlflowConfig
 from robustops.errors import ArtifactStoreError, RobustopsError, TrackingUnavailable
 
@@ -206,13 +207,15 @@ def start_run(
 
 
 @_adapter
-def end_run(cfg: MlflowConfig, run_id: str, ok: bool) -> None:
-    """Marks the run FINISHED or FAILED.
+def end_run(cfg: MlflowConfig, run_id: str, ok: bool, killed: bool = False) -> None:
+    """Marks the run FINISHED, or FAILED (KILLED when a signal stopped it).
 
     Marking a failed run first asks a tracking server for ``/health`` (one try, 3 s): after the
     server went away, the cleanup fails at once instead of waiting through the retries again.
     """
-    status = RunStatus.to_string(RunStatus.FINISHED if ok else RunStatus.FAILED)
+    status = RunStatus.to_string(
+        RunStatus.FINISHED if ok else RunStatus.KILLED if killed else RunStatus.FAILED
+    )
     if not ok:
         _check_alive(cfg)
     client(cfg).set_terminated(run_id, status)
@@ -424,6 +427,35 @@ def delete_version_tag(cfg: MlflowConfig, version: str, key: str) -> None:
 
 
 @_adapter
+def child_runs(cfg: MlflowConfig, parent_id: str) -> dict[str, str]:
+    """The nested runs of a parent run: run id -> status."""
+    c = client(cfg)
+    parent = c.get_run(parent_id)
+    found = c.search_runs(
+        [parent.info.experiment_id], f"tags.`{PARENT_TAG}` = '{parent_id}'", max_results=1000
+    )
+    return {r.info.run_id: r.info.status for r in found}
+
+
+def versions_of(c: MlflowClient, name: str) -> list[Any]:
+    """Every version of the registered model ``name`` (quoted for MLflow's filter syntax)."""
+    return c.search_model_versions(f"name = {names.filter_literal(name)}")
+
+
+@_adapter
+def delete_unaliased(cfg: MlflowConfig, run_ids: set[str]) -> list[str]:
+    """Deletes the versions of ``cfg.registered_model`` that the runs registered, unless an alias
+    points at one (a champion is never deleted); returns the deleted versions."""
+    c = client(cfg)
+    deleted = []
+    for mv in versions_of(c, cfg.registered_model):
+        if mv.run_id in run_ids and not mv.aliases:
+            c.delete_model_version(mv.name, mv.version)
+            deleted.append(str(mv.version))
+    return deleted
+
+
+@_adapter
 def resolve_model(cfg: MlflowConfig, uri: str) -> Any:
     """The model version a ``models:/NAME@alias`` or ``models:/NAME/VERSION`` URI names.
 
@@ -432,12 +464,10 @@ def resolve_model(cfg: MlflowConfig, uri: str) -> Any:
     """
     from robustops.errors import ModelNotFoundError
 
-    m = re.fullmatch(r"models:/([^/@]+)(?:@([\w\-]+)|/(\d+))", uri.strip())
-    if not m:
-        raise ModelNotFoundError(
-            f"model URI {uri!r} is not models:/NAME@ALIAS or models:/NAME/VERSION, e.g. models:/robustops-digits@champion"
-        )
-    name, alias, version = m.groups()
+    try:
+        name, alias, version = names.model_uri(uri)
+    except ValueError as e:
+        raise ModelNotFoundError(str(e)) from None
     c = client(cfg)
     try:
         return c.get_model_version_by_alias(name, alias) if alias else c.get_model_version(name, version)
@@ -446,7 +476,7 @@ def resolve_model(cfg: MlflowConfig, uri: str) -> Any:
             raise
         what = f"alias @{alias}" if alias else f"version {version}"
         if _exists(cfg, c, name):
-            known = sorted(int(mv.version) for mv in c.search_model_versions(f"name='{name}'"))
+            known = sorted(int(mv.version) for mv in versions_of(c, name))
             aliases = sorted(c.get_registered_model(name).aliases)
             hint = f"{name} has versions {', '.join(map(str, known)) or 'none'}"
             hint += f" and aliases {', '.join('@' + a for a in aliases)}" if aliases else " and no aliases"

@@ -11,7 +11,6 @@ import pytest
 import torch
 import yaml
 from mlflow.tracking import MlflowClient
-from prefect.testing.utilities import prefect_test_harness
 
 from flows.cli import main
 from flows.pipeline import robustness_pipeline
@@ -34,15 +33,16 @@ TINY = [
     "defences=[{name: pgd_at, steps: 2, select_steps: 2}, {name: smoothing, n0: 10, n: 50, max_samples: 16}]",
     "evaluation.autoattack={eps: [0.1], apgd_steps: 10, square_queries: 100}",
     "evaluation.masking.more_steps=10",
+    "evaluation.corruptions=[shot_noise, fog]",  # two held-out corruptions: the plumbing, not the benchmark
+    "evaluation.severities=[1, 5]",
     # A gate tiny models can pass: the flow test checks promotion, not quality.
     "gate={primary: adv/autoattack/eps_0.1/acc, min: {clean/acc: 0.5}, max: {}, require_masking: false, spec_checks: []}",
 ]
 
 
 @pytest.fixture(scope="module")
-def harness():
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
+def harness(prefect_harness):
+    """The session's Prefect test server (tests/conftest.py)."""
 
 
 @pytest.fixture(scope="module")
@@ -193,6 +193,31 @@ def test_rerun_reuses_cached_training(first_run, tiny):
         c.get_model_version_by_alias("tiny-digits", "champion").run_id
         == first_run["models"][first_run["gate"]["challenger"]]["run_id"]
     )
+
+
+def test_a_run_that_fails_after_registering_leaves_no_version_behind(first_run, tiny, monkeypatch):
+    """Every model registered, then the gate fails: the run is FAILED and the versions it
+    registered are deleted; the champion stays (issue 14, item 4)."""
+    import flows.pipeline as pipeline
+
+    c = _client(tiny)
+    champion = c.get_model_version_by_alias("tiny-digits", "champion").version
+    before = {mv.version for mv in c.search_model_versions("name='tiny-digits'")}
+
+    def failing_gate(*args, **kwargs):
+        raise RuntimeError("the registry refused the alias")
+
+    monkeypatch.setattr(pipeline, "promote", failing_gate)
+    with pytest.raises(RuntimeError, match="refused the alias"):
+        robustness_pipeline(tiny.model_copy(update={"defences": []}))  # the baseline, from the cache
+    exp = c.get_experiment_by_name(tiny.mlflow.experiment)
+    last = c.search_runs([exp.experiment_id], "tags.`robustops.kind` = 'pipeline'",
+                         order_by=["attributes.start_time DESC"], max_results=1)[0]  # fmt: skip
+    assert last.info.status == "FAILED"
+    nested = c.search_runs([exp.experiment_id], f"tags.`mlflow.parentRunId` = '{last.info.run_id}'")
+    assert nested and all(r.info.status == "FINISHED" for r in nested)  # logged and registered, then...
+    assert {mv.version for mv in c.search_model_versions("name='tiny-digits'")} == before  # ...deleted
+    assert c.get_model_version_by_alias("tiny-digits", "champion").version == champion
 
 
 def test_failed_run_is_marked_failed_and_registers_nothing(first_run, tiny, store, tmp_path):

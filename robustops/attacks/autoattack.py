@@ -17,6 +17,7 @@ from torch import nn
 from robustops.attacks.base import ATTACKS, Attack, ThreatModel, like
 from robustops.attacks.gradient import _check_loss
 from robustops.attacks.losses import LOSSES
+from robustops.stop import raise_if_stopped
 
 
 def _bcast(v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -90,6 +91,7 @@ class APGD(Attack):
         loss_at_check, reduced_at_check = loss_best.clone(), torch.ones(n, dtype=torch.bool, device=x.device)
         loss_prev = loss.clone()
         for i in range(self.steps):
+            raise_if_stopped()
             with torch.no_grad():
                 z = self._project(x_adv + _bcast(eta, x) * grad.sign(), x)
                 alpha = 1.0 if i == 0 else 0.75  # momentum on the previous move
@@ -205,6 +207,7 @@ class Square(Attack):
         rows = torch.arange(h, device=x.device).view(1, h, 1)
         cols = torch.arange(w, device=x.device).view(1, 1, w)
         for i in range(1, self.queries):
+            raise_if_stopped()
             live = torch.nonzero(margin > 0).flatten()
             if len(live) == 0:
                 break

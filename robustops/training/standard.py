@@ -18,6 +18,7 @@ from robustops.config import ModelConfig, Optimizer, Schedule, TrainConfig
 from robustops.data import Dataset
 from robustops.evaluation.metrics import predict
 from robustops.models import build_model
+from robustops.stop import raise_if_stopped
 
 LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -136,6 +137,7 @@ def fit(
         order = torch.randperm(len(y), generator=gen)
         total, seen = 0.0, 0
         for i in range(0, len(order), cfg.batch_size):
+            raise_if_stopped()
             idx = order[i : i + cfg.batch_size]
             xb, yb = x[idx].to(device), y[idx].to(device)
             loss = loss_fn(model, xb, yb)
