@@ -62,11 +62,11 @@ prefect-ui: $(VENV)/.run
 serve: $(VENV)/.run
 	PREFECT_API_URL=$${PREFECT_API_URL:-http://127.0.0.1:4200/api} $(BIN)/robustops serve --config $(CONFIG) $(ARGS)
 
-# The champion behind its guard, over HTTP (mlflow starts uvicorn by name: .venv/bin goes on PATH).
+# The champion behind its guard, over HTTP: MLflow's scoring server behind robustops' request limits.
 MODEL ?= models:/robustops-digits@champion
 serve-model: $(VENV)/.run
-	PATH="$(CURDIR)/$(BIN):$$PATH" MLFLOW_TRACKING_URI=$${MLFLOW_TRACKING_URI:-sqlite:///mlflow.db} \
-	  $(BIN)/mlflow models serve -m $(MODEL) --env-manager local --host 127.0.0.1 --port 5001
+	MLFLOW_TRACKING_URI=$${MLFLOW_TRACKING_URI:-sqlite:///mlflow.db} \
+	  $(BIN)/robustops serve-model --model $(MODEL) --host 127.0.0.1 --port 5001
 
 # A separate venv that sees .venv (with the dev extras) through a .pth file and adds the peer
 # libraries the benchmarks compare against, so .venv never gets them.

@@ -35,9 +35,9 @@ def robustness_monitor(batch: str, cfg: Config = Config(), model: str | None = N
     """Monitors one batch (.npz with x and optional y, a class-folder tree, or a flat image folder)."""
     uri = model or cfg.monitored_model
     guarded, ref, champion = load_champion(cfg, uri)
-    x, y = read_batch(batch, guarded)
+    x, y = read_batch(batch, guarded, cfg.limits)
     predictions, features = score_batch(guarded, ref, x, cfg.monitor.chunk)
-    result = detect_drift(ref, features, cfg)
+    result = detect_drift(ref, features, cfg, batch)
     run_id = log_monitoring(cfg, batch, champion, predictions, features, y, result, flow_run.get_id())
     event = (
         emit_drift(batch, champion, result, run_id, y is not None)

@@ -11,13 +11,14 @@ import numpy as np
 import pandas as pd
 from prefect import task
 
-from robustops.config import Config
+from robustops.config import Config, LimitsConfig
 from robustops.data.loaders import load_batch
 from robustops.errors import ModelNotFoundError, RobustopsError
 from robustops.monitoring.drift import DriftResult, DriftSettings
 from robustops.monitoring.monitor import drift, score
 from robustops.monitoring.reference import Reference, load_reference
 from robustops.serving import GuardedModel
+from robustops.spreadsheet import write_csv
 from tasks import tracking
 from tasks.caching import fingerprint
 from tasks.data import _io_error
@@ -33,7 +34,7 @@ def load_champion(cfg: Config, uri: str) -> tuple[GuardedModel, Reference, dict[
     import mlflow
 
     from robustops.training import checkpoint
-    from tasks.pyfunc import _settings
+    from tasks.pyfunc import data_folder, load_guarded
 
     mv = tracking.resolve_model(cfg.mlflow, uri)
     with tempfile.TemporaryDirectory() as tmp:
@@ -47,10 +48,7 @@ def load_champion(cfg: Config, uri: str) -> tuple[GuardedModel, Reference, dict[
                 f"{uri}: not a robustops guarded model with a drift reference ({e})"
             ) from None
         try:
-            guarded = GuardedModel(
-                checkpoint.load(local / "artifacts" / "checkpoint"),
-                _settings(local / "artifacts" / "guard.json"),
-            )
+            guarded = load_guarded(data_folder(local))
         except checkpoint.CheckpointError as e:  # name the registered version, not a temporary folder
             raise checkpoint.CheckpointError(
                 f"{uri} ({mv.name} version {mv.version}): {str(e).replace(str(local) + '/', '')}"
@@ -59,9 +57,13 @@ def load_champion(cfg: Config, uri: str) -> tuple[GuardedModel, Reference, dict[
 
 
 @task(name="load-batch", retries=2, retry_delay_seconds=1, retry_condition_fn=_io_error)
-def read_batch(path: str, guarded: GuardedModel) -> tuple[np.ndarray, np.ndarray | None]:
+def read_batch(
+    path: str,
+    guarded: GuardedModel,
+    limits: LimitsConfig = LimitsConfig(),  # noqa: B008
+) -> tuple[np.ndarray, np.ndarray | None]:
     s = guarded.settings
-    return load_batch(path, tuple(s.shape), s.classes)
+    return load_batch(path, tuple(s.shape), s.classes, limits)
 
 
 @task(name="score-batch")
@@ -72,9 +74,11 @@ def score_batch(
 
 
 @task(name="detect-drift")
-def detect_drift(ref: Reference, features: pd.DataFrame, cfg: Config) -> DriftResult:
+def detect_drift(
+    ref: Reference, features: pd.DataFrame, cfg: Config, batch: str = "the batch"
+) -> DriftResult:
     m = cfg.monitor
-    result = drift(ref, features, DriftSettings(m.alpha, m.mmd_threshold, m.embeddings))
+    result = drift(ref, features, DriftSettings(m.alpha, m.mmd_threshold, m.embeddings), m.min_batch, batch)
     logger().info(
         "drift %s: %s",
         "DETECTED" if result.drift else "none",
@@ -116,8 +120,8 @@ def log_monitoring(
         with tempfile.TemporaryDirectory() as tmp:
             result.save_html(Path(tmp) / "report.html")
             tracking.log_file(m, run_id, Path(tmp) / "report.html", "drift")
-            predictions.to_csv(Path(tmp) / "predictions.csv", index=False)
-            features.to_csv(Path(tmp) / "features.csv", index=False)
+            write_csv(predictions, Path(tmp) / "predictions.csv")
+            write_csv(features, Path(tmp) / "features.csv")
             tracking.log_file(m, run_id, Path(tmp) / "predictions.csv", "batch")
             tracking.log_file(m, run_id, Path(tmp) / "features.csv", "batch")
         ok = True

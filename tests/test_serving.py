@@ -1,19 +1,8 @@
 """The guarded model: layer 1 rejects malformed input, layer 3 abstains on edge cases, and
-``mlflow models serve`` answers real HTTP requests (4xx for a malformed one, never a crash)."""
+the served model answers real HTTP requests (tests/test_hostile.py: ``robustops serve-model``)."""
 
 from __future__ import annotations
 
-import json
-import os
-import socket
-import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
-from pathlib import Path
-
-import mlflow
 import numpy as np
 import pandas as pd
 import pytest
@@ -22,7 +11,7 @@ from robustops.config import ModelConfig, SmoothingConfig, TrainConfig
 from robustops.evaluation import evaluate
 from robustops.evaluation.specification import edge_inputs
 from robustops.serving import GuardedModel, RequestError, settings_for
-from robustops.training import checkpoint, train_baseline
+from robustops.training import train_baseline
 from tests.test_evaluation import quick
 
 
@@ -94,67 +83,3 @@ def test_smoothed_guard_abstains_when_unsure(trained, digits_split):
         np.concatenate([digits_split.test.x[:20], np.full((4, 1, 8, 8), 0.5, np.float32)])
     )
     assert out["abstain"][:20].mean() < 0.5 and "smoothed classifier" in " ".join(out["reason"])
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _post(port: int, body: dict) -> tuple[int, dict]:
-    req = urllib.request.Request(
-        f"http://127.0.0.1:{port}/invocations",
-        json.dumps(body).encode(),
-        {"Content-Type": "application/json"},
-    )
-    try:
-        with urllib.request.urlopen(req, timeout=30) as r:
-            return r.status, json.loads(r.read())
-    except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read())
-
-
-def test_mlflow_models_serve_answers_http(guarded, cnn, tmp_path, digits_split):
-    from tasks.pyfunc import log_guarded
-
-    folder = checkpoint.save(cnn.model, cnn.spec, tmp_path / "checkpoint")
-    mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
-    with mlflow.start_run() as run:
-        pass
-    uri = log_guarded(run.info.run_id, folder, guarded.settings, digits_split.test.x)
-    local = mlflow.artifacts.download_artifacts(uri, dst_path=str(tmp_path / "served"))
-    port = _free_port()
-    bin_dir = str(Path(sys.executable).parent)  # mlflow starts uvicorn by name: it must be on PATH
-    env = os.environ | {
-        "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db",
-        "PATH": f"{bin_dir}:{os.environ['PATH']}",
-    }
-    server = subprocess.Popen(
-        [str(Path(sys.executable).parent / "mlflow"), "models", "serve", "-m", local, "--env-manager", "local",
-         "--host", "127.0.0.1", "--port", str(port)],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    try:
-        for _ in range(240):
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=1)
-                break
-            except OSError:
-                assert server.poll() is None, "mlflow models serve exited"
-                time.sleep(0.25)
-        images = digits_split.test.x[:3].copy()
-        images[2, 0, 0, 0] = 7.0
-        status, body = _post(port, {"inputs": images.tolist()})
-        assert status == 200
-        rows = body["predictions"]
-        assert len(rows) == 3 and rows[2]["rejected"] and "outside [0, 1]" in rows[2]["reason"]
-        local_rows = guarded.predict(images)
-        assert [r["label"] for r in rows] == local_rows["label"].tolist()  # served = in-process
-        status, body = _post(port, {"inputs": np.zeros((2, 5, 5), np.float32).tolist()})
-        assert 400 <= status < 500  # the schema refuses the wrong shape: a client error, not a crash
-        status, _ = _post(port, {"inputs": images.tolist()})
-        assert status == 200 and server.poll() is None  # still serving
-    finally:
-        server.terminate()
-        server.wait(timeout=30)

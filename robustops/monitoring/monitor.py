@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from robustops.errors import DataValidationError
 from robustops.monitoring.drift import DriftResult, DriftSettings, detect
 from robustops.monitoring.features import batch_features
 from robustops.monitoring.reference import Reference
@@ -30,5 +31,30 @@ def score(
     return predictions, features
 
 
-def drift(ref: Reference, features: pd.DataFrame, settings: DriftSettings) -> DriftResult:
+def check_batch_size(n: int, min_batch: int, where: str) -> None:
+    """Refuses a batch with too few images for the drift tests.
+
+    Evidently's tests fail outright below 3 images (a zero division in the MMD, a singular
+    kernel density), and a handful of images says little about a distribution anyway.
+
+    Raises:
+        DataValidationError: fewer than ``min_batch`` images.
+    """
+    if n < min_batch:
+        raise DataValidationError(
+            f"{where}: {n} image(s); the drift tests need at least {min_batch} (monitor.min_batch): "
+            "monitor a larger batch, or score this one with robustops predict"
+        )
+
+
+def drift(
+    ref: Reference,
+    features: pd.DataFrame,
+    settings: DriftSettings,
+    min_batch: int = 3,
+    where: str = "the batch",
+) -> DriftResult:
+    """The drift decision for a batch's features (one row per image the guard did not reject);
+    refuses a batch too small to test."""
+    check_batch_size(len(features), min_batch, where)
     return detect(ref.features, features[ref.features.columns], settings)

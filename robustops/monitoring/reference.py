@@ -13,6 +13,7 @@ from torch import nn
 
 from robustops.data import Dataset
 from robustops.monitoring.features import Projection, batch_features
+from robustops.spreadsheet import read_csv, write_csv
 
 EMBED_DIMS = 8
 
@@ -33,7 +34,7 @@ def build_reference(model: nn.Module, val: Dataset, classes: list[str], dims: in
 def save_reference(ref: Reference, folder: Path) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     csv, npz = folder / "reference.csv", folder / "projection.npz"
-    ref.features.to_csv(csv, index=False)
+    write_csv(ref.features, csv)
     np.savez(npz, mean=ref.projection.mean, axes=ref.projection.axes)
     return [csv, npz]
 
@@ -48,5 +49,5 @@ def load_reference(folder: Path) -> Reference:
         )
     with np.load(npz, allow_pickle=False) as f:
         projection = Projection(f["mean"], f["axes"])
-    features = pd.read_csv(csv, dtype={"predicted": str})
+    features = read_csv(csv, dtype={"predicted": str})
     return Reference(features, projection)
