@@ -40,6 +40,40 @@ def trained(digits_split: Split) -> TrainResult:
     )
 
 
+@pytest.fixture(scope="session")
+def prefect_harness():
+    """One temporary Prefect server for every test that runs flows in this process (it takes
+    15-30 s to start, so the suite starts it once)."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until_answers(url: str, proc, what: str, timeout: float = 60) -> None:
+    """Polls ``url`` until it answers; fails at once if the server process ``proc`` exits."""
+    import time
+    import urllib.request
+
+    end = time.monotonic() + timeout
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=1)
+            return
+        except OSError:
+            assert proc.poll() is None, f"{what} exited"
+            assert time.monotonic() < end, f"{what} did not answer within {timeout:.0f} s"
+            time.sleep(0.25)
+
+
 @pytest.fixture()
 def rng() -> np.random.Generator:
     return np.random.default_rng(0)

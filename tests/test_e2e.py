@@ -26,15 +26,16 @@ TINY = """
 train: {{epochs: {epochs}, progress: false}}
 model: {{name: mlp, hidden: 64}}
 evaluation:
-  eps: [0.05, 0.1]
-  l2_eps: [0.5]
+  eps: [0.1]
+  l2_eps: []
   pgd_steps: 3
   max_samples: 64
   autoattack: {{eps: [0.1], apgd_steps: 10, square_queries: 100}}
   masking: {{more_steps: 10}}
-  corruptions: [shot_noise, fog]
-  severities: [1, 3, 5]
-adversarial_set: {{max_samples: 32}}
+  corruptions: [fog]
+  severities: [3]
+  noise: {{gaussian: [0.1], uniform: [0.1], salt_pepper: [0.1]}}
+adversarial_set: {{enabled: false}}
 synthesis: {{generator: interpolate}}
 defences: [{{name: pgd_at, steps: 2, select_steps: 2}}]
 gate: {{primary: adv/autoattack/eps_0.1/acc, min: {{clean/acc: 0.5}}, max: {{}}, require_masking: false, spec_checks: []}}

@@ -800,3 +800,115 @@ def test_cli_refuses_bad_input_in_one_line_with_exit_2(tmp_path, command, case, 
     assert proc.stderr.startswith("error: ") and proc.stderr.count("\n") == 1, proc.stderr
     assert expected in proc.stderr and "Traceback" not in proc.stderr + proc.stdout
     assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "pwned").exists()
+
+
+# ---- names end to end: refused at load with exit 2, or the whole run succeeds --------------------
+
+# Name-like values as users type them: separators of URIs and filters, quotes, spaces, formulas.
+NAME_CHARS = list("ab-_. /:@'\"\\=+ü") + ["x", "v1", "latest"]
+FOLDER_CHARS = list("ab-_. @'\"=+ü;")
+# A pipeline run of a few seconds: the baseline alone on 2 classes of 5 tiny images.
+MINIMAL = [
+    "train.epochs=1", "train.progress=false", "model.name=mlp", "model.hidden=8", "defences=[]",
+    "synthesis.enabled=false", "augment.policy=none", "adversarial_set.enabled=false",
+    "evaluation.l2_eps=[]", "evaluation.pgd_steps=1", "evaluation.corruptions=[shot_noise]",
+    "evaluation.severities=[1]", "evaluation.specification.checks=[]", "evaluation.masking.more_steps=2",
+    "evaluation.noise={gaussian: [0.1], uniform: [0.1], salt_pepper: [0.1], flip_draws: 1}",
+    "gate={primary: clean/acc, min: {}, max: {}, require_masking: false, spec_checks: []}",
+]  # fmt: skip
+
+
+@st.composite
+def names_cases(draw) -> dict:
+    """Each value plausible (two draws in three) or hostile, so both outcomes come up often."""
+    hostile = lambda chars: st.lists(st.sampled_from(chars), max_size=5).map("".join)  # noqa: E731
+    either = lambda valid, bad: st.one_of(valid, valid, bad)  # noqa: E731
+    eps_ok = st.lists(st.sampled_from([0.0, 0.05, 0.1, 0.3, 1.0]), min_size=1, max_size=3)
+    eps_bad = st.lists(st.sampled_from([0.1, 0.1000001, 1.5, -0.1]), min_size=1, max_size=3)
+    folder = either(st.from_regex(r"[a-z0-9=+@ '_;ü-][a-z0-9=+@ '._;ü-]{0,6}", fullmatch=True),
+                    hostile(FOLDER_CHARS).filter(lambda s: s.strip(".")))  # fmt: skip
+    return {
+        "model": draw(
+            either(st.from_regex(r"[a-z0-9][a-z0-9 ._'ü=+-]{0,8}", fullmatch=True), hostile(NAME_CHARS))
+        ),
+        "alias": draw(either(st.from_regex(r"[A-Za-z0-9_-]{1,8}", fullmatch=True), hostile(NAME_CHARS))),
+        "classes": draw(st.lists(folder, min_size=2, max_size=2, unique=True)),
+        "eps": draw(either(eps_ok, eps_bad)),
+        "aa_eps": draw(either(eps_ok, eps_bad)),
+    }
+
+
+def _fuzz_names_end_to_end(root: Path, case: dict, capsys) -> str:
+    """One ``robustops run`` with the case's values: returns 'refused' or 'ran'."""
+    import json
+
+    from flows.cli import main
+
+    folder = root / f"img{next(_names)}"
+    for c in case["classes"]:
+        for i in range(5):
+            (folder / c).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(np.random.default_rng(i).integers(0, 256, (8, 8), dtype=np.uint8)).save(
+                folder / c / f"{i}.png"
+            )
+    sets = [*MINIMAL, f"mlflow.tracking_uri=sqlite:///{root}/mlflow.db", f"mlflow.artifact_root={root}/art",
+            "data.source=folder", f"data.path={folder}", f"mlflow.registered_model={json.dumps(case['model'])}",
+            f"gate.alias={json.dumps(case['alias'])}", f"evaluation.eps={case['eps']}",
+            f"evaluation.autoattack={{eps: {case['aa_eps']}, apgd_steps: 2, square_queries: 4}}"]  # fmt: skip
+    runs_before = _count_runs(root)
+    code = main(["run", *[a for s in sets for a in ("--set", s)]])
+    err = capsys.readouterr().err
+    errors = [ln for ln in err.splitlines() if ln.startswith("error: ")]
+    assert code in (0, 2), (case, err[-3000:])  # never a failure after MLflow or Prefect started
+    if code == 2:
+        assert len(errors) == 1 and "Traceback" not in err, (case, err[-2000:])
+        assert _count_runs(root) == runs_before, case  # refused before anything was written
+        return "refused"
+    from mlflow.tracking import MlflowClient
+
+    c = MlflowClient(f"sqlite:///{root}/mlflow.db")
+    champion = c.get_model_version_by_alias(case["model"], case["alias"])
+    assert c.get_run(champion.run_id).info.status == "FINISHED", case
+    return "ran"
+
+
+def _count_runs(root: Path) -> int:
+    import sqlite3
+
+    db = root / "mlflow.db"
+    if not db.exists():
+        return 0
+    with sqlite3.connect(db) as con:
+        return con.execute("select count(*) from runs").fetchone()[0]
+
+
+@pytest.fixture(scope="module")
+def names_harness(prefect_harness):
+    """The session's Prefect test server (tests/conftest.py)."""
+
+
+@pytest.mark.slow
+@settings(
+    max_examples=40,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[*FUZZ["suppress_health_check"], HealthCheck.function_scoped_fixture],
+)
+@given(case=names_cases())
+def test_name_like_values_are_refused_at_load_or_the_whole_run_succeeds(names_harness, scratch, capsys, case):
+    """Registered model names, aliases, class folder names and eps lists: every value is refused
+    with exit 2 before MLflow or Prefect start, or the whole pipeline run succeeds and registers
+    and promotes under that name (issue 14)."""
+    event(_fuzz_names_end_to_end(scratch, case, capsys))
+
+
+def test_the_nastiest_accepted_names_run_end_to_end(names_harness, tmp_path, capsys):
+    """The default run's share of the fuzz above: values that pass every rule but have broken runs
+    before (a quote in the model name, formula-like and spaced class folders, eps 0)."""
+    case = {"model": "it's a model", "alias": "prod-1_x", "classes": ["=1+2", "a b"], "eps": [0.0, 0.1],
+            "aa_eps": [0.1]}  # fmt: skip
+    assert _fuzz_names_end_to_end(tmp_path, case, capsys) == "ran"
+    refused = {"model": "m@prod", "alias": "latest", "classes": ["a b", "a_b"], "eps": [0.1, 0.1000001],
+               "aa_eps": [1.5]}  # fmt: skip
+    assert _fuzz_names_end_to_end(tmp_path, refused, capsys) == "refused"

@@ -16,8 +16,6 @@ import pickle
 import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +34,7 @@ from robustops.redact import (
     split_credentials,
 )
 from robustops.training import checkpoint
+from tests.conftest import wait_until_answers
 
 ROOT = Path(__file__).resolve().parents[1]
 SECRET = "s3cr3t-Pa55"
@@ -189,13 +188,7 @@ def mlflow_server(tmp_path):
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     try:
-        for _ in range(240):
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1)
-                break
-            except OSError:
-                assert server.poll() is None, "mlflow server exited"
-                time.sleep(0.25)
+        wait_until_answers(f"http://127.0.0.1:{port}/health", server, "mlflow server")
         yield f"http://ml:{SECRET}@127.0.0.1:{port}"
     finally:
         server.terminate()
