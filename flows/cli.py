@@ -261,8 +261,10 @@ def main(argv: list[str] | None = None) -> int:
     warnings.showwarning = _show_warning
     if args.command in FLOW_COMMANDS:
         from flows import watchdog
+        from flows.serve import own_temporary_server
 
         watchdog.start()
+        own_temporary_server()  # used only when PREFECT_API_URL names no server
     try:
         previous = signal.signal(signal.SIGTERM, _on_sigterm)
     except ValueError:  # not the main thread: signals are not this caller's to handle

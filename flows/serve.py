@@ -66,6 +66,35 @@ def check_configured_server() -> str | None:
     return url
 
 
+def own_temporary_server() -> None:
+    """Makes the temporary Prefect server that a flow run starts without ``PREFECT_API_URL`` run in
+    a session of its own.
+
+    Ctrl-C in a terminal sends SIGINT to the whole foreground process group, and a service
+    manager may send SIGTERM to all of a unit's processes: the temporary server, a child in our
+    group, stopped at once, and the run's teardown then hung on API retries for minutes instead
+    of marking its runs. In its own session only this process stops it (at exit), and the
+    watchdog (``flows.watchdog``) ends it if this process dies. Prefect's test harness registers
+    its server the same way (under the ``None`` key that every client looks up).
+    """
+    import functools
+    import subprocess
+    from unittest import mock
+
+    from prefect.server.api.server import SubprocessASGIServer
+
+    class OwnSessionServer(SubprocessASGIServer):
+        def _run_uvicorn_command(self) -> subprocess.Popen[Any]:
+            popen = functools.partial(subprocess.Popen, start_new_session=True)
+            with mock.patch.object(subprocess, "Popen", popen):
+                return super()._run_uvicorn_command()
+
+    current = SubprocessASGIServer._instances.get(None)
+    if current is None or not current.running:
+        SubprocessASGIServer._instances.pop(None, None)
+        OwnSessionServer()  # registers itself under None; Prefect starts it on first use
+
+
 def deployments(cfg: Config) -> list[Any]:
     """The three deployments, their parameters carrying the resolved config."""
     from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy

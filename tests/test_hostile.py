@@ -602,7 +602,9 @@ mlflow: {{tracking_uri: "sqlite:///{root}/mlflow.db", artifact_root: {root}/art,
 """
 
 
-def _start_long_run(root: Path) -> tuple[subprocess.Popen, list[psutil.Process], str]:
+def _start_long_run(
+    root: Path, own_group: bool = False
+) -> tuple[subprocess.Popen, list[psutil.Process], str]:
     """``robustops run`` training for minutes, as a process with its own temporary Prefect server;
     returns it once training is under way, with its child processes and the champion's version."""
     from tasks import tracking
@@ -619,7 +621,7 @@ def _start_long_run(root: Path) -> tuple[subprocess.Popen, list[psutil.Process],
     env.pop("PREFECT_API_URL", None)
     log = (root / "run.log").open("w")
     proc = subprocess.Popen([str(BIN / "robustops"), "run", "--config", str(root / "c.yaml")], cwd=root, env=env,
-                            stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=own_group)  # fmt: skip
     end = time.monotonic() + 240
     while "log-data-stage" not in (root / "run.log").read_text():
         assert proc.poll() is None and time.monotonic() < end, (root / "run.log").read_text()[-3000:]
@@ -657,6 +659,26 @@ def test_sigterm_mid_training_stops_promptly_and_leaves_the_store_consistent(tmp
     assert [str(mv.version) for mv in c.search_model_versions("name = 'signals'")] == [champion]
     assert str(c.get_model_version_by_alias("signals", "champion").version) == champion
     assert _all_gone(children, 10)  # the temporary server stopped with the run
+
+
+@pytest.mark.slow
+def test_ctrl_c_in_a_terminal_stops_the_run_and_its_server(tmp_path):
+    """Ctrl-C sends SIGINT to the whole foreground group: the temporary Prefect server used to stop
+    at once with the run, whose teardown then hung on API retries (over 120 s, then a ConnectError)."""
+    proc, children, champion = _start_long_run(tmp_path, own_group=True)
+    t = time.monotonic()
+    os.killpg(proc.pid, signal.SIGINT)
+    rc = proc.wait(timeout=120)
+    out = (tmp_path / "run.log").read_text()
+    assert rc == 130 and time.monotonic() - t < 30, out[-3000:]
+    errors = [ln for ln in out.splitlines() if ln.startswith("error: ")]
+    assert len(errors) == 1 and errors[0].startswith("error: interrupted (Ctrl-C)"), out[-2000:]
+    c = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    exp = c.get_experiment_by_name("robustops").experiment_id
+    (parent,) = c.search_runs([exp], "tags.`robustops.kind` = 'pipeline'")
+    assert parent.info.status == "KILLED"
+    assert str(c.get_model_version_by_alias("signals", "champion").version) == champion
+    assert _all_gone(children, 10)
 
 
 @pytest.mark.slow
