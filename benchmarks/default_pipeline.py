@@ -38,17 +38,20 @@ COLUMNS = {
 }
 
 
-def once(sets: list[str]) -> tuple[float, dict[str, dict[str, float]]]:
+def once(sets: list[str], root: Path = ROOT) -> tuple[float, dict[str, dict[str, float]]]:
+    """One run of the pipeline of the checkout at ``root`` (another checkout: its code and its
+    default config, with this environment's packages)."""
     from mlflow.tracking import MlflowClient
 
     with tempfile.TemporaryDirectory() as tmp:
         env = os.environ | {"PREFECT_LOCAL_STORAGE_PATH": f"{tmp}/prefect-results"}
         env.pop("MLFLOW_TRACKING_URI", None)
+        env["PYTHONPATH"] = str(root)  # this checkout's code even where another is installed
         args = [
             str(Path(sys.executable).parent / "robustops"),
             "run",
             "--config",
-            str(ROOT / "configs/default.yaml"),
+            str(root / "configs/default.yaml"),
         ]
         for s in sets:
             args += ["--set", s]

@@ -64,7 +64,7 @@ def main() -> None:
 
     @flow(name="scorecard-fanout")
     def fanout(kind: str, workers: int) -> dict:
-        with task_runner(RunnerConfig(kind=kind, workers=workers)) as submit:
+        with task_runner(RunnerConfig(kind=kind, workers=workers), split.train.values_per_image) as submit:
             futures = {}
             for name, (spec, result) in trained.items():
                 smoothing = spec if isinstance(spec, SmoothingConfig) else None

@@ -186,11 +186,13 @@ def _check_drift_batch(cfg: Any, data: str, x: Any) -> None:
 def _predict(cfg: Any, uri: str, data: str, out: str) -> int:
     from pathlib import Path
 
+    from robustops.cpus import torch_threads, use_threads
     from robustops.monitoring.monitor import score
     from robustops.spreadsheet import write_csv
 
     guarded, ref, champion, x, y = _champion_and_batch(cfg, uri, data)
-    predictions, features = score(guarded, ref, x, cfg.monitor.chunk)
+    with use_threads(torch_threads(x[0].size)):
+        predictions, features = score(guarded, ref, x, cfg.monitor.chunk)
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
     write_csv(predictions, folder / "predictions.csv")  # class names are users' text: no formulas

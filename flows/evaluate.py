@@ -20,6 +20,7 @@ from prefect.runtime import flow_run
 from torch import nn
 
 from robustops.config import Config, DataSource, LimitsConfig, SmoothingConfig
+from robustops.cpus import torch_threads, use_threads
 from robustops.data import Dataset, Split
 from robustops.data.loaders import load_for_model
 from robustops.errors import ModelNotFoundError, RobustopsError
@@ -139,8 +140,9 @@ def robustness_evaluation(model_uri: str, data: str, cfg: Config = Config()) -> 
     model, info, smoothing = load_registered(cfg, model_uri)
     ds = load_data(data, info["spec"], cfg.limits)
     split = split_for_thresholds(ds, cfg.seed)
-    card = evaluate_model(
-        model, split, cfg.evaluation, cfg.seed, "cpu", info["model"], smoothing, relative=False
-    )
+    with use_threads(torch_threads(ds.values_per_image)):
+        card = evaluate_model(
+            model, split, cfg.evaluation, cfg.seed, "cpu", info["model"], smoothing, relative=False
+        )
     run_id = log_evaluation(cfg, info, model_uri, data, card, flow_run.get_id())
     return {"run_id": run_id, "model": info, "metrics": card.metrics, "n": len(split.test.y)}

@@ -10,6 +10,7 @@ from prefect import Flow
 from prefect.runtime import flow_run
 
 from robustops.config import Config
+from robustops.cpus import torch_threads, use_threads
 from tasks.monitoring import detect_drift, emit_drift, load_champion, log_monitoring, read_batch, score_batch
 
 
@@ -36,7 +37,8 @@ def robustness_monitor(batch: str, cfg: Config = Config(), model: str | None = N
     uri = model or cfg.monitored_model
     guarded, ref, champion = load_champion(cfg, uri)
     x, y = read_batch(batch, guarded, cfg.limits)
-    predictions, features = score_batch(guarded, ref, x, cfg.monitor.chunk)
+    with use_threads(torch_threads(x[0].size)):
+        predictions, features = score_batch(guarded, ref, x, cfg.monitor.chunk)
     result = detect_drift(ref, features, cfg, batch)
     run_id = log_monitoring(cfg, batch, champion, predictions, features, y, result, flow_run.get_id())
     event = (

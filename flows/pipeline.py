@@ -9,6 +9,10 @@ from prefect import flow
 from prefect.runtime import flow_run
 
 from robustops.config import Config, DefenceConfig, SmoothingConfig, StandardConfig
+from robustops.cpus import use_threads
+from robustops.data import Split
+from robustops.data.synthesis import SynthesisResult
+from robustops.evaluation.gate import Decision
 from robustops.evaluation.scorecard import plan
 from robustops.training import resolve_device
 from tasks.adversarial import generate_adversarial_set
@@ -48,96 +52,11 @@ def robustness_pipeline(cfg: Config = Config()) -> dict[str, Any]:  # noqa: B008
     parent = open_pipeline_run(cfg, flow_run.get_id())
     ok, killed, models, decision = False, False, {}, None
     try:
-        # Opened first: from here the flow's own thread runs torch on one thread and the runner's
-        # tasks get the cores (see task_runner), so the heavy work goes through submit.
-        with task_runner(cfg.runner) as submit:
+        # From here the flow's own thread runs torch on one thread and the runner's tasks get
+        # the cores (see task_runner), so the heavy work goes through submit.
+        with use_threads(1):
             split = load_data(cfg.data, cfg.seed, cfg.limits)
-            synth, quality = submit(synthesize_data, split, cfg.synthesis, cfg.seed).result()
-            log_data_stage(cfg, parent, split, synth, quality)
-            a = cfg.adversarial_set
-            shift, ood = load_eval_sets(cfg.evaluation, split.test.shape, split.test.classes, cfg.limits)
-            cards, versions = {}, {}
-            specs = model_specs(cfg)
-            # Everything is submitted up front: the runner decides what runs at once (one thread
-            # by default; Dask workers with runner.kind: dask). Futures passed on are dependencies.
-            trained = {
-                s.run_name: submit(
-                    train_model,
-                    synth.train,
-                    split.val,
-                    s,
-                    cfg.model,
-                    cfg.train,
-                    cfg.augment,
-                    cfg.regularize,
-                    cfg.seed,
-                    device,
-                )  # fmt: skip
-                for s in specs
-            }
-            parts = {}
-            for s in specs:
-                smoothing = s if isinstance(s, SmoothingConfig) else None
-                parts[s.run_name] = [
-                    submit(
-                        score_part,
-                        trained[s.run_name],
-                        split,
-                        cfg.evaluation,
-                        cfg.seed,
-                        device,
-                        s.run_name,
-                        part,
-                        smoothing,
-                        shift,
-                        ood,
-                    )  # fmt: skip
-                    for part in plan(cfg.evaluation, smoothing, shift is not None)
-                ]
-            asets = {
-                s.run_name: submit(
-                    generate_adversarial_set,
-                    trained[s.run_name],
-                    split.test,
-                    a.attack,
-                    a.eps,
-                    a.steps,
-                    a.rel_step,
-                    cfg.seed,
-                    device,
-                    a.max_samples,
-                )  # fmt: skip
-                for s in specs
-                if a.enabled
-            }
-            # Recorded in this process, in order: the baseline's card first (the others' mCE is
-            # relative to it), and MLflow is written from one place.
-            for spec in specs:
-                name = spec.run_name
-                result = trained[name].result()
-                card = merge_scorecard(
-                    [f.result() for f in parts[name]], split, cfg.evaluation, cfg.seed, name,
-                    cards.get("baseline"),
-                )  # fmt: skip
-                aset = asets[name].result() if name in asets else None
-                run_id, model_uri = log_model_run(cfg, parent, spec, result, card, split, aset)
-                version = (
-                    register_model(cfg.mlflow, model_uri, run_id, card, name)
-                    if cfg.mlflow.register_model
-                    else None
-                )
-                cards[name] = card
-                if version:
-                    versions[name] = version
-                models[name] = {
-                    "run_id": run_id,
-                    "model_uri": model_uri,
-                    "version": version,
-                    "defence": spec.name,
-                    "metrics": card.metrics | {"train/seconds": result.seconds},
-                }
-        decision = promote(cfg, parent, cards, versions) if cfg.gate.enabled and versions else None
-        log_report(cfg, parent, cards, decision)
+            decision, synth = _stages(cfg, parent, device, split, models)
         ok = True
     except BaseException as e:
         killed = interrupted(e)
@@ -155,3 +74,98 @@ def robustness_pipeline(cfg: Config = Config()) -> dict[str, Any]:  # noqa: B008
         "sizes": split.sizes(),
         "synthesized": synth.made,
     }
+
+
+def _stages(
+    cfg: Config, parent: str, device: str, split: Split, models: dict[str, Any]
+) -> tuple[Decision | None, SynthesisResult]:
+    """Everything after loading: fills ``models`` as each model is recorded (what a failed run
+    reports) and returns the gate's decision and the synthesis result."""
+    with task_runner(cfg.runner, split.train.values_per_image) as submit:
+        synth, quality = submit(synthesize_data, split, cfg.synthesis, cfg.seed).result()
+        log_data_stage(cfg, parent, split, synth, quality)
+        a = cfg.adversarial_set
+        shift, ood = load_eval_sets(cfg.evaluation, split.test.shape, split.test.classes, cfg.limits)
+        cards, versions = {}, {}
+        specs = model_specs(cfg)
+        # Everything is submitted up front: the runner decides what runs at once (see
+        # task_runner; Dask workers with runner.kind: dask). Futures passed on are dependencies.
+        trained = {
+            s.run_name: submit(
+                train_model,
+                synth.train,
+                split.val,
+                s,
+                cfg.model,
+                cfg.train,
+                cfg.augment,
+                cfg.regularize,
+                cfg.seed,
+                device,
+            )  # fmt: skip
+            for s in specs
+        }
+        parts = {}
+        for s in specs:
+            smoothing = s if isinstance(s, SmoothingConfig) else None
+            parts[s.run_name] = [
+                submit(
+                    score_part,
+                    trained[s.run_name],
+                    split,
+                    cfg.evaluation,
+                    cfg.seed,
+                    device,
+                    s.run_name,
+                    part,
+                    smoothing,
+                    shift,
+                    ood,
+                )  # fmt: skip
+                for part in plan(cfg.evaluation, smoothing, shift is not None)
+            ]
+        asets = {
+            s.run_name: submit(
+                generate_adversarial_set,
+                trained[s.run_name],
+                split.test,
+                a.attack,
+                a.eps,
+                a.steps,
+                a.rel_step,
+                cfg.seed,
+                device,
+                a.max_samples,
+            )  # fmt: skip
+            for s in specs
+            if a.enabled
+        }
+        # Recorded in this process, in order: the baseline's card first (the others' mCE is
+        # relative to it), and MLflow is written from one place.
+        for spec in specs:
+            name = spec.run_name
+            result = trained[name].result()
+            card = merge_scorecard(
+                [f.result() for f in parts[name]], split, cfg.evaluation, cfg.seed, name,
+                cards.get("baseline"),
+            )  # fmt: skip
+            aset = asets[name].result() if name in asets else None
+            run_id, model_uri = log_model_run(cfg, parent, spec, result, card, split, aset)
+            version = (
+                register_model(cfg.mlflow, model_uri, run_id, card, name)
+                if cfg.mlflow.register_model
+                else None
+            )
+            cards[name] = card
+            if version:
+                versions[name] = version
+            models[name] = {
+                "run_id": run_id,
+                "model_uri": model_uri,
+                "version": version,
+                "defence": spec.name,
+                "metrics": card.metrics | {"train/seconds": result.seconds},
+            }
+    decision = promote(cfg, parent, cards, versions) if cfg.gate.enabled and versions else None
+    log_report(cfg, parent, cards, decision)
+    return decision, synth

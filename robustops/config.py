@@ -671,13 +671,17 @@ class RunnerConfig(Strict):
     kind: Literal["threads", "dask"] = Field(
         "threads", description="threads: in this process; dask: on a Dask cluster (prefect-dask)"
     )
-    workers: int = Field(
-        1,
-        ge=1,
-        description="threads: tasks at once (1 keeps runs bit-reproducible: training seeds torch's "
-        "global generator); dask without an address: LocalCluster worker processes",
+    workers: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
+        "auto",
+        description="threads: scoring tasks at once beside the one training lane (models train one "
+        "at a time: training seeds torch's global generator); dask without an address: LocalCluster "
+        "worker processes. auto: from the CPUs this process may use and the image size",
     )
-    threads_per_worker: int = Field(1, ge=1, description="dask LocalCluster: torch threads per worker")
+    torch_threads: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
+        "auto",
+        description="torch threads per task (and per Dask worker). auto: 1 for images under 3x32x32 "
+        "values, else the usable CPUs shared among the tasks running at once",
+    )
     address: str | None = Field(
         None, description="dask: a running scheduler, e.g. tcp://dask-scheduler:8786 (None: a LocalCluster)"
     )

@@ -8,7 +8,7 @@ is defined: ``task.submit`` would use the runner of the ``@flow`` decorator.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Any
 
 import numpy as np
@@ -18,7 +18,7 @@ from prefect.futures import PrefectFuture
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 from prefect.utilities.callables import get_call_parameters
 
-from robustops import stop
+from robustops import cpus, stop
 from robustops.config import RunnerConfig
 from robustops.data import Dataset, Split
 
@@ -39,17 +39,30 @@ class ThreadRunner(ThreadPoolTaskRunner):
         torch.set_num_threads(self.torch_threads)  # this thread's OpenMP team only
 
 
-def make_runner(cfg: RunnerConfig, torch_threads: int = 1) -> TaskRunner:
+def resolve(cfg: RunnerConfig, values_per_image: int) -> tuple[int, int]:
+    """``(workers, torch_threads)`` with ``auto`` resolved for images of ``values_per_image``
+    values (see :mod:`robustops.cpus`). On threads, the workers score beside one training lane."""
+    at_once = cpus.tasks_at_once(values_per_image)
+    if cfg.workers != "auto":
+        workers = cfg.workers
+    else:
+        workers = max(1, at_once - 1) if cfg.kind == "threads" else at_once
+    busy = workers + 1 if cfg.kind == "threads" else workers
+    threads = cfg.torch_threads if cfg.torch_threads != "auto" else cpus.torch_threads(values_per_image, busy)
+    return workers, threads
+
+
+def make_runner(cfg: RunnerConfig, workers: int, torch_threads: int) -> TaskRunner:
     if cfg.kind == "threads":
-        return ThreadRunner(cfg.workers, torch_threads)
+        return ThreadRunner(workers, torch_threads)
     from prefect_dask import DaskTaskRunner
 
     if cfg.address:
         return DaskTaskRunner(address=cfg.address)
-    threads = str(cfg.threads_per_worker)
+    threads = str(torch_threads)
     return DaskTaskRunner(
         cluster_kwargs={
-            "n_workers": cfg.workers,
+            "n_workers": workers,
             "threads_per_worker": 1,  # one task per process: training seeds torch's global generator
             "processes": True,
             "dashboard_address": ":0",  # any free port: two clusters never clash
@@ -64,6 +77,12 @@ def make_runner(cfg: RunnerConfig, torch_threads: int = 1) -> TaskRunner:
 _DATA = (Split, Dataset, np.ndarray)
 
 
+# Tasks that seed and draw from torch's global generator: on threads they run one at a time in a
+# lane of their own, so a run gives the same models however many scoring workers run beside them.
+# Scoring draws from generators of its own (seeded per part), so it may run at any concurrency.
+TRAINING_TASKS = frozenset({"train-model", "synthesize-minority-classes"})
+
+
 class Submitter:
     """``submit(task, *args, **kwargs)``: a future from the configured runner. Futures passed as
     arguments become dependencies (waited for, and shown in the Prefect UI).
@@ -73,8 +92,9 @@ class Submitter:
     of carrying its own pickled copy (about 50 tasks per model would otherwise each ship the whole
     split, 190 MB apiece for MNIST)."""
 
-    def __init__(self, runner: TaskRunner):
+    def __init__(self, runner: TaskRunner, training: TaskRunner | None = None):
         self.runner = runner
+        self.training = training  # the training lane (threads), or None: training runs on runner
         self._sent: dict[int, tuple[Any, Any]] = {}  # id(obj) -> (obj, its Dask future)
 
     def _by_ref(self, value: Any) -> Any:
@@ -89,37 +109,31 @@ class Submitter:
         params = get_call_parameters(task.fn, args, kwargs)
         if hasattr(self.runner, "client"):  # a DaskTaskRunner
             params = {k: self._by_ref(v) for k, v in params.items()}
+        if self.training is not None and task.name in TRAINING_TASKS:
+            return self.training.submit(task, params)
         return self.runner.submit(task, params)
 
 
 @contextmanager
-def task_runner(cfg: RunnerConfig) -> Iterator[Submitter]:
-    """The configured runner, started, and a ``submit`` for it.
+def task_runner(cfg: RunnerConfig, values_per_image: int) -> Iterator[Submitter]:
+    """The configured runner for images of ``values_per_image`` values, started, and a
+    ``submit`` for it.
 
-    Open it before the flow's thread runs any torch op: inside, that thread runs torch on one
-    thread and each of the ``threads`` runner's ``workers`` gets an equal share of the threads
-    torch had (all of them with one worker); on exit the flow's thread gets them back.
-
-    Why: CPU torch runs its parallel ops on OpenMP (libgomp), which keeps a team of threads for
-    every thread that ever ran one. Once the process holds more OpenMP threads than there are
-    cores (the flow thread's team and a worker's, say), libgomp stops spinning between parallel
-    regions and puts its threads to sleep, and every small op then pays for waking them. Training
-    the default CNN took 12-20 s in the pipeline against 6-8 s in a plain process (2 cores); with
-    the flow's thread kept single-threaded it takes the same time in both. The flow thread only
-    records (MLflow, plots, reference features), so one thread costs it little. A team, once
-    made, stays: setting one thread after the flow's thread ran a parallel op does not help.
+    Open it inside ``cpus.use_threads(1)`` for the flow's thread, before that thread runs any
+    torch op: the flow thread only records (MLflow, plots, reference features), and an OpenMP team
+    it made would stay beside the workers' teams. Each task runs torch on the resolved number of
+    threads (see :mod:`robustops.cpus` for why small images get one thread and the cores get
+    several tasks instead). On threads, training runs in a lane of its own, one model at a time,
+    beside ``workers`` scoring threads.
     """
-    total = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with stop.scope() as request, make_runner(cfg, max(1, total // cfg.workers)) as runner:
-            try:
-                yield Submitter(runner)
-            except BaseException as e:
-                # Before the runner's exit waits for its threads: a signal or a failed task ends
-                # the flow, so the tasks still running stop at their next batch instead of
-                # training on to their last epoch.
-                request.request(f"the flow is ending ({type(e).__name__})")
-                raise
-    finally:
-        torch.set_num_threads(total)
+    workers, threads = resolve(cfg, values_per_image)
+    lane = ThreadRunner(1, threads) if cfg.kind == "threads" else nullcontext(None)
+    with stop.scope() as request, make_runner(cfg, workers, threads) as runner, lane as training:
+        try:
+            yield Submitter(runner, training)
+        except BaseException as e:
+            # Before the runners' exit waits for their threads: a signal or a failed task ends
+            # the flow, so the tasks still running stop at their next batch instead of
+            # training on to their last epoch.
+            request.request(f"the flow is ending ({type(e).__name__})")
+            raise

@@ -14,11 +14,17 @@ os.environ["PREFECT_LOCAL_STORAGE_PATH"] = tempfile.mkdtemp(prefix="robustops-pr
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+import torch  # noqa: E402
 
 from robustops.config import ModelConfig, TrainConfig  # noqa: E402
+from robustops.cpus import torch_threads  # noqa: E402
 from robustops.data import Dataset, load_digits, split_dataset  # noqa: E402
 from robustops.data.split import Split  # noqa: E402
 from robustops.training import TrainResult, train_baseline  # noqa: E402
+
+# The tests run on the digits: torch's threads as the pipeline sizes them for such images
+# (robustops.cpus), so a busy CI runner does not slow the suite by an order of magnitude.
+torch.set_num_threads(torch_threads(64))
 
 
 @pytest.fixture(scope="session")

@@ -53,15 +53,12 @@ def test_dask_local_cluster_gives_the_same_scorecards(harness, tmp_path, monkeyp
     # Worker processes read these at start: no cached results (every task really runs there), and
     # the same torch thread count as this process, so the numbers can be compared bit for bit.
     monkeypatch.setenv("PREFECT_TASKS_REFRESH_CACHE", "true")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with temporary_settings({PREFECT_TASKS_REFRESH_CACHE: True}):
-            local = _run(tmp_path, "threads")
-            dask = _run(tmp_path, "dask", "runner.kind=dask", "runner.workers=2")
-            states = _task_states(dask["flow_run_id"])
-    finally:
-        torch.set_num_threads(threads)
+    # Both runners resolve the digits to one torch thread per task (robustops.cpus), so the
+    # numbers can be compared bit for bit.
+    with temporary_settings({PREFECT_TASKS_REFRESH_CACHE: True}):
+        local = _run(tmp_path, "threads")
+        dask = _run(tmp_path, "dask", "runner.kind=dask", "runner.workers=2")
+        states = _task_states(dask["flow_run_id"])
     assert set(local["models"]) == set(dask["models"]) == {"baseline", "smoothing"}
     for name, m in local["models"].items():
         a = {k: v for k, v in m["metrics"].items() if k not in TIMES}
@@ -88,7 +85,7 @@ def test_dask_gets_the_data_by_reference(harness):
 
     @flow
     def probe() -> list[tuple[int, int, int]]:
-        with task_runner(RunnerConfig(kind="dask", workers=1)) as submit:
+        with task_runner(RunnerConfig(kind="dask", workers=1), 64) as submit:
             futures = [submit(_where, split, k) for k in range(3)]
             return [f.result() for f in futures]
 
@@ -103,26 +100,73 @@ def _torch_threads() -> int:
     return torch.get_num_threads()
 
 
-def test_threads_runner_gives_the_torch_threads_to_the_tasks(harness):
-    """Inside the runner the flow's own thread runs torch on one thread and every worker gets an
-    equal share of the threads torch had; on exit the flow's thread gets them back. Why: two
-    OpenMP teams over the core count make libgomp sleep between ops (tasks/runner.py)."""
+@task(name="train-model")
+def _training_span(k: int) -> tuple[float, float, int]:
+    start = time.monotonic()
+    time.sleep(0.3)
+    return start, time.monotonic(), torch.get_num_threads()
+
+
+def test_small_images_get_one_thread_per_task_and_a_task_per_cpu(monkeypatch):
+    """Small images: one torch thread per task, one task per CPU (training's lane and the rest
+    scoring); large ones: two tasks sharing the CPUs. Set values are kept."""
+    from robustops import cpus
+    from tasks.runner import resolve
+
+    monkeypatch.setattr(cpus, "usable_cpus", lambda: 8)
+    assert resolve(RunnerConfig(), 64) == (7, 1)  # the digits: 7 scoring + 1 training, 1 thread
+    assert resolve(RunnerConfig(), 3 * 32 * 32) == (1, 4)  # CIFAR: training + scoring, 4 threads each
+    assert resolve(RunnerConfig(kind="dask"), 64) == (8, 1)
+    assert resolve(RunnerConfig(kind="dask"), 3 * 224 * 224) == (2, 4)
+    assert resolve(RunnerConfig(workers=3, torch_threads=2), 64) == (3, 2)
+    monkeypatch.setattr(cpus, "usable_cpus", lambda: 1)
+    assert resolve(RunnerConfig(), 64) == (1, 1)
+    assert resolve(RunnerConfig(), 3 * 32 * 32) == (1, 1)  # never below one
+
+
+def test_tasks_run_on_the_resolved_threads_and_training_one_at_a_time(harness):
+    """Every task runs torch on the resolved threads and the flow's thread keeps its own; two
+    trainings never overlap (they seed torch's global generator), even with scoring workers free."""
 
     @flow
-    def probe(workers: int) -> tuple[int, list[int]]:
-        with task_runner(RunnerConfig(workers=workers)) as submit:
-            futures = [submit(_torch_threads) for _ in range(4)]
-            return torch.get_num_threads(), [f.result() for f in futures]
+    def probe() -> tuple[int, list[int], list[tuple[float, float, int]]]:
+        with task_runner(RunnerConfig(workers=4, torch_threads=2), 64) as submit:
+            threads = [submit(_torch_threads) for _ in range(4)]
+            spans = [submit(_training_span, k) for k in range(3)]
+            return torch.get_num_threads(), [f.result() for f in threads], [f.result() for f in spans]
 
     before = torch.get_num_threads()
-    torch.set_num_threads(4)
-    try:
-        assert probe(1) == (1, [4, 4, 4, 4])
-        assert probe(2) == (1, [2, 2, 2, 2])
-        assert probe(8) == (1, [1, 1, 1, 1])  # never below one
-        assert torch.get_num_threads() == 4
-    finally:
-        torch.set_num_threads(before)
+    flow_threads, task_threads, spans = probe()
+    assert flow_threads == before == torch.get_num_threads()
+    assert task_threads == [2, 2, 2, 2] and {n for *_, n in spans} == {2}
+    spans.sort()
+    assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:], strict=False)), spans  # one after another
+
+
+def test_usable_cpus_follow_the_affinity_mask_and_the_cgroup_quota(tmp_path, monkeypatch):
+    import subprocess
+    import sys
+
+    from robustops import cpus
+
+    one = subprocess.run(
+        [sys.executable, "-c", "import os; os.sched_setaffinity(0, {min(os.sched_getaffinity(0))}); "
+         "from robustops.cpus import usable_cpus; print(usable_cpus())"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert one.stdout.strip() == "1"
+    monkeypatch.setattr(cpus, "_CGROUP", tmp_path)
+    (tmp_path / "cpu.max").write_text("max 100000\n")
+    assert cpus._cgroup_quota() is None
+    (tmp_path / "cpu.max").write_text("150000 100000\n")  # a container's --cpus 1.5
+    assert cpus._cgroup_quota() == 1.5
+    monkeypatch.setattr(cpus.os, "sched_getaffinity", lambda pid: set(range(16)))
+    assert cpus.usable_cpus() == 1
+    (tmp_path / "cpu.max").unlink()
+    (tmp_path / "cpu").mkdir()
+    (tmp_path / "cpu/cpu.cfs_quota_us").write_text("400000\n")  # cgroup v1: 4 CPUs
+    (tmp_path / "cpu/cpu.cfs_period_us").write_text("100000\n")
+    assert cpus.usable_cpus() == 4
 
 
 def test_a_failing_flow_stops_its_running_training_within_a_batch(harness, digits_split):
@@ -138,7 +182,7 @@ def test_a_failing_flow_stops_its_running_training_within_a_batch(harness, digit
 
     @flow
     def failing() -> None:
-        with task_runner(RunnerConfig()) as submit:
+        with task_runner(RunnerConfig(), 64) as submit:
             started["future"] = submit(
                 train_model, digits_split.train, digits_split.val, StandardConfig(label="long"),
                 ModelConfig(name="mlp", hidden=16), long, AugmentConfig(policy="none"), RegularizeConfig(), 7, "cpu",

@@ -42,6 +42,11 @@ class Dataset:
         return tuple(self.x.shape[1:])  # type: ignore[return-value]
 
     @property
+    def values_per_image(self) -> int:
+        """Channels x height x width: the size of the work per image (``robustops.cpus``)."""
+        return int(np.prod(self.x.shape[1:]))
+
+    @property
     def num_classes(self) -> int:
         return len(self.classes)
 
