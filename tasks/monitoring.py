@@ -15,7 +15,7 @@ from robustops.config import Config, LimitsConfig
 from robustops.data.loaders import load_batch
 from robustops.errors import ModelNotFoundError, RobustopsError
 from robustops.monitoring.drift import DriftResult, DriftSettings
-from robustops.monitoring.monitor import drift, score
+from robustops.monitoring.monitor import batch_scores, drift, score
 from robustops.monitoring.reference import Reference, load_reference
 from robustops.serving import GuardedModel
 from robustops.spreadsheet import write_csv
@@ -61,9 +61,10 @@ def read_batch(
     path: str,
     guarded: GuardedModel,
     limits: LimitsConfig = LimitsConfig(),  # noqa: B008
+    convert: bool = False,
 ) -> tuple[np.ndarray, np.ndarray | None]:
     s = guarded.settings
-    return load_batch(path, tuple(s.shape), s.classes, limits)
+    return load_batch(path, tuple(s.shape), s.classes, limits, convert)
 
 
 @task(name="score-batch")
@@ -101,17 +102,9 @@ def log_monitoring(
     run_id = tracking.start_run(m, f"monitor {Path(batch).name}", tags=tags)
     ok = False
     try:
-        metrics = result.metrics() | {
-            "batch/n": float(len(predictions)),
-            "batch/rejected": float(predictions["rejected"].mean()) if len(predictions) else 0.0,
-            "batch/abstained": float(predictions["abstain"].mean()) if len(predictions) else 0.0,
-            "batch/mean_confidence": float(features["confidence"].mean()) if len(features) else 0.0,
-        }
-        if y is not None and len(y):
-            answered = ~predictions["rejected"] & ~predictions["abstain"]
-            correct = predictions["class_index"].to_numpy() == y
-            metrics["batch/acc"] = float(correct.mean())
-            metrics["batch/acc_answered"] = float(correct[answered].mean()) if answered.any() else 0.0
+        # Coverage, accuracy on the answered images and the plain model's: abstentions are not errors.
+        metrics = result.metrics() | batch_scores(predictions, y).metrics()
+        metrics["batch/mean_confidence"] = float(features["confidence"].mean()) if len(features) else 0.0
         tracking.log_metrics(m, run_id, metrics)
         tracking.log_params(m, run_id, {"batch": batch, "model_uri": champion["uri"], "model_version": champion["version"],
                                         "monitor.alpha": cfg.monitor.alpha, "monitor.mmd_threshold": cfg.monitor.mmd_threshold})  # fmt: skip

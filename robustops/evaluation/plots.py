@@ -57,6 +57,38 @@ def accuracy_vs_eps_figure(curves: dict[str, dict[float, float]], clean_acc: flo
     return fig
 
 
+def models_vs_eps_figure(
+    curves: dict[str, dict[float, float]],
+    bands: dict[str, dict[float, tuple[float, float]]] | None = None,
+    title: str = "accuracy vs eps, every model",
+    dashed: frozenset[str] = frozenset(),
+    ylabel: str = "accuracy",
+) -> Figure:
+    """One line per model: accuracy against eps (eps 0: its clean accuracy), each with its 95 %
+    interval as a band where ``bands`` has it; the models in ``dashed`` (a failed masking check)
+    are drawn dashed."""
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=100)
+    for i, (name, points) in enumerate(curves.items()):
+        eps = sorted(points)
+        color = f"C{i % 10}"
+        label = f"{name} (masking suspected)" if name in dashed else name
+        ax.plot(eps, [points[e] for e in eps], marker="o", color=color, ls="--" if name in dashed else "-",
+                label=label)  # fmt: skip
+        band = (bands or {}).get(name, {})
+        at = [e for e in eps if e in band]
+        if at:
+            low, high = [band[e][0] for e in at], [band[e][1] for e in at]
+            ax.fill_between(at, low, high, color=color, alpha=0.15, lw=0)
+    ax.set_xlabel("eps (L-inf, pixels in [0, 1])")
+    ax.set_ylabel(ylabel)
+    ax.set_ylim(0, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
 def corruption_heatmap(acc: dict[str, dict[int, float]], title: str) -> Figure:
     """Accuracy per held-out corruption (rows) and severity (columns)."""
     names = list(acc)
@@ -87,7 +119,9 @@ def image_grid(rows: dict[str, np.ndarray], title: str, per_row: int = 8) -> Fig
             ax = axes[r, c]
             ax.axis("off")
             if c < len(imgs):
-                im = imgs[c]
+                # Clipped here: matplotlib clips RGB floats outside [0, 1] itself, with a warning
+                # per image (a scaled difference, a synthetic sample a hair above 1).
+                im = np.clip(imgs[c], 0, 1)
                 ax.imshow(im[0] if im.shape[0] == 1 else im.transpose(1, 2, 0), cmap="gray", vmin=0, vmax=1)
         axes[r, 0].text(-0.3, 0.5, label, transform=axes[r, 0].transAxes, ha="right", va="center", fontsize=9)
     fig.suptitle(title)

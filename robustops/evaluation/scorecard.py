@@ -10,22 +10,32 @@
 - Specification: behavioural checks of the guarded model.
 - Post-processing: the confidence threshold for a target risk, OOD AUROC, calibration.
 - Smoothed models: certified accuracy per radius.
+
+Every accuracy is a share of a known number of images, logged once per dimension (``clean/n``,
+``adv/n``, ``noise/n``, ``corruption/n``, ``shift/n``, ``certified/n``): :func:`metric_intervals`
+turns each into a 95 % Wilson interval, so a reader can tell a difference from noise.
 """
 
 from __future__ import annotations
 
+import math
+import re
+import warnings
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
+from scipy.stats import binomtest
 from torch import nn
 
 from robustops.attacks import APGD, FGSM, PGD, PGDL2, Attack, Square
 from robustops.config import EvalConfig, SmoothingConfig
 from robustops.data import Dataset
+from robustops.errors import DataWarning
 from robustops.evaluation import postprocess as pp
 from robustops.evaluation.adversarial import robust_mask
-from robustops.evaluation.certify import Certificates, certify_dataset
+from robustops.evaluation.certify import ABSTAIN, Certificates, certify_dataset
 from robustops.evaluation.corruption import corruption_accuracy, corruption_metrics
 from robustops.evaluation.lipschitz import input_grad_norm, lipschitz_bound
 from robustops.evaluation.masking import Check, masking_checks
@@ -33,6 +43,11 @@ from robustops.evaluation.metrics import adv_key, confusion_matrix, per_class_re
 from robustops.evaluation.perturbation import flip_rate, noise_curves, noise_metrics
 from robustops.evaluation.specification import Guard, SpecContext, run_checks
 from robustops.names import number, segment
+
+CONFIDENCE = 0.95
+# Below this many test images, a 95 % interval on an accuracy near 0.9 is wider than +-0.04: the
+# differences between defences the scorecard exists to show drown in it.
+SMALL_TEST_SPLIT = 200
 
 
 @dataclass
@@ -67,6 +82,103 @@ class Scorecard:
     @property
     def spec_passed(self) -> bool:
         return all(c.passed for c in self.spec)
+
+    def class_counts(self) -> dict[str, int]:
+        """Test images per class (the metric segment of its name): the n of each class's recall."""
+        rows = self.confusion.sum(1) if self.confusion.size else []
+        return {segment(c): int(r) for c, r in zip(self.classes, rows, strict=False)}
+
+    def intervals(self, level: float = CONFIDENCE) -> dict[str, dict[str, float]]:
+        """The Wilson interval and n of every accuracy of the card (see :func:`metric_intervals`)."""
+        return metric_intervals(self.metrics, self.class_counts(), level)
+
+    def stats(self) -> dict[str, Any]:
+        """What the scorecard JSON holds about sampling: n per dimension and every interval."""
+        return {
+            "n": {k.removesuffix("/n"): int(v) for k, v in self.metrics.items() if k.endswith("/n")},
+            "intervals": self.intervals(),
+            "interval": f"{CONFIDENCE:.0%} Wilson score interval (scipy.stats.binomtest)",
+            "small_test_split": small_test_note(self.n_test),
+        }
+
+
+# The count each accuracy is a share of: the n metric of its dimension. A mean over noise levels,
+# severities or corruptions of the same images gets that count too: the images are the
+# independent unit, so its interval is conservative rather than several times too narrow.
+_N_OF = [
+    (re.compile(r"^clean/acc$"), "clean/n"),
+    (re.compile(r"^(adv|masking)/.+/acc$"), "adv/n"),
+    (re.compile(r"^noise/.+acc$"), "noise/n"),
+    (re.compile(r"^corruption/.*acc$"), "corruption/n"),
+    (re.compile(r"^shift/acc$"), "shift/n"),
+    (re.compile(r"^(certified/r_[^/]+/acc|smoothed/acc)$"), "certified/n"),
+    (re.compile(r"^(guard|selective)/coverage$"), "clean/n"),
+]
+
+
+@lru_cache(maxsize=4096)
+def wilson(k: int, n: int, level: float = CONFIDENCE) -> tuple[float, float]:
+    """The Wilson score interval of ``k`` successes in ``n`` trials (scipy)."""
+    ci = binomtest(k, n).proportion_ci(confidence_level=level, method="wilson")
+    return float(ci.low), float(ci.high)
+
+
+def sample_size(
+    metrics: dict[str, float], key: str, class_counts: dict[str, int] | None = None
+) -> int | None:
+    """How many images the accuracy ``key`` is a share of (None: not an accuracy, or unknown)."""
+
+    def n(name: str) -> int | None:
+        v = metrics.get(name)
+        return int(v) if v is not None and math.isfinite(v) and v > 0 else None
+
+    for pattern, count in _N_OF:
+        if pattern.match(key):
+            return n(count)
+    # Accuracy on the answered images: a share of those the guard (or the smoothed classifier) answered.
+    if key == "guard/acc_answered" and n("clean/n") and "guard/coverage" in metrics:
+        return round(n("clean/n") * metrics["guard/coverage"]) or None
+    if key == "smoothed/acc_answered" and n("certified/n") and "smoothed/abstain" in metrics:
+        return round(n("certified/n") * (1 - metrics["smoothed/abstain"])) or None
+    if class_counts and key.startswith("clean/recall/class_"):
+        return class_counts.get(key.removeprefix("clean/recall/class_")) or None
+    if class_counts and key == "clean/recall/min":
+        # The class (the fewest images among ties) whose recall is the minimum.
+        lowest = [
+            class_counts[c]
+            for c in class_counts
+            if metrics.get(f"clean/recall/class_{c}") == metrics[key] and class_counts[c] > 0
+        ]
+        return min(lowest) if lowest else None
+    return None
+
+
+def metric_intervals(
+    metrics: dict[str, float], class_counts: dict[str, int] | None = None, level: float = CONFIDENCE
+) -> dict[str, dict[str, float]]:
+    """``{metric: {"n", "low", "high"}}``: the Wilson interval of every accuracy (and coverage)
+    whose count is known, at ``level``. An accuracy is a share of n images, so its count of
+    correct images is ``round(acc * n)``."""
+    out: dict[str, dict[str, float]] = {}
+    for key, v in metrics.items():
+        n = sample_size(metrics, key, class_counts)
+        if n is None or not math.isfinite(v) or not 0 <= v <= 1:
+            continue
+        low, high = wilson(round(v * n), n, level)
+        out[key] = {"n": n, "low": low, "high": high}
+    return out
+
+
+def small_test_note(n: int) -> str | None:
+    """What a test split under :data:`SMALL_TEST_SPLIT` images means for the scores (None: enough)."""
+    if not 0 < n < SMALL_TEST_SPLIT:
+        return None
+    low, high = wilson(round(0.9 * n), n)
+    return (
+        f"the test split has only {n} images: an accuracy of 0.90 on it has a 95 % interval of "
+        f"{low:.2f}-{high:.2f}, so scores closer than that do not tell models apart; use a test split "
+        f"of at least {SMALL_TEST_SPLIT} images (a larger data.test_fraction, or more data)"
+    )
 
 
 def attacks_for(cfg: EvalConfig, seed: int) -> list[Attack]:
@@ -228,6 +340,12 @@ def _postprocess(
     e_thr = float(np.quantile(pp.energy(val_logits), 1 - cfg.ood_tpr))
     card.guard = Guard(thr, e_thr)
     m["ood/energy_threshold"] = e_thr
+    # The served guard abstains on either threshold: its coverage, and its accuracy on the images
+    # it answers (abstentions are no answer, not errors; the plain model's accuracy is clean/acc).
+    answered = ~card.guard.abstain(logits)
+    m["guard/coverage"] = float(answered.mean()) if len(answered) else 0.0
+    if answered.any():
+        m["guard/acc_answered"] = float(correct[answered].mean())
     sets = pp.noise_ood(test.shape, min(len(test.y), 200), seed)
     if ood_x is not None:
         sets["ood_data"] = ood_x
@@ -323,6 +441,7 @@ def evaluate_part(
     elif part == "shift":
         if shift is not None:
             m["shift/acc"] = float((predict(model, shift.x, device=device).argmax(1) == shift.y).mean())
+            m["shift/n"] = float(len(shift.y))
     elif part == "post":
         logits = predict(model, test.x, cfg.batch_size, device)
         _postprocess(model, card, test, val or test, train, logits, cfg, seed, device, ood_x)
@@ -343,8 +462,11 @@ def evaluate_part(
     elif part == "certify":
         if smoothing is None:
             raise ValueError("the certify part needs the smoothing settings")
-        card.certificates = certify_test(model, test, smoothing, seed, device)
-        m |= card.certificates.metrics()
+        c = card.certificates = certify_test(model, test, smoothing, seed, device)
+        m |= c.metrics()
+        answered = c.predict != ABSTAIN  # smoothed/acc counts abstentions as errors, as certification does
+        if answered.any():
+            m["smoothed/acc_answered"] = float((c.predict[answered] == c.y[answered]).mean())
     else:
         raise ValueError(f"unknown scorecard part {part!r}; the parts are those of plan()")
     return card
@@ -375,7 +497,27 @@ def merge(parts: list[Scorecard], test: Dataset, cfg: EvalConfig, seed: int = 0)
     card.metrics |= corruption_metrics(card.corruption)
     _worst_cases(card, cfg)
     _masking(card, y, cfg)
+    card.metrics |= _sample_sizes(card)
+    note = small_test_note(card.n_test)
+    if note:
+        warnings.warn(DataWarning(note), stacklevel=2)
     return card
+
+
+def _sample_sizes(card: Scorecard) -> dict[str, float]:
+    """The n of each dimension, once: clean, noise and corruptions score the whole test split,
+    attacks a subsample (``evaluation.max_samples``), certification its own subsample."""
+    m = card.metrics
+    out = {"clean/n": float(card.n_test)}
+    if any(k.startswith(("adv/", "masking/")) and k.endswith("/acc") for k in m):
+        out["adv/n"] = float(card.n_attacked)
+    if card.noise:
+        out["noise/n"] = float(card.n_test)
+    if card.corruption:
+        out["corruption/n"] = float(card.n_test)
+    if card.certificates is not None:
+        out["certified/n"] = float(len(card.certificates.y))
+    return out
 
 
 def evaluate(

@@ -2,7 +2,8 @@
 
 Each check is registered by name and returns a value, a pass/fail against a threshold from
 ``evaluation.specification`` and a readable detail. Invariances keep the label under a change that
-should not matter; floors bound per-class and rare-class recall; edge cases (blank, constant,
+should not matter (the translation is a share of the image side, so it asks the same of an 8x8 digit
+as of a 224x224 photo); floors bound per-class and rare-class recall; edge cases (blank, constant,
 inverted, saturated and pure-noise images) must mostly be abstained on by the post-processing
 layer rather than answered with a confident class. Users add invariances in config
 (``specification.invariances: ["gaussian_blur:1", ...]``, any registered corruption at a
@@ -11,6 +12,7 @@ severity) or register a check of their own with ``@SPEC_CHECKS.register(name)``.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -61,9 +63,13 @@ SPEC_CHECKS: Registry[SpecFn] = Registry("specification check")
 
 
 def _keep(ctx: SpecContext, changed: np.ndarray, name: str, what: str) -> Check:
+    """Passes when ``changed`` (``k`` changed copies of each test image, stacked copy by copy)
+    keeps the label of at least ``invariance_keep`` of the images the model gets right."""
     clean = ctx.logits(ctx.x).argmax(1)
     ok = clean == ctx.y
-    kept = float((ctx.logits(changed).argmax(1)[ok] == clean[ok]).mean()) if ok.any() else float("nan")
+    copies = len(changed) // len(ctx.x)
+    after = ctx.logits(changed).argmax(1).reshape(copies, len(ctx.x))
+    kept = float((after[:, ok] == clean[ok]).mean()) if ok.any() else float("nan")
     return Check(
         name,
         kept >= ctx.cfg.invariance_keep,
@@ -71,32 +77,43 @@ def _keep(ctx: SpecContext, changed: np.ndarray, name: str, what: str) -> Check:
     )
 
 
-def _shift(x: np.ndarray, dy: int, dx: int) -> np.ndarray:
-    out = np.zeros_like(x)
-    h, w = x.shape[-2:]
-    ys, yd = (slice(0, h - dy), slice(dy, h)) if dy >= 0 else (slice(-dy, h), slice(0, h + dy))
-    xs, xd = (slice(0, w - dx), slice(dx, w)) if dx >= 0 else (slice(-dx, w), slice(0, w + dx))
-    out[..., yd, xd] = x[..., ys, xs]
-    return out
+def _shift_axis(x: np.ndarray, s: float, axis: int) -> np.ndarray:
+    n = x.shape[axis]
+    k = math.floor(s)
+    f = s - k
+    # out[i] = x(i - s), linear between the pixels i - k and i - k - 1. The edge pixels extend:
+    # a constant fill would draw a line along the border that the shift itself did not cause.
+    src = np.arange(n) - k
+    near = np.take(x, np.clip(src, 0, n - 1), axis=axis)
+    if f == 0:
+        return near
+    far = np.take(x, np.clip(src - 1, 0, n - 1), axis=axis)
+    return (1 - f) * near + f * far
+
+
+def shift_images(x: np.ndarray, dy: float, dx: float) -> np.ndarray:
+    """Images (``N, C, H, W``) moved ``dy`` pixels down and ``dx`` right; a fractional shift
+    resamples bilinearly, so a shift can be smaller than a pixel."""
+    return _shift_axis(_shift_axis(x, dy, -2), dx, -1).astype(x.dtype, copy=False)
+
+
+def translate_pixels(cfg: SpecConfig, shape: tuple[int, ...]) -> tuple[float, float]:
+    """The translation check's shift in pixels (rows, columns) for images of ``shape``
+    (``..., H, W``): ``translate_px`` when set, else ``translate_fraction`` of each side."""
+    if cfg.translate_px is not None:
+        return cfg.translate_px, cfg.translate_px
+    h, w = shape[-2:]
+    return cfg.translate_fraction * h, cfg.translate_fraction * w
 
 
 @SPEC_CHECKS.register("invariance_translate")
 def invariance_translate(ctx: SpecContext) -> Check:
-    p = ctx.cfg.translate_px
-    moved = np.concatenate([_shift(ctx.x, dy, dx) for dy, dx in ((p, 0), (-p, 0), (0, p), (0, -p))])
-    reps = np.tile(np.arange(len(ctx.y)), 4)
-    sub = SpecContext(
-        ctx.model,
-        ctx.x[reps],
-        ctx.y[reps],
-        ctx.classes,
-        ctx.train_counts,
-        ctx.guard,
-        ctx.cfg,
-        ctx.seed,
-        ctx.device,
-    )
-    return _keep(sub, moved, "invariance_translate", f"a {p}-pixel shift (4 directions)")
+    py, px = translate_pixels(ctx.cfg, ctx.x.shape)
+    moved = np.concatenate([shift_images(ctx.x, dy, dx) for dy, dx in ((py, 0), (-py, 0), (0, px), (0, -px))])
+    h, w = ctx.x.shape[-2:]
+    size = f"{py:.3g}" if py == px else f"{py:.3g}/{px:.3g}"
+    why = "" if ctx.cfg.translate_px is not None else f", {ctx.cfg.translate_fraction:g} of the {h}x{w} image"
+    return _keep(ctx, moved, "invariance_translate", f"a {size}-pixel shift (4 directions{why})")
 
 
 @SPEC_CHECKS.register("invariance_brightness")
