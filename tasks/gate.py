@@ -19,18 +19,30 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 from prefect import task
 
 from robustops.config import Config, MlflowConfig
-from robustops.errors import PromotionConflict
+from robustops.errors import PromotionConflict, RobustopsError
 from robustops.evaluation import Scorecard
-from robustops.evaluation.gate import Candidate, Decision, decide
+from robustops.evaluation.gate import Candidate, Champion, DataSignature, Decision, decide
 from robustops.evaluation.html import png, render
 from robustops.evaluation.plots import scorecard_figures
 from tasks import tracking
 from tasks.log import logger
-from tasks.record import RETRY, scorecard_json
+from tasks.record import (
+    DIGEST_TAG,
+    FINGERPRINT_TAG,
+    GATE_NOTE,
+    OUTCOMES,
+    RETRY,
+    describe_version,
+    outcomes_of,
+    scorecard_json,
+    version_description,
+)
 
 LOCK_TIMEOUT = 120.0  # seconds to wait for another promotion into the same registry
 PROMOTED_FROM = "robustops.promoted_from"  # version tag: the champion it replaced ("none": first)
@@ -122,27 +134,115 @@ def promotion_lock(m: MlflowConfig, timeout: float = LOCK_TIMEOUT) -> Iterator[N
             yield
 
 
+def _signature(tags: dict[str, str]) -> DataSignature | None:
+    """The data a version was trained on, from its tags (``tasks.record.data_tags``)."""
+    try:
+        shape = tuple(int(v) for v in tags["data.shape"].split("x"))
+        n = int(tags["data.classes"].split(":", 1)[0])
+    except (KeyError, ValueError):
+        return None
+    text = tags["data.classes"].split(":", 1)[1].strip()
+    return DataSignature(shape, n, tags.get(DIGEST_TAG), text, tags.get("data.source", ""))
+
+
+def _logged_data(m: MlflowConfig, run_id: str) -> DataSignature | None:
+    """A version registered before robustops tagged its data: the shape and class count its
+    pipeline run logged as params (``data.shape``, ``data.num_classes``), if any."""
+    import json
+
+    c = tracking.client(m)
+    parent = c.get_run(run_id).data.tags.get(tracking.PARENT_TAG)
+    params = c.get_run(parent).data.params if parent else {}
+    try:
+        return DataSignature(tuple(json.loads(params["data.shape"])), int(params["data.num_classes"]))
+    except (KeyError, ValueError, TypeError):
+        return None
+
+
+def _run_data(m: MlflowConfig, versions: dict[str, str]) -> tuple[DataSignature | None, str | None]:
+    """The data this run's models were trained on and the fingerprint of the test images their
+    per-image outcomes are on, from the tags ``register_model`` gave their versions (every model
+    of a run shares both)."""
+    c = tracking.client(m)
+    for version in versions.values():
+        tags = c.get_model_version(m.registered_model, version).tags
+        data = _signature(tags)
+        if data is not None:
+            return data, tags.get(FINGERPRINT_TAG)
+    return None, None
+
+
+def _champion(m: MlflowConfig, current: Any, label: str, primary: str, fingerprint: str | None) -> Champion:
+    """The champion as the gate compares against it: its metrics, its data, and its per-image
+    outcomes on ``primary`` when they are on the same test images as this run's."""
+    tags = dict(current.tags)
+    champion = Champion(
+        tracking.scorecard_metrics(m, current.run_id), label, _signature(tags) or _logged_data(m, current.run_id)
+    )
+    theirs = tags.get(FINGERPRINT_TAG)
+    if theirs is None:
+        champion.unpaired = f"{label} has no per-image outcomes on {primary} recorded"
+    elif fingerprint is None:
+        champion.unpaired = f"this run's models have no per-image outcomes on {primary} recorded"
+    elif theirs != fingerprint:
+        champion.unpaired = f"{label} was scored on other test images"
+    else:
+        try:
+            with tempfile.TemporaryDirectory() as tmp:
+                path = tracking.download(m, current.run_id, OUTCOMES, tmp)
+                with np.load(path, allow_pickle=False) as f:
+                    metric, correct = str(f["metric"]), f["correct"].astype(bool)
+        except RobustopsError:  # the store is down: fail the gate rather than decide half-informed
+            raise
+        except Exception as e:  # noqa: BLE001 - deleted or damaged: the margin decides, and says why
+            champion.unpaired = f"{label}'s per-image outcomes could not be read ({type(e).__name__})"
+            return champion
+        if metric != primary:
+            champion.unpaired = f"{label}'s per-image outcomes are on {metric}, not {primary}"
+        else:
+            champion.outcomes = correct
+    return champion
+
+
+def _gate_note(decision: Decision, name: str, reasons: list[str], alias: str) -> str:
+    """The first paragraph of a version's Description: what the gate said about it."""
+    if reasons:
+        mine = "failed: " + "; ".join(reasons)
+    elif name == decision.challenger:
+        mine = f"the challenger, {'promoted to @' + alias if decision.promote else 'not promoted'}"
+    else:
+        mine = f"passed; {decision.challenger} scored higher on the primary"
+    return f"{GATE_NOTE} {mine}. The run's decision: {decision.summary}"
+
+
 @task(name="promotion-gate", **RETRY)
 def promote(cfg: Config, parent_id: str, cards: dict[str, Scorecard], versions: dict[str, str]) -> Decision:
     """Decides on the run's models against the current champion; moves the alias only on a win.
 
-    Every version gets a ``gate`` tag (passed or failed) and the decision goes to the parent run
-    (``gate/decision.json``, tag ``robustops.gate``, metric ``gate/promoted``). A promoted version
-    is tagged ``robustops.promoted_from`` (the champion it replaced), ``robustops.promoted_at`` and
+    The challenger must have been trained on data of the champion's shape and classes (read from
+    the versions' ``data.*`` tags) and beat it by more than noise: a paired McNemar test when
+    both per-image outcome vectors are on the same test images, else ``gate.margin``.
+
+    Every version gets a ``gate`` tag (passed or failed) and a Description that starts with the
+    gate's verdict, and the decision goes to the parent run (``gate/decision.json``, tag
+    ``robustops.gate``, metric ``gate/promoted``). A promoted version is tagged
+    ``robustops.promoted_from`` (the champion it replaced), ``robustops.promoted_at`` and
     ``robustops.promoted_by`` (this run): the alias history, one link per promotion.
     """
     m, g = cfg.mlflow, cfg.gate
     candidates = [
-        Candidate(n, c.metrics, c.masking_passed, {s.name: s.passed for s in c.spec})
+        Candidate(n, c.metrics, c.masking_passed, {s.name: s.passed for s in c.spec}, outcomes_of(c, cfg))
         for n, c in cards.items()
     ]
     with promotion_lock(m):
         # Read the champion inside the lock: no other robustops promotion can move it until this
         # decision has landed or been dropped.
         current = tracking.alias_version(m, g.alias)
-        champion = tracking.run_metrics(m, current.run_id) if current is not None else None
         label = f"{g.alias} (version {current.version})" if current is not None else g.alias
-        decision = decide(candidates, champion, g, label)
+        with tracking.translated(m):
+            data, fingerprint = _run_data(m, versions)
+            champion = _champion(m, current, label, g.primary, fingerprint) if current is not None else None
+        decision = decide(candidates, champion, g, label, data)
         for name, version in versions.items():
             reasons = decision.failures.get(name, [])
             tracking.set_version_tag(
@@ -162,6 +262,12 @@ def promote(cfg: Config, parent_id: str, cards: dict[str, Scorecard], versions: 
                     tracking.delete_version_tag(m, new, key)
                 raise
             decision.summary += f" ({m.registered_model} version {new} is now @{g.alias})"
+    for name, version in versions.items():
+        old = version_description(m, version)
+        if old.startswith(GATE_NOTE):  # a retried task: the verdict is replaced, not stacked
+            old = old.partition("\n\n")[2]
+        note = _gate_note(decision, name, decision.failures.get(name, []), g.alias)
+        describe_version(m, version, f"{note}\n\n{old}" if old else note)
     tracking.log_json(m, parent_id, decision.as_dict(), "gate/decision.json")
     tracking.set_tag(m, parent_id, "robustops.gate", decision.summary)
     tracking.log_metrics(m, parent_id, {"gate/promoted": float(decision.promote)})
@@ -172,16 +278,23 @@ def promote(cfg: Config, parent_id: str, cards: dict[str, Scorecard], versions: 
 @task(name="log-report", **RETRY)
 def log_report(cfg: Config, parent_id: str, cards: dict[str, Scorecard], decision: Decision | None) -> None:
     """The self-contained HTML scorecard and ``report/scorecard.json``, on the parent run."""
+    from robustops.evaluation.scorecard import small_test_note
+
     plots = {
         name: {path.removeprefix("plots/").removesuffix(".png").replace("_", " "): png(fig)
                for path, fig in scorecard_figures(card, name).items()}
         for name, card in cards.items()
     }  # fmt: skip
+    first = next(iter(cards.values()))
     meta = {
         "data": cfg.data.source.value,
-        "test images": str(next(iter(cards.values())).n_test),
+        "test images": str(first.n_test),
+        "attacked images": str(first.n_attacked),
         "seed": str(cfg.seed),
     }
+    note = small_test_note(first.n_test)
+    if note:
+        logger().warning("%s", note)
     page = render(
         "robustops scorecard",
         {n: c.metrics for n, c in cards.items()},
@@ -190,10 +303,13 @@ def log_report(cfg: Config, parent_id: str, cards: dict[str, Scorecard], decisio
         plots,
         decision,
         meta,
+        gate=cfg.gate,
+        intervals={n: c.intervals() for n, c in cards.items()},
     )
     tracking.log_text(cfg.mlflow, parent_id, page, "report/scorecard.html")
     doc = {
-        "models": {n: scorecard_json(c) for n, c in cards.items()},
+        # n per dimension and a 95 % interval for every accuracy, beside each model's scores
+        "models": {n: scorecard_json(c) | c.stats() for n, c in cards.items()},
         "gate": decision.as_dict() if decision else None,
     }
     tracking.log_json(cfg.mlflow, parent_id, doc, "report/scorecard.json")

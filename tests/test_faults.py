@@ -334,7 +334,7 @@ def store(tmp_path_factory, trained, digits_split):
     )
     parent = open_pipeline_run.fn(cfg, None)
     run_id, uri = log_model_run.fn(cfg, parent, StandardConfig(label="baseline"), trained, card, digits_split)
-    version = str(register_model.fn(cfg.mlflow, uri, run_id, card, "baseline"))
+    version = str(register_model.fn(cfg, uri, run_id, card, "baseline", digits_split.test, parent))
     assert promote.fn(cfg, parent, {"baseline": card}, {"baseline": version}).promote
     close_pipeline_run.fn(cfg.mlflow, parent, True)
     np.savez(root / "batch.npz", x=digits_split.test.x[:100, 0], y=digits_split.test.y[:100])

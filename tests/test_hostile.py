@@ -387,7 +387,7 @@ def champion(tmp_path_factory, trained, digits_split):
     card = evaluate(trained.model, digits_split.test, EvalConfig.model_validate(quick), val=digits_split.val)
     parent = open_pipeline_run.fn(cfg, None)
     run_id, uri = log_model_run.fn(cfg, parent, StandardConfig(label="baseline"), trained, card, digits_split)
-    version = str(register_model.fn(cfg.mlflow, uri, run_id, card, "baseline"))
+    version = str(register_model.fn(cfg, uri, run_id, card, "baseline", digits_split.test, parent))
     assert promote.fn(cfg, parent, {"baseline": card}, {"baseline": version}).promote
     close_pipeline_run.fn(cfg.mlflow, parent, True)
     return {"root": root, "sets": [a for s in sets for a in ("--set", s)], "cfg": cfg, "version": version}
