@@ -17,7 +17,7 @@ help:
 	@echo "make test   - set up .venv with dev extras and run the test suite"
 	@echo "make test-all - also run the tests marked slow"
 	@echo "make lint   - ruff check and format check"
-	@echo "make ui     - MLflow UI on http://127.0.0.1:5000 for ./mlflow.db"
+	@echo "make ui     - MLflow UI on http://127.0.0.1:5000 for ./mlflow.db (prints the experiment's link)"
 	@echo "make prefect-ui - Prefect server and UI on http://127.0.0.1:4200"
 	@echo "make serve  - register and serve the pipeline, monitor and retrain deployments (needs make prefect-ui)"
 	@echo "make serve-model - the champion's guarded model over HTTP on http://127.0.0.1:5001/invocations"
@@ -52,7 +52,11 @@ format: $(VENV)/.dev
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
+# The printed link opens the experiment in MLflow 3's model-training view (its GenAI view otherwise).
+UI_URL := from robustops.config import MlflowConfig; from tasks.tracking import experiment_url; \
+  print(experiment_url(MlflowConfig(tracking_uri="sqlite:///mlflow.db")))
 ui: $(VENV)/.run
+	@echo "MLflow UI: open $$($(BIN)/python -c '$(UI_URL)' 2>/dev/null || echo http://127.0.0.1:5000)"
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000
 
 prefect-ui: $(VENV)/.run

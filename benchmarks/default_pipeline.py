@@ -63,7 +63,16 @@ def once(sets: list[str], root: Path = ROOT) -> tuple[float, dict[str, dict[str,
         runs = c.search_runs(
             [exp.experiment_id], "tags.`robustops.kind` = 'model'", order_by=["attributes.start_time"]
         )
-        return wall, {r.data.tags["robustops.model"]: r.data.metrics for r in runs}
+        return wall, {r.data.tags["robustops.model"]: _scores(c, r, tmp) for r in runs}
+
+
+def _scores(c, run, tmp: str) -> dict[str, float]:
+    """A model run's scalars and every point of its curves (its evaluation/scorecard.json)."""
+    import json
+
+    path = c.download_artifacts(run.info.run_id, "evaluation/scorecard.json", tmp)
+    with open(path, encoding="utf-8") as f:
+        return dict(run.data.metrics) | json.load(f)["metrics"]
 
 
 SCORECARD = {

@@ -93,20 +93,22 @@ def split_for_thresholds(ds: Dataset, seed: int, share: float = 0.25) -> Split:
     return Split(part(t[:0]), part(v), part(t))
 
 
-def read_data(path: str, spec: dict[str, Any], limits: LimitsConfig) -> Dataset:
+def read_data(path: str, spec: dict[str, Any], limits: LimitsConfig, convert: bool = False) -> Dataset:
+    """The data in the model's input shape; other channels or sizes are refused unless ``convert``."""
     source = DataSource.FOLDER if Path(path).is_dir() else DataSource.NPZ
-    return load_for_model(source, Path(path), tuple(spec["shape"]), spec["classes"], "--data", limits)
+    shape = tuple(spec["shape"])
+    return load_for_model(source, Path(path), shape, spec["classes"], "--data", limits, convert)
 
 
 @task(name="load-evaluation-data", retries=2, retry_delay_seconds=1, retry_condition_fn=_io_error)
-def load_data(path: str, spec: dict[str, Any], limits: LimitsConfig) -> Dataset:
-    return read_data(path, spec, limits)
+def load_data(path: str, spec: dict[str, Any], limits: LimitsConfig, convert: bool = False) -> Dataset:
+    return read_data(path, spec, limits, convert)
 
 
-def check_inputs(cfg: Config, uri: str, data: str) -> None:
+def check_inputs(cfg: Config, uri: str, data: str, convert: bool = False) -> None:
     """Resolves the model and validates the data without Prefect: the CLI's early check."""
     spec = load_registered.fn(cfg, uri)[1]["spec"]
-    read_data(data, spec, cfg.limits)
+    read_data(data, spec, cfg.limits, convert)
 
 
 @task(name="log-evaluation", **RETRY)
@@ -122,7 +124,8 @@ def log_evaluation(
     ok = False
     try:
         tracking.log_params(m, run_id, {"model_uri": uri, "data": data, "model_version": info["version"]})
-        tracking.log_metrics(m, run_id, card.metrics)
+        # Curves as stepped metrics, as on a pipeline's model runs; the gate's metrics stay scalars.
+        tracking.log_scorecard(m, run_id, card.metrics, keep=tracking.gate_metrics(cfg.gate))
         tracking.log_json(m, run_id, scorecard_json(card), "evaluation/scorecard.json")
         tracking.log_json(m, run_id, card.attacks, "evaluation/attacks.json")
         for path, fig in scorecard_figures(card, info["model"]).items():
@@ -131,14 +134,24 @@ def log_evaluation(
         ok = True
     finally:
         tracking.end_run(m, run_id, ok)
+    tracking.link_in_prefect(
+        m, run_id, "evaluation", f"MLflow run evaluate {info['name']} v{info['version']}",
+        [f"{uri} on {data}: {card.n_test} images scored."],
+    )  # fmt: skip
     return run_id
 
 
 @flow(name="robustness-evaluation", log_prints=True)
-def robustness_evaluation(model_uri: str, data: str, cfg: Config = Config()) -> dict[str, Any]:  # noqa: B008
-    """Scores a registered model on a dataset and logs the scorecard to MLflow."""
+def robustness_evaluation(
+    model_uri: str,
+    data: str,
+    cfg: Config = Config(),  # noqa: B008
+    convert: bool = False,
+) -> dict[str, Any]:
+    """Scores a registered model on a dataset and logs the scorecard to MLflow. ``convert``:
+    convert images of other channels or size to the model's input (else they are refused)."""
     model, info, smoothing = load_registered(cfg, model_uri)
-    ds = load_data(data, info["spec"], cfg.limits)
+    ds = load_data(data, info["spec"], cfg.limits, convert)
     split = split_for_thresholds(ds, cfg.seed)
     with use_threads(torch_threads(ds.values_per_image)):
         card = evaluate_model(

@@ -4,6 +4,7 @@ that triggers retraining."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from prefect import Flow
@@ -11,6 +12,7 @@ from prefect.runtime import flow_run
 
 from robustops.config import Config
 from robustops.cpus import torch_threads, use_threads
+from tasks import tracking
 from tasks.monitoring import detect_drift, emit_drift, load_champion, log_monitoring, read_batch, score_batch
 
 
@@ -31,16 +33,49 @@ def _checked_flow(**options: Any) -> Any:
     return lambda fn: _CheckedFlow(fn, **options)
 
 
-@_checked_flow(name="robustness-monitor", log_prints=True)
-def robustness_monitor(batch: str, cfg: Config = Config(), model: str | None = None) -> dict[str, Any]:  # noqa: B008
-    """Monitors one batch (.npz with x and optional y, a class-folder tree, or a flat image folder)."""
+def _run_name() -> str:
+    """``monitor <batch file>``; the verdict is added once known (:func:`_name_after_verdict`)."""
+    return f"monitor {Path(str(flow_run.parameters.get('batch', ''))).name}"
+
+
+def _name_after_verdict(batch: str, drift: bool) -> None:
+    """Renames the flow run ``monitor <batch file>: drift`` (or ``no drift``), so the Prefect UI's
+    list of runs reads as a log of batches and verdicts. A failure is a warning."""
+    from prefect.client.orchestration import get_client
+
+    from tasks.log import logger
+
+    name = f"monitor {Path(batch).name}: {'drift' if drift else 'no drift'}"
+    try:
+        with get_client(sync_client=True) as client:
+            client.set_flow_run_name(flow_run.get_id(), name)
+    except Exception as e:  # noqa: BLE001 - a name is a convenience: the verdict is logged anyway
+        logger().warning("could not rename the flow run %r: %s", name, e)
+
+
+@_checked_flow(name="robustness-monitor", flow_run_name=_run_name, log_prints=True)
+def robustness_monitor(
+    batch: str,
+    cfg: Config = Config(),  # noqa: B008
+    model: str | None = None,
+    convert: bool = False,
+) -> dict[str, Any]:
+    """Monitors one batch (.npz with x and optional y, a class-folder tree, or a flat image folder).
+    A batch of other channels or size than the model takes fails (no drift test, no event)
+    unless ``convert``."""
     uri = model or cfg.monitored_model
     guarded, ref, champion = load_champion(cfg, uri)
-    x, y = read_batch(batch, guarded, cfg.limits)
+    x, y = read_batch(batch, guarded, cfg.limits, convert)
     with use_threads(torch_threads(x[0].size)):
         predictions, features = score_batch(guarded, ref, x, cfg.monitor.chunk)
     result = detect_drift(ref, features, cfg, batch)
     run_id = log_monitoring(cfg, batch, champion, predictions, features, y, result, flow_run.get_id())
+    _name_after_verdict(batch, result.drift)
+    verdict = "DRIFT: " + "; ".join(result.reasons) if result.drift else "no drift"
+    tracking.link_in_prefect(
+        cfg.mlflow, run_id, "monitor", f"MLflow run monitor {Path(batch).name}",
+        [f"{batch} against {champion['uri']} (version {champion['version']}): {verdict}"],
+    )  # fmt: skip
     event = (
         emit_drift(batch, champion, result, run_id, y is not None)
         if result.drift and cfg.monitor.emit_event

@@ -6,6 +6,7 @@ fully logged, so a failure never leaves a half-written version in the registry.
 
 from __future__ import annotations
 
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -14,9 +15,9 @@ import numpy as np
 import torch
 from prefect import task
 
-from robustops.config import AugmentPolicy, Config, DefenceConfig, MlflowConfig, flatten, to_yaml
+from robustops.config import AugmentPolicy, Config, DefenceConfig, GateConfig, MlflowConfig, flatten, to_yaml
 from robustops.corruptions import CORRUPTIONS, describe
-from robustops.data import Split
+from robustops.data import Dataset, Split
 from robustops.data.adversarial import AdversarialSet, save_npz
 from robustops.data.synthesis import SynthesisResult
 from robustops.errors import PromotionConflict, RobustopsError
@@ -235,7 +236,9 @@ def log_model_run(
         settings = {f"defence.{k}": v for k, v in defence.model_dump(mode="json").items()}
         tracking.log_params(m, run_id, flatten(cfg) | settings)
         tracking.log_history(m, run_id, result.history)
-        tracking.log_metrics(
+        # Curves (accuracy over eps, severity, noise, radius) as stepped metrics, so the UI draws
+        # lines and the compare view overlays models; the gate's metrics stay scalars by name.
+        tracking.log_scorecard(
             m,
             run_id,
             card.metrics
@@ -245,6 +248,7 @@ def log_model_run(
                 "val/best_acc": result.best_val_acc,
                 "train/seconds": result.seconds,
             },
+            keep=tracking.gate_metrics(cfg.gate),
         )
         if result.stop_reason:
             tracking.set_tag(m, run_id, "robustops.stop_reason", result.stop_reason)
@@ -293,20 +297,138 @@ def scorecard_json(card: Scorecard) -> dict:
         "guard": vars(card.guard) if card.guard else None,
         "n_test": card.n_test,
         "n_attacked": card.n_attacked,
+    } | card.stats()
+
+
+OUTCOMES = "gate/primary_outcomes.npz"  # on a model's run: per-image correctness on gate.primary
+FINGERPRINT_TAG = "robustops.test_fingerprint"  # the images those outcomes are on
+DIGEST_TAG = "robustops.data.classes_digest"  # the class names, in the model's output order
+GATE_NOTE = "**Gate:**"  # the first paragraph of a version's description once the gate has run
+
+
+def outcomes_of(card: Scorecard, cfg: Config) -> np.ndarray | None:
+    """The card's per-image correctness on ``gate.primary`` (None: the card does not keep it)."""
+    from robustops.evaluation.gate import primary_outcomes
+    from robustops.evaluation.scorecard import ensemble_for
+
+    ev = cfg.evaluation
+    ensemble = [a.label for a in ensemble_for(ev, (ev.autoattack.eps or [0.1])[0], 0)]
+    return primary_outcomes(card.masks, cfg.gate.primary, ensemble)
+
+
+def outcome_images(test: Dataset, cfg: Config, n: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """The test images ``n`` per-image outcomes are on: the attacked subsample for an adversarial
+    score, the whole split for one scored on every image; None when neither has ``n`` images."""
+    from robustops.evaluation.scorecard import _subsample  # the scorecard's own choice of images
+
+    x, y = _subsample(test, cfg.evaluation.max_samples, cfg.seed)
+    if len(y) == n:
+        return x, y
+    return (test.x, test.y) if len(test.y) == n else None
+
+
+def data_tags(cfg: Config, test: Dataset) -> dict[str, str]:
+    """What a version was trained on; the gate reads shape and classes back (tasks/gate.py)."""
+    from robustops.evaluation.gate import classes_digest, classes_text
+
+    d = cfg.data
+    return {
+        "data.source": d.source.value if d.path is None else f"{d.source.value}: {d.path}",
+        "data.shape": "x".join(map(str, test.shape)),
+        "data.classes": f"{test.num_classes}: {classes_text(test.classes)}",
+        DIGEST_TAG: classes_digest(test.classes),
     }
+
+
+REPORT = "report/scorecard.html"  # the parent run's HTML scorecard (tasks/gate.py log_report)
+
+
+def scorecard_link(m: MlflowConfig, parent_id: str) -> str:
+    """Where the run's HTML scorecard is, as markdown: a link into the MLflow UI when the tracking
+    URI is a server, otherwise the run and the artifact path (a local store has no URL of its own)."""
+    uri = tracking.tracking_uri(m)
+    if uri.startswith(("http://", "https://")):
+        return f"[{REPORT}]({tracking.ui_url(m, parent_id, artifact=REPORT)})"
+    return f"`{REPORT}` of the parent run `{parent_id}`"
+
+
+def _score(metrics: dict[str, float], key: str | None) -> str:
+    return f"{key} = {metrics[key]:.4f}" if key and key in metrics else f"{key or 'none'} (not scored)"
+
+
+def worst_case_key(metrics: dict[str, float], primary: str) -> str | None:
+    """The worst case over every attack at the primary's eps (else at the largest eps scored)."""
+    from robustops.evaluation.gate import _ADV
+
+    m = _ADV.match(primary)
+    if m and f"adv/worst/eps_{m['eps']}/acc" in metrics:
+        return f"adv/worst/eps_{m['eps']}/acc"
+    worst = [k for k in metrics if k.startswith("adv/worst/eps_")]
+    return max(worst, key=lambda k: float(k.split("/")[2].removeprefix("eps_"))) if worst else None
+
+
+MAX_DESCRIPTION = 5000  # a version's description column on a database store (VARCHAR(5000))
+
+
+def describe_version(m: MlflowConfig, version: str, text: str) -> None:
+    """Sets a version's Description (markdown in the MLflow UI)."""
+    if len(text) > MAX_DESCRIPTION:
+        text = text[: MAX_DESCRIPTION - 3] + "..."
+    with tracking.translated(m):
+        tracking.client(m).update_model_version(m.registered_model, version, description=text)
+
+
+def version_description(m: MlflowConfig, version: str) -> str:
+    with tracking.translated(m):
+        return tracking.client(m).get_model_version(m.registered_model, version).description or ""
 
 
 @task(name="register-model", task_run_name="register-{name}", **RETRY)
 def register_model(
-    mcfg: MlflowConfig, model_uri: str, run_id: str, card: Scorecard, name: str = "model"
+    cfg: Config, model_uri: str, run_id: str, card: Scorecard, name: str, test: Dataset, parent_id: str
 ) -> str:
-    """Registers a fully logged model as a new version, tagged with its name and headline scores."""
-    tags = {"robustops.model": name, "clean_acc": f"{card.metrics['clean/acc']:.4f}"}
-    pgd = sorted(k for k in card.metrics if k.startswith("adv/pgd_linf/"))
-    if pgd:
-        tags["pgd_acc"] = f"{pgd[-1].split('/')[2]}: {card.metrics[pgd[-1]]:.4f}"
-    version = tracking.register(mcfg, model_uri, run_id, tags)
-    logger().info("registered %s version %s", mcfg.registered_model, version)
+    """Registers a fully logged model as a new version that says what it is at a glance.
+
+    Tags: its name, the gate's primary score and the worst case over every attack (not a single
+    attack's score, which gradient masking can inflate), the masking checks, the data it was
+    trained on (``data.source``, ``data.shape``, ``data.classes``: the gate refuses to compare
+    models of other data), the parent run; its Description links the run's HTML scorecard (the
+    gate adds its verdict on top). Its per-image correctness on ``gate.primary`` goes to its run
+    as ``gate/primary_outcomes.npz``, with a fingerprint of those test images, so a later gate can
+    test a challenger against it on the same images (McNemar) instead of by a margin.
+    """
+    m, metrics = cfg.mlflow, card.metrics
+    worst = worst_case_key(metrics, cfg.gate.primary)
+    failed = [c.name for c in card.masking if not c.passed]
+    tags = {
+        "robustops.model": name,
+        "clean_acc": f"{metrics['clean/acc']:.4f}" if "clean/acc" in metrics else "not scored",
+        "primary": _score(metrics, cfg.gate.primary),
+        "worst_case": _score(metrics, worst),
+        "masking": "FAILED: " + ", ".join(failed) if failed else "passed" if card.masking else "not checked",
+        "parent_run": parent_id,
+    } | data_tags(cfg, test)
+    outcomes = outcomes_of(card, cfg)
+    images = outcome_images(test, cfg, len(outcomes)) if outcomes is not None else None
+    if outcomes is not None and images is not None:
+        from robustops.evaluation.gate import images_fingerprint
+
+        tags[FINGERPRINT_TAG] = images_fingerprint(*images)
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / Path(OUTCOMES).name
+            np.savez(path, correct=outcomes.astype(bool), metric=np.str_(cfg.gate.primary),
+                     fingerprint=np.str_(tags[FINGERPRINT_TAG]))  # fmt: skip
+            tracking.log_file(m, run_id, path, str(Path(OUTCOMES).parent))
+    version = tracking.register(m, model_uri, run_id, tags)
+    describe_version(
+        m,
+        version,
+        f"**{name}**, trained on {tags['data.source']} ({tags['data.shape']}, {test.num_classes} classes).\n\n"
+        f"Primary: {tags['primary']}; worst case: {tags['worst_case']}; gradient masking: {tags['masking']}; "
+        f"clean/acc = {tags['clean_acc']}.\n\n"
+        f"Scorecard: {scorecard_link(m, parent_id)}. Model run `{run_id}`.",
+    )
+    logger().info("registered %s version %s", m.registered_model, version)
     return version
 
 
@@ -317,6 +439,117 @@ def interrupted(e: BaseException) -> bool:
     return isinstance(e, Stopped) or not isinstance(e, Exception)
 
 
+# The dimensions of the parent run's short table, in order, by metric prefix.
+_DIMENSIONS = [
+    ("clean", ("clean/",)),
+    ("adversarial", ("adv/", "masking/", "lipschitz/")),
+    ("perturbation", ("noise/",)),
+    ("distributional", ("corruption/", "shift/")),
+    ("specification", ("spec/",)),
+    ("post-processing", ("selective/", "guard/", "calibration/", "ood/")),
+    ("smoothing", ("certified/", "smoothed/")),
+]
+NOTE_LIMIT = 7900  # MLflow cuts a tag value at 8000 characters, mid-table
+_SINGLE_ATTACK = re.compile(r"^adv/(pgd_linf|pgd_linf_cw)/")
+REQUIRED_CHECKS = "spec checks the gate requires"
+
+
+def _dimension(key: str) -> int | None:
+    return next((i for i, (_, prefixes) in enumerate(_DIMENSIONS) if key.startswith(prefixes)), None)
+
+
+def _limit(key: str, gate: GateConfig | None) -> tuple[str, Any]:
+    """The gate's mark for a row ("primary, >= 0.7") and the test a value must pass (None: no limit)."""
+    if gate is None:
+        return "", None
+    marks, tests = [], []
+    if key == gate.primary:
+        marks.append("primary")
+    if key in gate.min:
+        marks.append(f"≥ {gate.min[key]:g}")
+        tests.append(lambda v, lo=gate.min[key]: v >= lo)
+    if key in gate.max:
+        marks.append(f"≤ {gate.max[key]:g}")
+        tests.append(lambda v, hi=gate.max[key]: v <= hi)
+    if key == "masking/pass" and gate.require_masking:
+        marks.append("must pass")
+        tests.append(lambda v: v >= 1)
+    return ", ".join(marks), (lambda v: all(t(v) for t in tests)) if tests else None
+
+
+def pipeline_note(
+    scores: dict[str, dict[str, float]], decision: Any = None, gate: GateConfig | None = None
+) -> str:
+    """The parent run's Description (markdown): the gate's decision, a short table of the
+    headline scores by dimension with the gate's limits marked (a failing value gets ✗), why
+    models failed, then every headline score."""
+    from robustops.evaluation.report import summary
+
+    d = decision.as_dict() if hasattr(decision, "as_dict") else decision
+    if d is None:
+        lines = ["**Gate: not run** (gate.enabled is false, or no model was registered)."]
+    else:
+        verdict = f"promoted {d['challenger']}" if d["promote"] else "champion unchanged"
+        lines = [f"**Gate: {verdict}.** {d['summary']}"]
+    names = list(scores)
+    keys = [gate.primary, *gate.min, *gate.max] if gate is not None else []
+    for m in scores.values():
+        # The worst case over every attack stands for the single attacks (the full table has them).
+        keys += [k for k in summary(m) if k not in keys and not _SINGLE_ATTACK.match(k)]
+    keys = sorted(dict.fromkeys(k for k in keys if _dimension(k) is not None), key=_dimension)
+    if gate is not None and gate.spec_checks:
+        at = max([i + 1 for i, k in enumerate(keys) if _dimension(k) <= 4] or [0])
+        keys.insert(at, REQUIRED_CHECKS)
+
+    def header(name: str) -> str:
+        if d is None or d.get("challenger") != name:
+            return name
+        return f"{name} (promoted)" if d["promote"] else f"{name} (challenger)"
+
+    def cell(key: str, name: str, test: Any) -> str:
+        m = scores[name]
+        if key == REQUIRED_CHECKS:
+            failed = [c for c in gate.spec_checks if m.get(f"spec/{c}/pass") == 0.0]
+            known = [c for c in gate.spec_checks if f"spec/{c}/pass" in m]
+            return f"{len(known) - len(failed)}/{len(gate.spec_checks)}" + (" ✗" if failed else "")
+        v = m.get(key)
+        if v is None:
+            return "-"
+        text = ("pass" if v >= 1 else "fail") if key.endswith("/pass") else f"{v:.4f}"
+        return text + (" ✗" if test is not None and not test(v) else "")
+
+    if names and keys:
+        lines += ["", "| dimension | metric | gate | " + " | ".join(map(header, names)) + " |",
+                  "|---|---|---|" + "---:|" * len(names)]  # fmt: skip
+        shown = None
+        for key in keys:
+            dim = _DIMENSIONS[_dimension(key) if key != REQUIRED_CHECKS else 4][0]
+            mark, test = _limit(key, gate)
+            if key == REQUIRED_CHECKS:
+                mark = "all pass"
+            label = key if key == REQUIRED_CHECKS else f"`{key}`"
+            row = [dim if dim != shown else "", label, mark, *(cell(key, n, test) for n in names)]
+            shown = dim
+            lines.append("| " + " | ".join(row) + " |")
+        lines += ["", "✗: outside the gate's limit."]
+    failures = {n: r for n, r in (d or {}).get("failures", {}).items() if r}
+    if failures:
+        lines += ["", "Why models failed the gate:", ""]
+        lines += [f"- **{n}**: " + "; ".join(r) for n, r in failures.items()]
+    if scores:
+        full = [
+            "",
+            "Every headline score on the test split, one column per model:",
+            "",
+            markdown_table(scores),
+        ]
+        if len("\n".join(lines + full)) <= NOTE_LIMIT:
+            lines += full
+        else:
+            lines += ["", "Every score: `report/scorecard.html` and `report/scorecard.json` of this run."]
+    return "\n".join(lines)
+
+
 @task(name="close-pipeline-run", **RETRY)
 def close_pipeline_run(
     mcfg: MlflowConfig,
@@ -324,8 +557,13 @@ def close_pipeline_run(
     ok: bool,
     scores: dict[str, dict[str, float]] | None = None,
     killed: bool = False,
+    decision: Any = None,
+    gate: GateConfig | None = None,
 ) -> None:
-    """Ends the parent run; on success its Description holds the table of every model's scores.
+    """Ends the parent run. On success its Description starts with the gate's decision
+    (``decision``: a :class:`~robustops.evaluation.gate.Decision` or its ``as_dict()``) and a
+    short table by dimension with the ``gate``'s limits marked, then every model's scores. Inside
+    a flow run, the flow run gets a Prefect artifact that links this MLflow run.
 
     A run that did not finish leaves no model version behind: the versions its nested runs
     registered are deleted (unless the gate already made one the champion), so a failed run is
@@ -338,9 +576,17 @@ def close_pipeline_run(
         except Exception as e:  # noqa: BLE001 - the error on its way out is the one to report
             logger().warning("could not delete this unfinished run's model versions: %s", e)
         _fail_quietly(mcfg, run_id, killed)
+        status = "KILLED" if killed else "FAILED"
+        tracking.link_in_prefect(mcfg, run_id, "pipeline", f"MLflow run robustness-pipeline ({status})")
         return
     if scores:
-        tracking.set_note(
-            mcfg, run_id, "Scores on the test split, one column per model.\n\n" + markdown_table(scores)
-        )
+        tracking.set_note(mcfg, run_id, pipeline_note(scores, decision, gate))
     tracking.end_run(mcfg, run_id, ok)
+    d = decision.as_dict() if hasattr(decision, "as_dict") else decision
+    tracking.link_in_prefect(
+        mcfg,
+        run_id,
+        "pipeline",
+        "MLflow run robustness-pipeline",
+        [f"Gate: {d['summary']}"] if d else ["Gate: not run."],
+    )

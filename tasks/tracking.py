@@ -19,7 +19,9 @@ import functools
 import json
 import os
 import re
-from collections.abc import Callable, Iterator
+import shutil
+import sys
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -59,6 +61,9 @@ _SQLITE_FAULTS = re.compile(
     r"database or disk is full|disk I/O error|readonly database|unable to open database file", re.I
 )
 _F = TypeVar("_F", bound=Callable[..., Any])
+# MLflow draws a progress bar for every artifact download (a model, a checkpoint, a drift
+# reference: files of a few kB), which buries a run's log lines; a user may still turn them on.
+QUIET = {"MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
 
 
 def bound_http_retries() -> None:
@@ -174,6 +179,8 @@ def is_local(uri: str) -> bool:
 
 def client(cfg: MlflowConfig) -> MlflowClient:
     bound_http_retries()
+    for key, value in QUIET.items():
+        os.environ.setdefault(key, value)
     uri = tracking_uri(cfg)
     mlflow.set_tracking_uri(uri)
     return MlflowClient(uri)
@@ -252,6 +259,95 @@ def log_metrics(cfg: MlflowConfig, run_id: str, metrics: dict[str, float], step:
 
     now = int(time.time() * 1000)
     batch = [Metric(k, float(v), now, step) for k, v in metrics.items() if np.isfinite(v)]
+    c = client(cfg)
+    for i in range(0, len(batch), 1000):
+        c.log_batch(run_id, metrics=batch[i : i + 1000])
+
+
+# A scorecard's curves, logged as stepped metrics so that the MLflow UI draws each as a line and
+# the compare view overlays the models, instead of one single-bar chart per point. MLflow steps
+# are integers: a radius or a noise strength is logged at step round(1000 x value) (eps 0.1 at
+# step 100, 8/255 at step 31), which keeps the x-axis proportional to the value and lines up
+# models scored at other radii; a severity is its own step. Step 0 is the clean figure (no
+# attack, no corruption, no noise), so each curve starts where the model does. Any statistic of
+# a point (``acc``, or another a later scorecard adds) gets its own curve.
+STEP_SCALE = 1000
+_CURVES = [
+    (re.compile(r"^adv/(?P<name>[^/]+)/eps_(?P<x>[0-9.e+-]+)/(?P<stat>[^/]+)$"),
+     "adv/{stat}_vs_eps_x1000/{name}", STEP_SCALE, True),
+    (re.compile(r"^corruption/(?P<name>[^/]+)/s(?P<x>[0-9]+)/(?P<stat>[^/]+)$"),
+     "corruption/{stat}_vs_severity/{name}", 1, True),
+    (re.compile(r"^noise/(?P<name>[^/]+)/s_(?P<x>[0-9.e+-]+)/(?P<stat>[^/]+)$"),
+     "noise/{stat}_vs_strength_x1000/{name}", STEP_SCALE, True),
+    (re.compile(r"^certified/r_(?P<x>[0-9.e+-]+)/(?P<stat>[^/]+)$"),
+     "certified/{stat}_vs_radius_x1000", STEP_SCALE, False),
+]  # fmt: skip
+
+
+def gate_metrics(gate: Any) -> set[str]:
+    """The metrics a gate config reads (its primary score, its ``min`` and ``max`` keys)."""
+    return {gate.primary, *gate.min, *gate.max}
+
+
+def split_curves(
+    metrics: dict[str, float], keep: Iterable[str] = ()
+) -> tuple[dict[str, float], dict[str, dict[int, float]]]:
+    """A scorecard's metrics as MLflow should hold them: (scalars, curves).
+
+    Each point of a curve (``adv/pgd_linf/eps_0.1/acc``, ``corruption/fog/s3/acc``,
+    ``noise/gaussian/s_0.1/acc``, ``certified/r_0.25/acc``) goes to its curve
+    (``adv/acc_vs_eps_x1000/pgd_linf`` at step 100, ...). A point stays a scalar as well when
+    ``keep`` names it (what the gate reads, also from a champion's run) or it is one of the
+    headline figures (:func:`robustops.evaluation.report.summary`), or when its step would
+    collide with another point's (radii closer than 0.001): no number is lost.
+    """
+    from robustops.evaluation.report import summary
+
+    keep = set(keep) | set(summary(metrics))
+    scalars: dict[str, float] = {}
+    curves: dict[str, dict[int, float]] = {}
+    for key, value in metrics.items():
+        for pattern, template, scale, clean_start in _CURVES:
+            m = pattern.match(key)
+            if m is None:
+                continue
+            try:
+                step = round(float(m["x"]) * scale)
+            except ValueError:
+                break
+            name = template.format(**m.groupdict())
+            curve = curves.setdefault(name, {})
+            clean = metrics.get(f"clean/{m['stat']}")
+            if clean_start and clean is not None:
+                curve.setdefault(0, clean)
+            if step in curve:  # the clean start or another point holds it: keep this one by name
+                scalars[key] = value
+            else:
+                curve[step] = value
+            if key in keep:
+                scalars[key] = value
+            break
+        else:
+            scalars[key] = value
+    return scalars, {k: dict(sorted(v.items())) for k, v in curves.items()}
+
+
+@_adapter
+def log_scorecard(
+    cfg: MlflowConfig, run_id: str, metrics: dict[str, float], keep: Iterable[str] = ()
+) -> None:
+    """A scorecard's metrics: the scalars and the stepped curves of :func:`split_curves`."""
+    import time
+
+    scalars, curves = split_curves(metrics, keep)
+    log_metrics(cfg, run_id, scalars)
+    now = int(time.time() * 1000)
+    batch = [
+        Metric(name, float(v), now, step)
+        for name, points in curves.items()
+        for step, v in points.items()
+        if np.isfinite(v)
+    ]
     c = client(cfg)
     for i in range(0, len(batch), 1000):
         c.log_batch(run_id, metrics=batch[i : i + 1000])
@@ -366,11 +462,167 @@ def _not_found(cfg: MlflowConfig, e: Exception) -> bool:
     return translate(cfg, e) is None
 
 
-def ui_command(cfg: MlflowConfig) -> str:
+UI_PORT = 5000  # where `mlflow ui` serves a local store (its default port)
+# MLflow 3's UI opens an experiment in its GenAI view (traces, prompts) unless told otherwise:
+# the choice is kept in the browser, "genai" on a fresh one, and the experiment's
+# ``mlflow.experimentKind`` tag does not override it. This query parameter picks the
+# model-training view, where these runs, their charts and the compare view are.
+ML_VIEW = "workflowType=machine_learning"
+_CREDENTIALS = re.compile(r"//[^/@\s]*@")
+
+
+def _is_server(uri: str) -> bool:
+    return uri.startswith(("http://", "https://"))
+
+
+def script(name: str) -> str:
+    """A console script of this environment (``mlflow``, ``prefect``) as a user can run it: the
+    bare name when it is on PATH, else its path (``.venv/bin/mlflow`` from the project folder),
+    since a virtualenv's scripts are often not on PATH."""
+    path = Path(sys.executable).with_name(name)  # not resolved: a venv's python is a symlink
+    if not path.exists():
+        return f"{sys.executable} -m {name}"
+    found = shutil.which(name)
+    if found and Path(found).resolve() == path.resolve():
+        return name
+    try:
+        return str(path.absolute().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path.absolute())
+
+
+def ui_base(cfg: MlflowConfig) -> str:
+    """The MLflow UI's address: the tracking server itself, or where ``mlflow ui`` serves a local store."""
     uri = tracking_uri(cfg)
-    if uri.startswith(("http://", "https://")):
-        return f"open {uri}"
-    return f"mlflow ui --backend-store-uri {uri} --port 5000   # then open http://127.0.0.1:5000"
+    if _is_server(uri):
+        return _CREDENTIALS.sub("//", uri).rstrip("/")  # never a password in a link
+    return f"http://127.0.0.1:{UI_PORT}"
+
+
+def ui_url(
+    cfg: MlflowConfig,
+    run_id: str | None = None,
+    experiment_id: str | None = None,
+    artifact: str | None = None,
+) -> str:
+    """A link into the MLflow UI's model-training view: a run's artifact, the run, the
+    experiment's runs, or the list of experiments. Looks the run's experiment up when not given."""
+    base = ui_base(cfg)
+    if run_id and experiment_id is None:
+        experiment_id = run_info(cfg, run_id).info.experiment_id
+    if run_id:
+        page = f"/artifacts/{artifact}" if artifact else ""
+        return f"{base}/#/experiments/{experiment_id}/runs/{run_id}{page}?{ML_VIEW}"
+    if experiment_id:
+        return f"{base}/#/experiments/{experiment_id}/runs?{ML_VIEW}"
+    return f"{base}/#/experiments?{ML_VIEW}"
+
+
+def experiment_url(cfg: MlflowConfig) -> str:
+    """The configured experiment's runs in the UI (the list of experiments while it does not
+    exist yet); creates nothing."""
+    try:
+        exp = client(cfg).get_experiment_by_name(cfg.experiment)
+    except Exception:  # noqa: BLE001 - a store that cannot be read yet: the UI will say why
+        exp = None
+    return ui_url(cfg, experiment_id=exp.experiment_id if exp is not None else None)
+
+
+def ui_command(cfg: MlflowConfig) -> str:
+    """What serves the MLflow UI, runnable as printed: ``mlflow ui`` on a local store (the
+    environment's own script), nothing to start for a tracking server (its address)."""
+    from robustops.redact import redact
+
+    uri = tracking_uri(cfg)
+    if _is_server(uri):
+        return ui_base(cfg)
+    return f"{script('mlflow')} ui --backend-store-uri {redact(uri)} --port {UI_PORT}"
+
+
+def _make_target(target: str) -> bool:
+    """Whether the working folder's Makefile (the project's) has ``target``."""
+    try:
+        text = Path("Makefile").read_text(errors="replace")
+    except OSError:
+        return False
+    return re.search(rf"^{re.escape(target)}:", text, re.M) is not None
+
+
+PREFECT_UI = "http://127.0.0.1:4200"  # where `prefect server start` serves by default
+
+
+def end_of_run_hints(cfg: Any, run_id: str, flow_run_id: str | None = None) -> list[str]:
+    """The lines that end a command's output: how to open its MLflow run in the UI's
+    model-training view and its flow run in the Prefect UI, each runnable as printed.
+
+    Args:
+        cfg: the config (or its ``mlflow`` section).
+        run_id: the MLflow run to open (a pipeline's parent run).
+        flow_run_id: the Prefect flow run (default: the run's ``prefect.flow_run_id`` tag).
+    """
+    from prefect.settings import PREFECT_API_URL
+
+    m = getattr(cfg, "mlflow", cfg)
+    try:
+        run = run_info(m, run_id)
+        url = ui_url(m, run_id, run.info.experiment_id)
+        flow_run_id = flow_run_id or run.data.tags.get("prefect.flow_run_id")
+    except Exception:  # noqa: BLE001 - the hints never fail a run that succeeded
+        url = ui_url(m)
+    uri = tracking_uri(m)
+    if _is_server(uri):
+        lines = [f"MLflow UI:  {url}"]
+    else:
+        alt = "   (or: make ui)" if uri == DEFAULT_URI and _make_target("ui") else ""
+        lines = [f"MLflow UI:  {ui_command(m)}{alt}", f"            then open {url}"]
+    api = PREFECT_API_URL.value()
+    run = f"/runs/flow-run/{flow_run_id}" if flow_run_id else "/runs"
+    if api:
+        lines.append(f"Prefect UI: {api.rstrip('/').removesuffix('/api')}{run}")
+        return lines
+    # Without PREFECT_API_URL the flow ran on a temporary server that stopped with this command;
+    # its history stays in the local Prefect database, which a server started later serves.
+    alt = "   (or: make prefect-ui)" if _make_target("prefect-ui") else ""
+    lines += [
+        "Prefect UI: this run used a temporary Prefect server, now stopped; its flow runs are kept in the local",
+        f"            Prefect database. To see them: {script('prefect')} server start{alt}",
+        f"            then open {PREFECT_UI}{run}",
+        "            To follow runs live, start that server first and, before the next run,",
+        f"            export PREFECT_API_URL={PREFECT_UI}/api",
+    ]
+    return lines
+
+
+def link_in_prefect(cfg: MlflowConfig, run_id: str, kind: str, title: str, lines: Iterable[str] = ()) -> None:
+    """A markdown artifact on the current Prefect flow run (key ``mlflow-<kind>-run``) that links
+    its MLflow run in the UI's model-training view. It belongs to the flow run itself, also when a
+    task calls this, so the flow run's Artifacts tab shows it first. Outside a flow run (a task
+    called with ``.fn``) it does nothing; a failure is a warning, never the run's failure."""
+    from prefect.runtime import flow_run
+
+    flow_run_id = flow_run.get_id()
+    if flow_run_id is None:
+        return
+    try:
+        from prefect.client.orchestration import get_client
+        from prefect.client.schemas.actions import ArtifactCreate
+
+        text = [f"### [{title}]({ui_url(cfg, run_id)})", "", *lines]
+        if not _is_server(tracking_uri(cfg)):
+            text += ["", f"The MLflow UI of this local store: `{ui_command(cfg)}`, then open the link."]
+        artifact = ArtifactCreate(
+            key=f"mlflow-{kind}-run",
+            type="markdown",
+            data="\n".join(text),
+            description=f"MLflow run {run_id}",
+            flow_run_id=flow_run_id,
+        )
+        with get_client(sync_client=True) as c:
+            c.create_artifact(artifact)
+    except Exception as e:  # noqa: BLE001 - a link is a convenience: the run itself succeeded
+        from tasks.log import logger
+
+        logger().warning("could not attach the MLflow link to the Prefect flow run: %s", e)
 
 
 @_adapter
@@ -390,6 +642,24 @@ def alias_version(cfg: MlflowConfig, alias: str) -> Any | None:
 @_adapter
 def run_metrics(cfg: MlflowConfig, run_id: str) -> dict[str, float]:
     return dict(client(cfg).get_run(run_id).data.metrics)
+
+
+def scorecard_metrics(cfg: MlflowConfig, run_id: str) -> dict[str, float]:
+    """Every score of a model run under its scorecard name: the logged scalars and the points
+    that were logged as curves (from ``evaluation/scorecard.json``), so a gate that names a
+    curve's point still finds the champion's value. A run without that file: its scalars."""
+    import json
+    import tempfile
+
+    metrics = run_metrics(cfg, run_id)
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            path = download(cfg, run_id, "evaluation/scorecard.json", tmp)
+        except Exception:  # noqa: BLE001 - an older or hand-made run: the scalars are what there is
+            return metrics
+        with open(path, encoding="utf-8") as f:
+            card = json.load(f)
+    return metrics | {k: float(v) for k, v in card.get("metrics", {}).items() if isinstance(v, (int, float))}
 
 
 @_adapter
