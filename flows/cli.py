@@ -34,13 +34,33 @@ def _quiet_telemetry() -> None:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="robustops", description="Train, attack and score image classifiers.")
-    p.add_argument("--debug", action="store_true", help="show full tracebacks")
-    sub = p.add_subparsers(dest="command", required=True)
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
 
-    def with_config(name: str, help: str) -> argparse.ArgumentParser:
-        s = sub.add_parser(name, help=help)
+    try:
+        return version("robustops")
+    except PackageNotFoundError:  # run from a checkout that was never installed
+        return "unknown (not installed)"
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="robustops",
+        description="Train, attack and score image classifiers; keep the champion robust in production.",
+        epilog="Each command has its own help and an example: robustops COMMAND --help",
+    )
+    p.add_argument("--version", action="version", version=f"robustops {_version()}")
+    p.add_argument("--debug", action="store_true", help="show full tracebacks")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def with_config(name: str, help: str, example: str) -> argparse.ArgumentParser:
+        s = sub.add_parser(
+            name,
+            help=help,
+            description=help[0].upper() + help[1:] + ".",
+            epilog=f"example:\n  {example}",
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
         s.add_argument("--config", "-c", default=None, help="YAML config (default: built-in defaults)")
         s.add_argument(
             "--set",
@@ -52,37 +72,69 @@ def _parser() -> argparse.ArgumentParser:
         )
         return s
 
-    with_config("run", "run the robustness pipeline (Prefect flow, results in MLflow)")
-    with_config("config", "print the resolved config and exit")
-    with_config("check-data", "load and validate the configured data, print class counts")
-    ev = with_config("evaluate", "score a registered model on a dataset (its own flow, results in MLflow)")
+    def takes_a_batch(s: argparse.ArgumentParser) -> None:
+        s.add_argument(
+            "--convert",
+            action="store_true",
+            help="convert images of other channels or size to the model's input "
+            "(default: refuse them, as the served model does)",
+        )
+
+    with_config(
+        "run",
+        "run the robustness pipeline (Prefect flow, results in MLflow)",
+        "robustops run --config configs/default.yaml --set train.epochs=5",
+    )
+    with_config("config", "print the resolved config and exit", "robustops config --set defences=[pgd_at]")
+    with_config(
+        "check-data",
+        "load and validate the configured data, print class counts",
+        "robustops check-data --set data.source=folder --set data.path=my_images",
+    )
+    ev = with_config(
+        "evaluate",
+        "score a registered model on a dataset (its own flow, results in MLflow)",
+        "robustops evaluate --model models:/robustops-digits@champion --data new_writers.npz",
+    )
     ev.add_argument("--model", required=True, help="models:/NAME@ALIAS or models:/NAME/VERSION")
     ev.add_argument(
         "--data", required=True, help="an .npz file or an image folder, labelled with the model's classes"
     )
+    takes_a_batch(ev)
     pr = with_config(
-        "predict", "score a production batch with a registered guarded model; write predictions and features"
+        "predict",
+        "score a production batch with a registered guarded model; write predictions and features",
+        "robustops predict --data batch.npz --out predictions",
     )
     pr.add_argument("--model", default=None, help="models:/NAME@ALIAS or /VERSION (default: the champion)")
     pr.add_argument("--data", required=True, help="an .npz (x, optional y) or an image folder")
     pr.add_argument("--out", default="predictions", help="folder for predictions.csv and features.csv")
+    takes_a_batch(pr)
     mo = with_config(
-        "monitor", "score a batch and test it for drift (its own flow; emits a Prefect event on drift)"
+        "monitor",
+        "score a batch and test it for drift (its own flow; emits a Prefect event on drift)",
+        "robustops monitor --data batch.npz",
     )
     mo.add_argument("--model", default=None, help="models:/NAME@ALIAS or /VERSION (default: the champion)")
     mo.add_argument("--data", required=True, help="an .npz (x, optional y) or an image folder")
+    takes_a_batch(mo)
     with_config(
-        "serve", "register and serve the pipeline, monitor and retrain deployments on a Prefect server"
+        "serve",
+        "register and serve the pipeline, monitor and retrain deployments on a Prefect server",
+        "PREFECT_API_URL=http://127.0.0.1:4200/api robustops serve",
     )
     sm = with_config(
         "serve-model",
         "serve a registered guarded model over HTTP (MLflow's scoring server behind request limits)",
+        "robustops serve-model --port 5001",
     )
     sm.add_argument("--model", default=None, help="models:/NAME@ALIAS or /VERSION (default: the champion)")
     sm.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: 127.0.0.1)")
     sm.add_argument("--port", type=int, default=5001, help="port (default: 5001)")
     dp = with_config(
-        "deploy", "register the pipeline, monitor and retrain deployments to a work pool (a worker runs them)"
+        "deploy",
+        "register the pipeline, monitor and retrain deployments to a work pool (a worker runs them)",
+        "robustops deploy --pool robustops",
     )
     dp.add_argument(
         "--pool",
@@ -97,15 +149,17 @@ def _parser() -> argparse.ArgumentParser:
 
 def _check_run_inputs(cfg: Any) -> Any:
     """Everything a pipeline run reads, validated before any server starts (one ``error:`` line
-    otherwise): the data, its test file and extra training data, the shifted and OOD sets.
-    Returns the split."""
+    otherwise): the data, its test file and extra training data, the shifted and OOD sets, and
+    the gate's names against the metrics the run will produce. Returns the split."""
     from robustops.data import load_split
+    from robustops.evaluation.metric_names import check_gate
     from robustops.training import resolve_device
     from tasks.evaluation import read_eval_sets
 
     resolve_device(cfg.device)
     split = load_split(cfg.data, cfg.seed, cfg.limits)
-    read_eval_sets(cfg.evaluation, split.test.shape, split.test.classes, cfg.limits)
+    shift, ood = read_eval_sets(cfg.evaluation, split.test.shape, split.test.classes, cfg.limits)
+    check_gate(cfg, split.test.shape, split.test.classes, shift is not None, ood is not None)
     return split
 
 
@@ -122,8 +176,9 @@ def _print_counts(split: Any) -> None:
 
 def _run(cfg: Any) -> int:
     from flows.pipeline import robustness_pipeline
+    from robustops.evaluation.gate import model_lines
     from robustops.evaluation.report import text_table
-    from tasks.tracking import tracking_uri, ui_command
+    from tasks.tracking import end_of_run_hints, tracking_uri
 
     start = time.perf_counter()
     out = robustness_pipeline(cfg)
@@ -136,13 +191,15 @@ def _run(cfg: Any) -> int:
         print(f"registered: {out['registered_model']}: {', '.join(versions)}")
     if out.get("gate"):
         print(f"gate:       {out['gate']['summary']}")
+        scores = {name: m["metrics"] for name, m in out["models"].items()}
+        for line in model_lines(out["gate"], scores, cfg.gate.primary):
+            print(line)
     print(f"MLflow:     {redact(tracking_uri(cfg.mlflow))}  parent run {out['parent_run_id']}")
-    print(f"MLflow UI:  {ui_command(cfg.mlflow)}")
-    print("Prefect UI: prefect server start   # then open http://127.0.0.1:4200")
+    print("\n".join(end_of_run_hints(cfg, out["parent_run_id"], out["flow_run_id"])))
     return 0
 
 
-def _evaluate(cfg: Any, uri: str, data: str) -> int:
+def _evaluate(cfg: Any, uri: str, data: str, convert: bool) -> int:
     from pathlib import Path
 
     from robustops.errors import DataValidationError
@@ -151,19 +208,19 @@ def _evaluate(cfg: Any, uri: str, data: str) -> int:
         raise DataValidationError(f"{data}: not found; pass an .npz file or an image folder with --data")
     from flows.evaluate import check_inputs, robustness_evaluation
 
-    check_inputs(cfg, uri, data)  # bad model URI or data: one line, before any server starts
+    check_inputs(cfg, uri, data, convert)  # bad model URI or data: one line, before any server starts
     from robustops.evaluation.report import text_table
-    from tasks.tracking import tracking_uri, ui_command
+    from tasks.tracking import end_of_run_hints, tracking_uri
 
-    out = robustness_evaluation(uri, data, cfg)
+    out = robustness_evaluation(uri, data, cfg, convert)
     print(f"\nrobustops: {uri} (version {out['model']['version']}) on {data}: {out['n']} images scored")
     print(text_table({out["model"]["model"]: out["metrics"]}, short=True))
     print(f"MLflow:     {redact(tracking_uri(cfg.mlflow))}  run {out['run_id']}")
-    print(f"MLflow UI:  {ui_command(cfg.mlflow)}")
+    print("\n".join(end_of_run_hints(cfg, out["run_id"])))
     return 0
 
 
-def _champion_and_batch(cfg: Any, uri: str, data: str) -> tuple[Any, Any, Any, Any, Any]:
+def _champion_and_batch(cfg: Any, uri: str, data: str, convert: bool) -> tuple[Any, Any, Any, Any, Any]:
     """The guarded model and the batch, validated before any flow starts."""
     from pathlib import Path
 
@@ -173,7 +230,7 @@ def _champion_and_batch(cfg: Any, uri: str, data: str) -> tuple[Any, Any, Any, A
     if not Path(data).exists():
         raise DataValidationError(f"{data}: not found; pass an .npz file or an image folder with --data")
     guarded, ref, champion = load_champion.fn(cfg, uri)
-    x, y = read_batch.fn(data, guarded, cfg.limits)
+    x, y = read_batch.fn(data, guarded, cfg.limits, convert)
     return guarded, ref, champion, x, y
 
 
@@ -183,14 +240,14 @@ def _check_drift_batch(cfg: Any, data: str, x: Any) -> None:
     check_batch_size(len(x), cfg.monitor.min_batch, data)
 
 
-def _predict(cfg: Any, uri: str, data: str, out: str) -> int:
+def _predict(cfg: Any, uri: str, data: str, out: str, convert: bool) -> int:
     from pathlib import Path
 
     from robustops.cpus import torch_threads, use_threads
-    from robustops.monitoring.monitor import score
+    from robustops.monitoring.monitor import batch_scores, score
     from robustops.spreadsheet import write_csv
 
-    guarded, ref, champion, x, y = _champion_and_batch(cfg, uri, data)
+    guarded, ref, champion, x, y = _champion_and_batch(cfg, uri, data, convert)
     with use_threads(torch_threads(x[0].size)):
         predictions, features = score(guarded, ref, x, cfg.monitor.chunk)
     folder = Path(out)
@@ -199,23 +256,21 @@ def _predict(cfg: Any, uri: str, data: str, out: str) -> int:
     write_csv(features, folder / "features.csv")
     n = len(predictions)
     print(f"robustops: {uri} (version {champion['version']}) scored {n} images from {data}")
-    print(f"  answered {int((~predictions['abstain'] & ~predictions['rejected']).sum())}, "
-          f"abstained {int(predictions['abstain'].sum())}, rejected {int(predictions['rejected'].sum())}")  # fmt: skip
-    if y is not None:
-        print(
-            f"  accuracy {float((predictions['class_index'].to_numpy() == y).mean()):.4f} (the batch has labels)"
-        )
+    # Abstentions are no answer, not errors: coverage and the two accuracies, each named.
+    for line in batch_scores(predictions, y).lines():
+        print(f"  {line}")
     print(f"  wrote {folder / 'predictions.csv'} and {folder / 'features.csv'}")
     return 0
 
 
-def _monitor(cfg: Any, uri: str, data: str) -> int:
+def _monitor(cfg: Any, uri: str, data: str, convert: bool) -> int:
     from flows.monitor import robustness_monitor
     from tasks.tracking import tracking_uri
 
-    x = _champion_and_batch(cfg, uri, data)[3]  # bad model or batch: one line, before any server starts
+    # A bad model or batch: one line, before any server starts.
+    x = _champion_and_batch(cfg, uri, data, convert)[3]
     _check_drift_batch(cfg, data, x)
-    out = robustness_monitor(data, cfg, uri)
+    out = robustness_monitor(data, cfg, uri, convert)
     verdict = "DRIFT DETECTED: " + "; ".join(out["reasons"]) if out["drift"] else "no drift"
     print(
         f"\nrobustops: {data} ({out['n']} images) against {uri} (version {out['model']['version']}): {verdict}"
@@ -227,6 +282,9 @@ def _monitor(cfg: Any, uri: str, data: str) -> int:
     print(
         f"MLflow:     {redact(tracking_uri(cfg.mlflow))}  run {out['run_id']} (drift/report.html: the Evidently report)"
     )
+    from tasks.tracking import end_of_run_hints
+
+    print("\n".join(end_of_run_hints(cfg, out["run_id"])))
     return 0
 
 
@@ -279,11 +337,11 @@ def main(argv: list[str] | None = None) -> int:
             print(to_yaml(cfg), end="")
             return 0
         if args.command == "evaluate":
-            return _evaluate(cfg, args.model, args.data)
+            return _evaluate(cfg, args.model, args.data, args.convert)
         if args.command == "predict":
-            return _predict(cfg, args.model or cfg.monitored_model, args.data, args.out)
+            return _predict(cfg, args.model or cfg.monitored_model, args.data, args.out, args.convert)
         if args.command == "monitor":
-            return _monitor(cfg, args.model or cfg.monitored_model, args.data)
+            return _monitor(cfg, args.model or cfg.monitored_model, args.data, args.convert)
         if args.command == "serve":
             from flows.serve import serve
 

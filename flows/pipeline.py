@@ -13,6 +13,7 @@ from robustops.cpus import use_threads
 from robustops.data import Split
 from robustops.data.synthesis import SynthesisResult
 from robustops.evaluation.gate import Decision
+from robustops.evaluation.metric_names import check_gate
 from robustops.evaluation.scorecard import plan
 from robustops.training import resolve_device
 from tasks.adversarial import generate_adversarial_set
@@ -63,7 +64,15 @@ def robustness_pipeline(cfg: Config = Config()) -> dict[str, Any]:  # noqa: B008
         raise
     finally:
         # An unfinished run deletes the versions it registered: nothing half-registered stays.
-        close_pipeline_run(cfg.mlflow, parent, ok, {n: m["metrics"] for n, m in models.items()}, killed)
+        close_pipeline_run(
+            cfg.mlflow,
+            parent,
+            ok,
+            {n: m["metrics"] for n, m in models.items()},
+            killed,
+            decision=decision.as_dict() if decision else None,
+            gate=cfg.gate,
+        )
     return {
         "flow_run_id": flow_run.get_id(),
         "parent_run_id": parent,
@@ -81,11 +90,13 @@ def _stages(
 ) -> tuple[Decision | None, SynthesisResult]:
     """Everything after loading: fills ``models`` as each model is recorded (what a failed run
     reports) and returns the gate's decision and the synthesis result."""
+    shift, ood = load_eval_sets(cfg.evaluation, split.test.shape, split.test.classes, cfg.limits)
+    # Before anything is trained: a gate naming a metric no model will have fails every model.
+    check_gate(cfg, split.test.shape, split.test.classes, shift is not None, ood is not None)
     with task_runner(cfg.runner, split.train.values_per_image) as submit:
         synth, quality = submit(synthesize_data, split, cfg.synthesis, cfg.seed).result()
         log_data_stage(cfg, parent, split, synth, quality)
         a = cfg.adversarial_set
-        shift, ood = load_eval_sets(cfg.evaluation, split.test.shape, split.test.classes, cfg.limits)
         cards, versions = {}, {}
         specs = model_specs(cfg)
         # Everything is submitted up front: the runner decides what runs at once (see
@@ -152,7 +163,7 @@ def _stages(
             aset = asets[name].result() if name in asets else None
             run_id, model_uri = log_model_run(cfg, parent, spec, result, card, split, aset)
             version = (
-                register_model(cfg.mlflow, model_uri, run_id, card, name)
+                register_model(cfg, model_uri, run_id, card, name, split.test, parent)
                 if cfg.mlflow.register_model
                 else None
             )

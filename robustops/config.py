@@ -6,10 +6,13 @@ key instead of a silently ignored setting.
 
 from __future__ import annotations
 
+import copy
+import difflib
 import json
+from collections.abc import Iterator
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
 from pydantic import (
@@ -350,7 +353,19 @@ class SpecConfig(Strict):
         [], description="more invariances, each 'corruption:severity' (e.g. gaussian_blur:1)"
     )
 
-    translate_px: int = Field(1, ge=1, description="invariance: shift by this many pixels (each direction)")
+    # A shift in pixels means different things at different sizes (1 px is 12.5 % of an 8x8
+    # digit, 0.4 % of a 224 px photo), so the default is a share of the side, resampled bilinearly.
+    # 1/32 is one pixel of the 32x32 bitmaps the 8x8 digits were pooled from: 0.25 px on 8x8.
+    translate_fraction: float = Field(
+        1 / 32,
+        gt=0,
+        lt=0.5,
+        description="invariance: shift by this share of the image side (each direction; bilinear, "
+        "so 0.25 px on 8x8, 1 px on 32x32)",
+    )
+    translate_px: float | None = Field(
+        None, gt=0, description="invariance: shift by this many pixels instead (None: translate_fraction)"
+    )
     brightness: float = Field(0.1, gt=0, lt=1, description="invariance: add this much brightness")
     invariance_keep: float = Field(0.9, ge=0, le=1, description="share of labels an invariance must keep")
     recall_floor: float = Field(0.9, ge=0, le=1, description="every class's recall must reach this")
@@ -576,19 +591,26 @@ class SmoothingConfig(DefenceConfig):
         return _radii(v, "radii")
 
 
+def _defence_class(item: Any) -> type[DefenceConfig]:
+    """The registered defence's own config class for a list entry (a name or a block)."""
+    from robustops.training.defences import DEFENCES  # late import: defences import torch
+
+    name = item if isinstance(item, str) else item.get("name") if isinstance(item, dict) else None
+    if name is None:
+        return DefenceConfig
+    return DEFENCES.get(_registered(DEFENCES, name)).config
+
+
 def _defence(item: Any) -> Any:
     """A list entry: a name (shorthand for its defaults) or a block, validated by the registered
     defence's own config class."""
-    from robustops.training.defences import DEFENCES  # late import: defences import torch
-
     if isinstance(item, DefenceConfig):
         return item
     if isinstance(item, str):
         item = {"name": item}
     if not isinstance(item, dict) or "name" not in item:
         raise ValueError(f"each defence is a name or a block with a 'name' key, got {item!r}")
-    cls = DEFENCES.get(_registered(DEFENCES, item["name"])).config
-    return cls.model_validate(item)
+    return _defence_class(item).model_validate(item)
 
 
 class MonitorConfig(Strict):
@@ -662,6 +684,20 @@ class GateConfig(Strict):
         description="specification checks that block promotion (the others are reported only)",
     )  # fmt: skip
     tolerance: float = Field(0.01, ge=0, description="allowed regression of a gated metric vs the champion")
+    significance: float = Field(
+        0.05,
+        gt=0,
+        lt=0.5,
+        description="paired test: when both models' per-image outcomes on primary are known for the same "
+        "test images, the challenger must beat the champion with a one-sided exact McNemar p below this",
+    )
+    margin: float = Field(
+        0.02,
+        ge=0,
+        lt=1,
+        description="otherwise (no per-image outcomes, or another test set): the challenger must beat the "
+        "champion's primary by more than this (0.02: about one standard error of an accuracy on 400 images)",
+    )
 
 
 class RunnerConfig(Strict):
@@ -711,12 +747,34 @@ class MlflowConfig(Strict):
         return v
 
     experiment: Annotated[str, AfterValidator(names.experiment)] = Field("robustops", min_length=1)
-    registered_model: Annotated[str, AfterValidator(names.registered_model_name)] = Field(
-        "robustops-digits", min_length=1
+    registered_model: Annotated[str, AfterValidator(names.registered_model_name)] | None = Field(
+        None,
+        description="None: named after the data, robustops-<data> (see MlflowConfig.model_name), so data "
+        "of another shape or classes never lands under the same name by default",
     )
 
     artifact_root: str = Field("mlartifacts", description="artifact folder of new experiments")
     register_model: bool = Field(True, description="register the model in the MLflow registry")
+
+    def model_name(self, data: DataConfig) -> str:
+        """The registered model's name: ``registered_model`` when set, else one derived from the
+        data: ``robustops-digits`` for the embedded digits, ``robustops-<file stem>`` for an
+        .npz file, ``robustops-<folder name>`` for an image folder. The one place that resolves
+        it: a :class:`Config` fills ``registered_model`` with it when it is validated, so every
+        reader (the pipeline, monitor, predict, serve, deployments) sees the same name."""
+        if self.registered_model is not None:
+            return self.registered_model
+        if data.source is DataSource.DIGITS or data.path is None:
+            stem = data.source.value
+        else:
+            path = Path(data.path).expanduser()
+            # "data/" and "." name their folder; an .npz names its file without the suffix.
+            stem = (path if path.name not in ("", ".", "..") else path.absolute()).name
+            stem = stem.removesuffix(".npz") if data.source is DataSource.NPZ else stem
+        # Only characters every MLflow store, models:/ URI and search filter takes.
+        kept = "".join(c if c.isascii() and (c.isalnum() or c in "_.") else "-" for c in stem)
+        stem = "-".join(filter(None, kept.split("-"))).strip(".")[: names.MAX_MODEL_NAME - 10]
+        return names.registered_model_name(f"robustops-{stem or data.source.value}")
 
 
 class LimitsConfig(Strict):
@@ -774,7 +832,16 @@ class Config(Strict):
 
     @property
     def monitored_model(self) -> str:
-        return self.monitor.model or f"models:/{self.mlflow.registered_model}@{self.gate.alias}"
+        return self.monitor.model or f"models:/{self.mlflow.model_name(self.data)}@{self.gate.alias}"
+
+    @model_validator(mode="after")
+    def _registered_model(self) -> Config:
+        # Resolved once, here: the adapters take only the mlflow section and read its name.
+        if self.mlflow.registered_model is None:
+            self.mlflow = self.mlflow.model_copy(
+                update={"registered_model": self.mlflow.model_name(self.data)}
+            )
+        return self
 
     @field_validator("defences", mode="before")
     @classmethod
@@ -782,13 +849,16 @@ class Config(Strict):
         if v is None:
             return []
         if not isinstance(v, list):
-            raise ValueError(f"defences must be a list of names or blocks, got {type(v).__name__}")
+            raise ValueError(
+                f"defences must be a list of names or blocks, got {type(v).__name__}: write a list, "
+                "e.g. defences: [pgd_at] in YAML or --set defences=[pgd_at]"
+            )
         out = []
         for i, item in enumerate(v):
             try:
                 out.append(_defence(item))
             except ValidationError as e:
-                raise ValueError(f"defences.{i}: {_format(e)}") from None
+                raise ValueError(f"defences.{i}: {_format(e, _defence_class(item))}") from None
             except ValueError as e:
                 raise ValueError(f"defences.{i}: {e}") from None
         names = [d.run_name for d in out]
@@ -810,41 +880,115 @@ class Config(Strict):
         return self
 
 
-def _format(err: ValidationError) -> str:
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    """The config class inside a field's annotation (``X``, ``X | None``, ``list[X]``, ...)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in get_args(annotation):
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _keys(cls: type[BaseModel], prefix: str = "") -> Iterator[str]:
+    """Every dotted key of ``cls``, sections included."""
+    for name, f in cls.model_fields.items():
+        yield prefix + name
+        sub = _model_in(f.annotation)
+        if sub is not None and sub is not DefenceConfig:
+            yield from _keys(sub, f"{prefix}{name}.")
+
+
+# Keys that were renamed: an old config names the new key in its error.
+_RENAMED = {"runner.threads_per_worker": "runner.torch_threads"}
+
+
+def _did_you_mean(root: type[BaseModel], loc: tuple[Any, ...]) -> str:
+    """The nearest existing key to the unknown one at ``loc``: a sibling first, then any key of
+    the whole config with a similar last name (``train.eps`` -> ``evaluation.eps``)."""
+    if root is Config and ".".join(map(str, loc)) in _RENAMED:
+        return _RENAMED[".".join(map(str, loc))]
+    cls: type[BaseModel] | None = root
+    path = [str(p) for p in loc[:-1]]
+    for part in loc[:-1]:
+        if isinstance(part, int) or cls is None:
+            continue
+        field = cls.model_fields.get(part)
+        cls = _model_in(field.annotation) if field is not None else None
+    wrong = str(loc[-1])
+    if cls is not None:
+        near = difflib.get_close_matches(wrong, list(cls.model_fields), n=1, cutoff=0.6)
+        if near:
+            return ".".join([*path, near[0]])
+    everywhere = {k.rpartition(".")[2]: k for k in _keys(root)}
+    near = difflib.get_close_matches(wrong, list(everywhere), n=1, cutoff=0.75)
+    return everywhere[near[0]] if near else ""
+
+
+def _format(err: ValidationError, root: type[BaseModel] | None = None) -> str:
+    root = root or Config
     parts = []
     for e in err.errors():
         key = ".".join(str(p) for p in e["loc"])
         msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
-            msg = "unknown key (check the spelling; see configs/default.yaml for every key)"
+            near = _did_you_mean(root, e["loc"])
+            hint = f"did you mean {near}? " if near else "check the spelling; "
+            msg = f"unknown key ({hint}see configs/default.yaml for every key)"
+        elif e["type"] == "list_type" and not isinstance(e.get("input"), (list, dict)):
+            value = json.dumps(e.get("input")) if e.get("input") is not None else "..."
+            leaf = str(e["loc"][-1])
+            msg = (
+                f"expects a list, got {e.get('input')!r}: write [{value}] "
+                f"(--set {key}=[{value}] on the command line, {leaf}: [{value}] in YAML)"
+            )
         elif isinstance(e.get("input"), (str, int, float, bool)) and e["type"] != "value_error":
             msg = f"{msg}, got {e['input']!r}"
         parts.append(f"{key}: {msg}" if key else msg)
     return "; ".join(parts)
 
 
-def _set(tree: dict[str, Any], dotted: str, value: Any) -> None:
+def _set(tree: dict[str, Any], dotted: str, value: Any, defaults: Any = None) -> None:
     """Sets ``a.b.c`` in a nested tree of dicts and lists; a number indexes a list
-    (``defences.0.eps``), and a defence given by name alone becomes a block to set keys in."""
+    (``defences.0.eps``), and a defence given by name alone becomes a block to set keys in.
+
+    ``defaults`` is the same tree with every default filled in: a list the tree does not hold
+    yet (``defences`` when no config file names them) is copied from it first, so an override
+    applies to what the run would use whatever the config's source."""
     keys = dotted.split(".")
     node: Any = tree
+    default: Any = defaults
     for i, k in enumerate(keys):
-        where = ".".join(keys[: i + 1])
         last = i == len(keys) - 1
         if isinstance(node, list):
-            if not k.isdigit() or int(k) >= len(node):
-                raise ConfigError(f"--set {dotted}: {where} is not an item of a list of {len(node)}")
+            if not k.isdigit():
+                raise ConfigError(
+                    f"--set {dotted}: {'.'.join(keys[:i])} is a list: index it by number, e.g. "
+                    f"{'.'.join([*keys[:i], '0', *keys[i + 1 :]])}"
+                )
+            if int(k) >= len(node):
+                have = f"items 0 to {len(node) - 1}" if node else "no items"
+                raise ConfigError(
+                    f"--set {dotted}: index {k} is out of range: {'.'.join(keys[:i])} has {have}; "
+                    f"to add an item, set the whole list, e.g. --set {'.'.join(keys[:i])}=[...]"
+                )
             if last:
                 node[int(k)] = value
                 return
             if isinstance(node[int(k)], str):
                 node[int(k)] = {"name": node[int(k)]}
             node = node[int(k)]
+            default = None  # an item's own defaults come from its block's class
         elif isinstance(node, dict):
             if last:
                 node[k] = value
                 return
+            sub = default.get(k) if isinstance(default, dict) else None
+            if k not in node and isinstance(sub, list):
+                node[k] = copy.deepcopy(sub)
             node = node.setdefault(k, {})
+            default = sub
         else:
             raise ConfigError(f"--set {dotted}: {'.'.join(keys[:i])} is not a section")
     if not isinstance(node, (dict, list)):
@@ -947,8 +1091,10 @@ def build_config(tree: dict[str, Any], source: str = "config") -> Config:
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
     """Loads a YAML config (defaults when ``path`` is None) and applies ``--set`` overrides."""
     tree = read_yaml(path) if path is not None else {}
-    for key, value in parse_overrides(overrides or []):
-        _set(tree, key, value)
+    pairs = parse_overrides(overrides or [])
+    defaults = Config().model_dump(mode="json") if pairs else None
+    for key, value in pairs:
+        _set(tree, key, value, defaults)
     return build_config(tree, source=str(path) if path else "config")
 
 

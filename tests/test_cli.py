@@ -31,6 +31,28 @@ def test_check_data_prints_counts(capsys):
         (["run", "--set", "oops"], "bad --set"),
         (["run", "--config", "nope.yaml"], "config file nope.yaml not found"),
         (["run", "--set", "data.source=npz", "--set", "data.path=missing.npz"], "missing.npz: not found"),
+        # The gate's names, checked against what the run will produce (issue 15, item 3).
+        (
+            ["run", "--set", "gate.primary=adv/autoatack/eps_0.1/acc"],
+            "did you mean adv/autoattack/eps_0.1/acc?",
+        ),
+        (["run", "--set", "evaluation.autoattack.enabled=false"], "it comes from evaluation.autoattack"),
+        (
+            ["run", "--set", "gate.max={corruption/mce: 1.2, shift/acc: 0.5}"],
+            "it comes from evaluation.shift_data",
+        ),
+        (
+            ["run", "--set", "defences=[pgd_at]", "--set", "gate.min={certified/r_0.25/acc: 0.5}"],
+            "it comes from a smoothing defence",
+        ),
+        (
+            ["run", "--set", "gate.spec_checks=[edge_blnk]"],
+            "'edge_blnk' is not a specification check (did you mean edge_blank?",
+        ),
+        (
+            ["run", "--set", "evaluation.specification.checks=[recall_floor]"],
+            "is not run: add it to evaluation.specification.checks",
+        ),
         (["run", "--set", "device=cuda"], "no CUDA device")
         if not __import__("torch").cuda.is_available()
         else (["run", "--set", "model.name=x"], "unknown model"),

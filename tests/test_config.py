@@ -105,3 +105,42 @@ def test_default_yaml_lists_every_key():
     missing = set(keys(Config().model_dump(mode="json", exclude={"defences"}))) - set(keys(written))
     missing = {k for k in missing if not any(k.startswith(m + ".") for m in missing)}
     assert not missing, f"add to configs/default.yaml: {sorted(missing)}"
+
+
+def test_set_applies_to_the_defaults_whatever_the_source(tmp_path):
+    """--set into the default defence list works without --config, as it does with the shipped file;
+    an index out of range says so (issue 15, item 2)."""
+    bare = load_config(None, ["defences.0.eps=0.2"])
+    shipped = load_config(Path("configs/default.yaml"), ["defences.0.eps=0.2"])
+    assert bare.defences[0].eps == 0.2 and bare == shipped
+    assert [d.name for d in bare.defences] == [d.name for d in Config().defences]  # the others kept
+    with pytest.raises(ConfigError, match="index 7 is out of range: defences has items 0 to 4"):
+        load_config(None, ["defences.7.eps=0.2"])
+    with pytest.raises(ConfigError, match="defences is a list: index it by number, e.g. defences.0.eps"):
+        load_config(None, ["defences.first.eps=0.2"])
+    mine = tmp_path / "mine.yaml"
+    mine.write_text("defences: [trades]\n")
+    assert load_config(mine, ["defences.0.beta=3"]).defences[0].beta == 3  # the file's list, not the defaults
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["train.epoch=3"], "train.epoch: unknown key (did you mean train.epochs?"),
+        (["trian.epochs=3"], "trian: unknown key (did you mean train?"),
+        (["evaluation.autoattack.epz=[0.1]"], "did you mean evaluation.autoattack.eps?"),
+        (["runner.threads_per_worker=2"], "did you mean runner.torch_threads?"),
+        (["defences=[{name: pgd_at, epz: 0.2}]"], "epz: unknown key (did you mean eps?"),
+        (
+            ["evaluation.eps=0.1"],
+            "evaluation.eps: expects a list, got 0.1: write [0.1] (--set evaluation.eps=[0.1]",
+        ),
+        (["gate.spec_checks=edge_blank"], 'write ["edge_blank"]'),
+        (["defences=pgd_at"], "write a list, e.g. defences: [pgd_at]"),
+    ],
+)
+def test_errors_suggest_the_key_and_how_to_write_a_list(overrides, message):
+    """Issue 15, item 14."""
+    with pytest.raises(ConfigError) as e:
+        load_config(None, overrides)
+    assert message in str(e.value)

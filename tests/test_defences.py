@@ -79,7 +79,7 @@ def test_defences_list_takes_names_and_blocks_and_set_reaches_into_it():
         ),
         (["defences=[pgd_at, pgd_at]"], "labels must be unique"),
         (["defences=[{name: standard, label: baseline}]"], "not 'baseline'"),
-        (["defences=[pgd_at]", "defences.3.eps=0.2"], "defences.3 is not an item of a list of 1"),
+        (["defences=[pgd_at]", "defences.3.eps=0.2"], "index 3 is out of range: defences has items 0 to 0"),
         (["defences=[{eps: 0.1}]"], "a block with a 'name' key"),
     ],
 )

@@ -124,7 +124,8 @@ def test_nested_model_run_has_metrics_curves_and_artifacts(first_run, tiny):
     assert child.data.tags["mlflow.parentRunId"] == first_run["parent_run_id"]
     m = child.data.metrics
     assert m["clean/acc"] > 0.85
-    assert m["adv/pgd_linf/eps_0.1/acc"] <= m["adv/fgsm/eps_0.1/acc"] + 0.05
+    fgsm = {h.step: h.value for h in c.get_metric_history(child_id, "adv/acc_vs_eps_x1000/fgsm")}
+    assert m["adv/pgd_linf/eps_0.1/acc"] <= fgsm[100] + 0.05  # curves: step = 1000 x eps
     assert m["adv/pgd_linf/eps_0.1/acc"] < m["clean/acc"]
     assert [h.step for h in c.get_metric_history(child_id, "val/acc")] == [1, 2, 3]
     files = {a.path for p in ("plots", "evaluation", "adversarial") for a in c.list_artifacts(child_id, p)}
@@ -135,7 +136,8 @@ def test_nested_model_run_has_metrics_curves_and_artifacts(first_run, tiny):
         "evaluation/attacks.json",
         "adversarial/examples.png",
     } <= files
-    assert 0 < m["corruption/mean_acc"] <= 1 and "corruption/fog/s5/acc" in m
+    fog = c.get_metric_history(child_id, "corruption/acc_vs_severity/fog")
+    assert 0 < m["corruption/mean_acc"] <= 1 and sorted(h.step for h in fog) == [0, 1, 5]  # 0: clean
     attacks = json.loads(mlflow.artifacts.load_text(f"{child.info.artifact_uri}/evaluation/attacks.json"))
     assert {(a["label"], a["eps"]) for a in attacks} == {
         ("fgsm", 0.05),
@@ -237,7 +239,8 @@ def test_cli_run_prints_summary_and_ui_commands(harness, store, capsys):
     assert main(["run", *sets]) == 0
     out = capsys.readouterr().out
     assert "pipeline finished in" in out and "clean/acc" in out and "baseline" in out
-    assert "mlflow ui --backend-store-uri sqlite:///" in out and "prefect server start" in out
+    assert "mlflow ui --backend-store-uri sqlite:///" in out and "?workflowType=machine_learning" in out
+    assert "Prefect UI: http://127.0.0.1:" in out and "/runs/flow-run/" in out  # the harness's server
     assert "registered:" not in out
 
 
@@ -278,8 +281,11 @@ def test_every_defence_has_its_own_nested_run_with_the_same_keys(first_run, tiny
     assert pgd_at.params["defence.steps"] == "2" and "train/val_pgd_acc" in pgd_at.metrics
     smooth = c.get_run(first_run["models"]["smoothing"]["run_id"])
     m = smooth.data.metrics
-    assert {f"certified/r_{r}/acc" for r in ("0", "0.125", "0.25", "0.375", "0.5")} <= set(m)
-    assert m["certified/r_0.5/acc"] <= m["certified/r_0/acc"] <= 1
+    cert = {
+        h.step: h.value for h in c.get_metric_history(smooth.info.run_id, "certified/acc_vs_radius_x1000")
+    }
+    assert sorted(cert) == [0, 125, 250, 375, 500] and cert[250] == m["certified/r_0.25/acc"]
+    assert cert[500] <= cert[0] <= 1
     files = {a.path for a in c.list_artifacts(smooth.info.run_id, "plots")}
     assert "plots/certified_accuracy.png" in files
     cert = json.loads(mlflow.artifacts.load_text(f"{smooth.info.artifact_uri}/evaluation/certificates.json"))
@@ -389,7 +395,9 @@ def test_monitor_flags_a_shifted_batch_and_emits_the_drift_event(first_run, tiny
     c = _client(tiny)
     run = c.get_run(shifted["run_id"])
     assert run.data.tags["robustops.drift"] == "detected" and run.data.metrics["drift/detected"] == 1.0
-    assert "batch/acc" in run.data.metrics  # the batch came with labels
+    # The batch came with labels: coverage and the two accuracies, never abstentions as errors.
+    assert {"batch/coverage", "batch/acc_answered", "batch/plain_acc"} <= set(run.data.metrics)
+    assert "batch/acc" not in run.data.metrics
     files = {a.path for p in ("drift", "batch") for a in c.list_artifacts(run.info.run_id, p)}
     assert {
         "drift/report.html",
@@ -398,3 +406,35 @@ def test_monitor_flags_a_shifted_batch_and_emits_the_drift_event(first_run, tiny
         "batch/features.csv",
     } <= files
     assert c.get_run(clean["run_id"]).data.metrics["drift/detected"] == 0.0
+
+
+def test_the_gate_check_knows_every_metric_the_run_logged(first_run, tiny):
+    """The names the gate is checked against before a run (a dry run of the scorecard) are exactly
+    the names the run's models logged (issue 15, item 3)."""
+    from robustops.evaluation.metric_names import produced_metrics
+
+    split = split_dataset(load_digits(), tiny.data.val_fraction, tiny.data.test_fraction, tiny.seed)
+    produced = produced_metrics(tiny, split.test.shape, split.test.classes)
+    logged = set().union(*(m["metrics"] for m in first_run["models"].values()))
+    assert logged == produced, (sorted(logged - produced), sorted(produced - logged))
+
+
+def test_a_batch_the_model_cannot_take_is_refused_unless_converted(first_run, tiny, store, tmp_path, capsys):
+    """An RGB 12x12 batch sent to the 1x8x8 digits champion: predict, monitor and evaluate refuse
+    it (exit 2, no run, no drift event); with --convert it is scored (issue 15, item 5)."""
+    test = split_dataset(load_digits(), tiny.data.val_fraction, tiny.data.test_fraction, tiny.seed).test
+    x = torch.nn.functional.interpolate(torch.from_numpy(test.x[:120]), size=(12, 12), mode="bilinear")
+    path = tmp_path / "rgb12.npz"
+    np.savez(path, x=np.repeat(x.numpy(), 3, axis=1), y=test.y[:120])
+    sets = [a for s in TINY + store for a in ("--set", s)]
+    model = ["--model", "models:/tiny-digits@champion", "--data", str(path)]
+    c = _client(tiny)
+    exp = c.get_experiment_by_name(tiny.mlflow.experiment)
+    before = len(c.search_runs([exp.experiment_id]))
+    for command in (["predict", "--out", str(tmp_path / "p")], ["monitor"], ["evaluate"]):
+        assert main([command[0], *model, *command[1:], *sets]) == 2
+        err = capsys.readouterr().err
+        assert "holds RGB 12x12 images; the model takes 1x8x8" in err and "--convert" in err, err
+    assert len(c.search_runs([exp.experiment_id])) == before  # nothing logged, no event emitted
+    assert main(["predict", *model, "--out", str(tmp_path / "p"), "--convert", *sets]) == 0
+    assert "scored 120 images" in capsys.readouterr().out

@@ -127,14 +127,25 @@ def test_batches_in_every_format(tmp_path, digits):
     flat.mkdir()
     for i in range(3):
         Image.fromarray((digits.x[i, 0] * 255).astype(np.uint8)).resize((16, 16)).save(flat / f"{i}.png")
-    x, y = load_batch(flat, shape, classes)
+    # Another size is refused, as the served model refuses it, unless conversion is asked for
+    # (issue 15, item 5).
+    with pytest.raises(
+        DataValidationError, match="holds greyscale 16x16 images; the model takes 1x8x8.*--convert"
+    ):
+        load_batch(flat, shape, classes)
+    x, y = load_batch(flat, shape, classes, convert=True)
     assert x.shape == (3, 1, 8, 8) and y is None
+    rgb = np.repeat(digits.x[:4], 3, axis=1)
+    np.savez(tmp_path / "rgb.npz", x=rgb)
+    with pytest.raises(DataValidationError, match="holds RGB 8x8 images; the model takes 1x8x8"):
+        load_batch(tmp_path / "rgb.npz", shape, classes)
+    assert load_batch(tmp_path / "rgb.npz", shape, classes, convert=True)[0].shape == (4, 1, 8, 8)
     np.savez(tmp_path / "alien.npz", x=digits.x[:5], y=digits.y[:5] + 50)
     with pytest.raises(DataValidationError, match="label\\(s\\) .* the model does not know"):
         load_batch(tmp_path / "alien.npz", shape, classes)
     (flat / "notes.txt").write_text("x")
     with pytest.raises(DataValidationError, match="notes.txt: is not a PNG/JPEG image"):
-        load_batch(flat, shape, classes)
+        load_batch(flat, shape, classes, convert=True)
 
 
 def test_retrain_adds_the_drifted_batch_to_training(tmp_path):

@@ -235,10 +235,16 @@ def _pixels(im: Any, file: Path, channels: int) -> np.ndarray:
 
 
 def _read_image(
-    file: Path, channels: int | None, size: tuple[int, int] | None, limits: LimitsConfig, budget: _Budget
+    file: Path,
+    channels: int | None,
+    size: tuple[int, int] | None,
+    limits: LimitsConfig,
+    budget: _Budget,
+    convert: bool = True,
 ) -> np.ndarray:
     """One image as (C, H, W) (uint8, or float32 in [0, 1] for 16-bit), resized to ``size`` as it
-    is read; its header is checked against the limits before it is decoded."""
+    is read; its header is checked against the limits before it is decoded. ``convert=False``
+    refuses an image whose channels or size differ from ``channels`` and ``size``."""
     from PIL import Image, UnidentifiedImageError
 
     try:
@@ -256,7 +262,10 @@ def _read_image(
                 frames = getattr(im, "n_frames", 1)
                 if frames > 1 and im.format != "MPO":  # MPO: a camera JPEG with a preview frame
                     _fail(file, f"holds {frames} frames (an animation or pages); save each as its own image")
-                c = channels or (1 if im.mode in _GRAY_MODES else 3)
+                native = 1 if im.mode in _GRAY_MODES else 3
+                if not convert and ((channels or native), *(size or (h, w))) != (native, h, w):
+                    _refuse_shape(file, (native, h, w), ((channels or native), *(size or (h, w))))
+                c = channels or native
                 out_h, out_w = size or (h, w)
                 budget.take(c * out_h * out_w * 4, file)
                 im.load()
@@ -286,6 +295,22 @@ def _read_image(
     return arr
 
 
+def _refuse_shape(where: Path, got: tuple[int, ...], want: tuple[int, ...]) -> None:
+    c, h, w = got
+    _fail(
+        where,
+        f"holds {'RGB' if c == 3 else 'greyscale'} {h}x{w} images; the model takes "
+        f"{want[0]}x{want[1]}x{want[2]} (channels x height x width): convert them to that shape, or "
+        "pass --convert to have them converted (colour to luma or grey repeated; size by bilinear resizing)",
+    )
+
+
+def check_shape(x: np.ndarray, shape: tuple[int, int, int], where: Path) -> None:
+    """Refuses (N, C, H, W) images that are not of the model's input ``shape``."""
+    if tuple(x.shape[1:]) != tuple(shape):
+        _refuse_shape(where, tuple(x.shape[1:]), tuple(shape))
+
+
 def _stack(images: list[np.ndarray], channels: int | None, source: str) -> np.ndarray:
     """(N, C, H, W) float32 in [0, 1] from per-image arrays of one size."""
     if channels is None and len({im.shape[0] for im in images}) > 1:
@@ -301,6 +326,7 @@ def load_folder(
     channels: int | None = None,
     size: tuple[int, int] | None = None,
     limits: LimitsConfig | None = None,
+    convert: bool = True,
 ) -> Dataset:
     """Loads ``path/<class>/<image>.png|jpg``; the subfolder names are the class names.
 
@@ -330,7 +356,7 @@ def load_folder(
             _fail(d, "holds no images; add PNG/JPEG files or remove the class folder")
         files += [(f, label) for f in entries]
     budget = _Budget(limits, path)
-    images = [_read_image(f, channels, size, limits, budget) for f, _ in files]
+    images = [_read_image(f, channels, size, limits, budget, convert) for f, _ in files]
     if size is None:
         first: dict[tuple[int, ...], Path] = {}
         for im, (f, _) in zip(images, files, strict=True):
@@ -402,12 +428,13 @@ def load_for_model(
     classes: list[str],
     what: str = "data",
     limits: LimitsConfig | None = None,
+    convert: bool = True,
 ) -> Dataset:
     """Loads an evaluation set (npz or image folder) in a trained model's input shape, with its
     labels mapped onto the model's classes by name.
 
     Unlike :func:`load_dataset` it needs no minimum per class: it is scored, not split. Channels
-    and size are converted to ``shape``.
+    and size are converted to ``shape``; with ``convert=False`` other shapes are refused.
 
     Raises:
         DataValidationError: the file is malformed (as for training data), or it has a class the
@@ -416,8 +443,10 @@ def load_for_model(
     c, h, w = shape
     if DataSource(source) is DataSource.NPZ:
         ds = load_npz(path, limits)
+        if not convert:
+            check_shape(ds.x, shape, Path(path))
     else:
-        ds = load_folder(path, c, (h, w), limits)
+        ds = load_folder(path, c, (h, w), limits, convert)
     ds.x = to_channels(ds.x, c)
     if ds.x.shape[2:] != (h, w):
         ds.x = resize(ds.x, (h, w))
@@ -431,7 +460,9 @@ def load_for_model(
     return Dataset(ds.x, mapping[ds.y], list(classes), str(path))
 
 
-def load_images(path: Path, shape: tuple[int, int, int], limits: LimitsConfig | None = None) -> np.ndarray:
+def load_images(
+    path: Path, shape: tuple[int, int, int], limits: LimitsConfig | None = None, convert: bool = True
+) -> np.ndarray:
     """Unlabelled images in a model's input shape: an .npz (``x``; ``y`` is ignored), a flat folder
     of images, or a folder of class folders (their names are ignored)."""
     path = Path(path)
@@ -439,33 +470,40 @@ def load_images(path: Path, shape: tuple[int, int, int], limits: LimitsConfig | 
     if _open(path, ".npz file or image folder") == "folder":
         entries = _listing(path)
         if any(_kind(e, "remove it") == "folder" for e in entries):
-            x = load_folder(path, c, (h, w), limits).x
+            x = load_folder(path, c, (h, w), limits, convert).x
         else:
-            x = _flat_folder(path, entries, shape, limits or LimitsConfig())
+            x = _flat_folder(path, entries, shape, limits or LimitsConfig(), convert)
     else:
         x, _ = _read_npz(path, need_labels=False, limits=limits or LimitsConfig())
+        if not convert:
+            check_shape(x, shape, path)
     x = to_channels(x, c)
     return x if x.shape[2:] == (h, w) else resize(x, (h, w))
 
 
 def _flat_folder(
-    path: Path, entries: list[Path], shape: tuple[int, int, int], limits: LimitsConfig
+    path: Path, entries: list[Path], shape: tuple[int, int, int], limits: LimitsConfig, convert: bool = True
 ) -> np.ndarray:
     c, h, w = shape
     files = _image_files(entries, "the batch folder")
     if not files:
         _fail(path, "is empty; put the batch's PNG/JPEG images in it")
     budget = _Budget(limits, path)
-    return _stack([_read_image(f, c, (h, w), limits, budget) for f in files], c, str(path))
+    return _stack([_read_image(f, c, (h, w), limits, budget, convert) for f in files], c, str(path))
 
 
 def load_batch(
-    path: str | Path, shape: tuple[int, int, int], classes: list[str], limits: LimitsConfig | None = None
+    path: str | Path,
+    shape: tuple[int, int, int],
+    classes: list[str],
+    limits: LimitsConfig | None = None,
+    convert: bool = False,
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """A production batch in a model's input shape: images, and labels when the batch has them.
 
     Accepts an .npz with ``x`` (and optionally ``y``, labelled with the class names), a folder of
-    class subfolders (labelled), or a flat folder of images (unlabelled).
+    class subfolders (labelled), or a flat folder of images (unlabelled). Images of other
+    channels or size are refused unless ``convert``: the served model refuses them too.
     """
     path = Path(path)
     limits = limits or LimitsConfig()
@@ -473,10 +511,12 @@ def load_batch(
     if _open(path, ".npz file or image folder") == "folder":
         entries = _listing(path)
         if not any(_kind(e, "remove it") == "folder" for e in entries):
-            return _flat_folder(path, entries, shape, limits), None
-        ds = load_for_model(DataSource.FOLDER, path, shape, classes, "the batch", limits)
+            return _flat_folder(path, entries, shape, limits, convert), None
+        ds = load_for_model(DataSource.FOLDER, path, shape, classes, "the batch", limits, convert)
         return ds.x, ds.y
     x, y = _read_npz(path, need_labels=False, limits=limits)
+    if not convert:
+        check_shape(x, shape, path)
     x = to_channels(x, c)
     if x.shape[2:] != (h, w):
         x = resize(x, (h, w))

@@ -95,7 +95,9 @@ def add_training_data(train: Dataset, paths: list, limits: LimitsConfig | None =
 
     xs, ys = [train.x], [train.y]
     for path in paths:
-        x, y = load_batch(path, train.shape, train.classes, limits)
+        # Converted: extra training data (and a drift batch the monitor was told to convert) is
+        # configured on purpose; a production batch the model cannot take never gets this far.
+        x, y = load_batch(path, train.shape, train.classes, limits, convert=True)
         if y is None:
             raise DataValidationError(
                 f"{path}: has no labels; data.extra_train needs labelled images (npz with y, or class folders)"

@@ -1,0 +1,158 @@
+"""The metric names a run's scorecards will hold, known before anything is trained, and the check
+that every name the gate uses is one of them.
+
+The names come from a dry run of the real scorecard code (:func:`robustops.evaluation.scorecard.
+evaluate`) on a tiny untrained network and a few random images of the data's shape and classes,
+not from a second list of names that could drift from the code that makes them. The dry run keeps
+every setting that shapes a name (eps lists, attacks, corruptions, severities, noise levels,
+radii, masking steps, checks) and shrinks only what costs time without naming anything (the
+number of images, noise samples for certification).
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import warnings
+
+import numpy as np
+import torch
+
+from robustops.config import Config, SmoothingConfig
+from robustops.data import Dataset
+from robustops.errors import ConfigError
+from robustops.evaluation.scorecard import evaluate, relative_corruption_metrics
+from robustops.evaluation.specification import SPEC_CHECKS
+from robustops.models import build_model
+
+# Logged beside the scorecard for every model (tasks/evaluation.py, flows/pipeline.py).
+ALWAYS = frozenset({"eval/seconds", "train/seconds"})
+
+# Scores defined only when their denominator is not zero (answered images; corruption error
+# above the clean error), which the stand-in's values need not give: each comes with the score
+# that shows its part of the scorecard ran.
+SOMETIMES = {
+    "guard/coverage": ("guard/acc_answered",),
+    "smoothed/abstain": ("smoothed/acc_answered",),
+    "corruption/mean_acc": ("corruption/mce", "corruption/relative_mce"),
+}
+
+_cache: dict[tuple, frozenset[str]] = {}
+
+
+def produced_metrics(
+    cfg: Config,
+    shape: tuple[int, int, int],
+    classes: list[str],
+    shift: bool = False,
+    ood: bool = False,
+) -> frozenset[str]:
+    """Every metric name some model of a run of ``cfg`` on data of ``shape`` and ``classes``
+    logs (a smoothing defence adds its certificates). ``shift``/``ood``: the run has those sets."""
+    key = (cfg.model_dump_json(), tuple(shape), tuple(classes), shift, ood)
+    if key not in _cache:
+        _cache[key] = frozenset(_dry_run(cfg, tuple(shape), list(classes), shift, ood))
+    return _cache[key]
+
+
+def _dry_run(
+    cfg: Config, shape: tuple[int, int, int], classes: list[str], shift: bool, ood: bool
+) -> set[str]:
+    k = len(classes)
+    gen = np.random.default_rng(0)
+    y = np.repeat(np.arange(k), 3)
+    x = gen.random((len(y), *shape), dtype=np.float32)
+    data = Dataset(x, y, classes, "dry run")
+    ev = cfg.evaluation.model_copy(
+        update={
+            "max_samples": None,
+            "batch_size": 64,
+            "pgd_steps": 1,
+            "pgd_restarts": 1,
+            "autoattack": cfg.evaluation.autoattack.model_copy(
+                update={"apgd_steps": 2, "apgd_restarts": 1, "square_queries": 2}
+            ),
+            "noise": cfg.evaluation.noise.model_copy(update={"flip_draws": 1}),
+        }
+    )
+    smoothing = [d for d in cfg.defences if isinstance(d, SmoothingConfig)]
+    # Names only: the run's own randomness stays untouched, and what the scorecard warns about
+    # (a small test split) concerns these stand-in images, not the user's data.
+    with torch.random.fork_rng(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.manual_seed(0)
+        model = build_model("mlp", shape, k, hidden=8, dropout=0.0).eval()
+        names: set[str] = set(ALWAYS)
+        for s in [None, *smoothing[:1]]:
+            s = s.model_copy(update={"n0": 4, "n": 16, "max_samples": None}) if s is not None else None
+            card = evaluate(
+                model, data, ev, 0, "cpu", s, data, data, data if shift else None, x if ood else None
+            )
+            names |= set(card.metrics) | set(relative_corruption_metrics(card, card))
+    return names | {m for shown, extra in SOMETIMES.items() if shown in names for m in extra}
+
+
+def _producer(name: str) -> str:
+    """The setting that makes metrics like ``name``, for the error message."""
+    eps = re.search(r"/eps_([0-9.]+)/", name)
+    rules = [
+        (("adv/autoattack/", "adv/apgd", "adv/square/", "adv/worst/", "masking/"),
+         "evaluation.autoattack (enabled: true, with the radius in evaluation.autoattack.eps)"),
+        (("adv/pgd_l2",), "evaluation.l2_eps"),
+        (("adv/",), "evaluation.eps (the radius must be in the list)"),
+        (("certified/", "smoothed/"), "a smoothing defence in defences (its radii name certified/r_<r>/acc)"),
+        (("shift/",), "evaluation.shift_data"),
+        (("ood/ood_data/",), "evaluation.ood_data"),
+        (("corruption/",), "evaluation.corruptions and evaluation.severities"),
+        (("noise/",), "evaluation.noise"),
+        (("spec/",), "evaluation.specification.checks"),
+    ]  # fmt: skip
+    for prefixes, setting in rules:
+        if name.startswith(prefixes):
+            return setting + (f" (radius {eps.group(1)})" if eps and setting.startswith("evaluation") else "")
+    return ""
+
+
+def check_gate(
+    cfg: Config,
+    shape: tuple[int, int, int],
+    classes: list[str],
+    shift: bool = False,
+    ood: bool = False,
+) -> None:
+    """Refuses a gate that names a metric this run will not produce or a specification check
+    that does not exist or is not run: found at the end of a run, it would fail every model."""
+    if not cfg.gate.enabled:
+        return
+    problems = []
+    run = set(cfg.evaluation.specification.checks)
+    for check in cfg.gate.spec_checks:
+        if check not in SPEC_CHECKS:
+            near = difflib.get_close_matches(check, list(SPEC_CHECKS), n=1)
+            hint = f"did you mean {near[0]}? " if near else ""
+            problems.append(
+                f"gate.spec_checks: {check!r} is not a specification check ({hint}the checks: {', '.join(SPEC_CHECKS)})"
+            )
+        elif check not in run:
+            problems.append(
+                f"gate.spec_checks: {check!r} is not run: add it to evaluation.specification.checks "
+                "or remove it from gate.spec_checks"
+            )
+    produced = produced_metrics(cfg, shape, classes, shift, ood)
+    used = [("gate.primary", cfg.gate.primary)]
+    used += [("gate.min", k) for k in cfg.gate.min] + [("gate.max", k) for k in cfg.gate.max]
+    for where, name in used:
+        if name in produced:
+            continue
+        near = difflib.get_close_matches(name, sorted(produced), n=1, cutoff=0.8)
+        producer = _producer(name)
+        hint = (
+            f"did you mean {near[0]}?"
+            if near
+            else f"it comes from {producer}: turn that on or change the gate"
+            if producer
+            else "see the names a run logs in its MLflow runs or docs/scorecard.md"
+        )
+        problems.append(f"{where}: this run produces no metric {name!r}; {hint}")
+    if problems:
+        raise ConfigError("the gate names what this run will not score: " + "; ".join(problems))
