@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from default_pipeline import once  # noqa: E402
+from default_pipeline import SCORECARD, once, table  # noqa: E402
 
 # What the other jobs run: small matrix products on 2 torch threads, with short pauses (a busy
 # service or a test suite, not a pure spin loop: plain busy loops do not disturb OpenMP as much).
@@ -67,6 +67,10 @@ def main() -> None:
     print(f"| **wall** | {quiet_wall:.1f} | {busy_wall:.1f} (x{busy_wall / quiet_wall:.2f}) | | |")
     if args.before:
         print(f"| **wall, {args.before}** | {before_wall:.1f} | | | |")
+    print("\nscores of the quiet run:\n")
+    print(table(quiet))
+    print()
+    print(table(quiet, SCORECARD))
     print(f"\ntarget: busy at most 3x quiet: {'met' if busy_wall <= 3 * quiet_wall else 'NOT met'}")
     if args.before:
         print(f"target: quiet no slower than {args.before}: x{quiet_wall / before_wall:.2f}")
