@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # read back quietly
 COLUMNS = {
     "clean/acc": "clean",
     "adv/fgsm/eps_0.1/acc": "FGSM 0.1",

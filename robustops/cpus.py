@@ -62,8 +62,8 @@ def is_small(values_per_image: int) -> bool:
 
 
 def tasks_at_once(values_per_image: int, cpus: int | None = None) -> int:
-    """How many tasks should run at once: one per CPU for small images (each on one thread), two
-    for larger ones (training and scoring, each with half the CPUs)."""
+    """How many scoring tasks should run at once: one per CPU for small images (each on one
+    thread), two for larger ones (each with half the CPUs)."""
     cpus = cpus or usable_cpus()
     return cpus if is_small(values_per_image) else min(2, cpus)
 

@@ -41,15 +41,14 @@ class ThreadRunner(ThreadPoolTaskRunner):
 
 def resolve(cfg: RunnerConfig, values_per_image: int) -> tuple[int, int]:
     """``(workers, torch_threads)`` with ``auto`` resolved for images of ``values_per_image``
-    values (see :mod:`robustops.cpus`). On threads, the workers score beside one training lane."""
+    values (see :mod:`robustops.cpus`). On threads, the workers score beside one training lane:
+    scoring is most of the work, and once the models are trained the lane idles, so the workers
+    alone fill the CPUs (while it trains, one-thread tasks share the cores by time slices, which
+    costs them nothing like an OpenMP team short of cores)."""
     at_once = cpus.tasks_at_once(values_per_image)
-    if cfg.workers != "auto":
-        workers = cfg.workers
-    else:
-        workers = max(1, at_once - 1) if cfg.kind == "threads" else at_once
-    busy = workers + 1 if cfg.kind == "threads" else workers
-    threads = cfg.torch_threads if cfg.torch_threads != "auto" else cpus.torch_threads(values_per_image, busy)
-    return workers, threads
+    workers = cfg.workers if cfg.workers != "auto" else at_once
+    auto = cpus.torch_threads(values_per_image, workers)
+    return workers, cfg.torch_threads if cfg.torch_threads != "auto" else auto
 
 
 def make_runner(cfg: RunnerConfig, workers: int, torch_threads: int) -> TaskRunner:

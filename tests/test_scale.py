@@ -108,14 +108,14 @@ def _training_span(k: int) -> tuple[float, float, int]:
 
 
 def test_small_images_get_one_thread_per_task_and_a_task_per_cpu(monkeypatch):
-    """Small images: one torch thread per task, one task per CPU (training's lane and the rest
-    scoring); large ones: two tasks sharing the CPUs. Set values are kept."""
+    """Small images: one torch thread per task, one scoring task per CPU beside the training
+    lane; large ones: two scoring tasks sharing the CPUs. Set values are kept."""
     from robustops import cpus
     from tasks.runner import resolve
 
     monkeypatch.setattr(cpus, "usable_cpus", lambda: 8)
-    assert resolve(RunnerConfig(), 64) == (7, 1)  # the digits: 7 scoring + 1 training, 1 thread
-    assert resolve(RunnerConfig(), 3 * 32 * 32) == (1, 4)  # CIFAR: training + scoring, 4 threads each
+    assert resolve(RunnerConfig(), 64) == (8, 1)  # the digits: 8 scoring beside training, 1 thread
+    assert resolve(RunnerConfig(), 3 * 32 * 32) == (2, 4)  # CIFAR: two scoring, 4 threads each
     assert resolve(RunnerConfig(kind="dask"), 64) == (8, 1)
     assert resolve(RunnerConfig(kind="dask"), 3 * 224 * 224) == (2, 4)
     assert resolve(RunnerConfig(workers=3, torch_threads=2), 64) == (3, 2)
