@@ -177,7 +177,9 @@ def _champion(m: MlflowConfig, current: Any, label: str, primary: str, fingerpri
     outcomes on ``primary`` when they are on the same test images as this run's."""
     tags = dict(current.tags)
     champion = Champion(
-        tracking.scorecard_metrics(m, current.run_id), label, _signature(tags) or _logged_data(m, current.run_id)
+        tracking.scorecard_metrics(m, current.run_id),
+        label,
+        _signature(tags) or _logged_data(m, current.run_id),
     )
     theirs = tags.get(FINGERPRINT_TAG)
     if theirs is None:
