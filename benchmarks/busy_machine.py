@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -49,6 +50,8 @@ def main() -> None:
         print(f"quiet, {args.before}: {before_wall:.1f} s", flush=True)
     quiet_wall, quiet = once(args.sets)
     print(f"quiet: {quiet_wall:.1f} s", flush=True)
+    # A SIGTERM (a timeout, kill) must still end the loaders below: run the finally block.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     env = os.environ | {"OMP_NUM_THREADS": "2"}
     loaders = [subprocess.Popen([sys.executable, "-c", LOADER], env=env) for _ in range(args.loaders)]
     try:
