@@ -172,3 +172,33 @@ def test_parts_scored_in_any_order_merge_to_the_same_card(card, trained, digits_
     # The ensemble is the per-example worst case, not the weakest member's number.
     members = [merged.masks[f"eps_0.2/{a}"] for a in ("apgd", "apgd_dlr", "square")]
     assert merged.metrics["adv/autoattack/eps_0.2/acc"] == float(np.logical_and.reduce(members).mean())
+
+
+def test_features_of_a_shared_model_are_this_calls_own(trained, digits_split):
+    """Scoring parts of one model run in several threads at once: the penultimate features one
+    call collects hold its own images only, not the forward passes of the other threads (their
+    extra rows used to break the Mahalanobis fit mid-run)."""
+    import threading
+
+    from robustops.evaluation.metrics import predict
+    from robustops.evaluation.postprocess import features
+
+    x = digits_split.train.x
+    stop = threading.Event()
+
+    def busy() -> None:
+        while not stop.is_set():
+            predict(trained.model, digits_split.test.x[:64])
+
+    others = [threading.Thread(target=busy) for _ in range(2)]
+    for t in others:
+        t.start()
+    try:
+        got = [features(trained.model, x, batch_size=32) for _ in range(3)]
+    finally:
+        stop.set()
+        for t in others:
+            t.join()
+    alone = features(trained.model, x, batch_size=32)
+    assert all(f.shape == alone.shape for f in got)
+    np.testing.assert_allclose(got[0], alone, rtol=1e-5, atol=1e-6)

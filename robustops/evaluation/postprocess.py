@@ -15,6 +15,7 @@ and calibration.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -98,7 +99,15 @@ def features(
     if layer is None:
         return None
     got: list[torch.Tensor] = []
-    hook = layer.register_forward_pre_hook(lambda m, a: got.append(a[0].detach().cpu()))
+    me = threading.get_ident()
+
+    def keep(module: nn.Module, args: tuple[torch.Tensor, ...]) -> None:
+        # The model is shared: scoring parts run in other threads at once, and a hook sees their
+        # forward passes too. Only this call's own passes are its features.
+        if threading.get_ident() == me:
+            got.append(args[0].detach().cpu())
+
+    hook = layer.register_forward_pre_hook(keep)
     model.eval()
     try:
         t = torch.as_tensor(x)
