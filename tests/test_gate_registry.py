@@ -315,7 +315,7 @@ def test_model_lines_say_pass_or_fail_the_primary_and_the_first_reason():
     ]
 
 
-TINY = [
+OWN_DATA_RUN = [
     "train.epochs=4",
     "train.progress=false",
     "model.name=mlp",
@@ -345,7 +345,7 @@ def test_a_run_on_own_data_registers_under_its_name_and_prints_a_line_per_model(
 
     path = tmp_path / "writers.npz"
     np.savez(path, x=digits.x[:, 0], y=digits.y)  # the digits, as a user's own .npz file
-    sets = [*TINY, "data.source=npz", f"data.path={path}",
+    sets = [*OWN_DATA_RUN, "data.source=npz", f"data.path={path}",
             f"mlflow.tracking_uri=sqlite:///{tmp_path}/mlflow.db", f"mlflow.artifact_root={tmp_path}/art"]  # fmt: skip
     assert main(["run", *[a for s in sets for a in ("--set", s)]]) == 0
     out = capsys.readouterr().out
