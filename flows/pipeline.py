@@ -151,6 +151,11 @@ def _stages(
             for s in specs
             if a.enabled
         }
+        # Recording starts once every model is trained: saving a model (its export and signature)
+        # may read and reset torch's global generator, which the training lane draws from, and
+        # the models must not depend on when the recording ran.
+        for f in trained.values():
+            f.wait()
         # Recorded in this process, in order: the baseline's card first (the others' mCE is
         # relative to it), and MLflow is written from one place.
         for spec in specs:
