@@ -59,9 +59,9 @@ EPS, STEPS = 0.1, 20
 def trained_model(name: str, cache: Path | None = None):
     """The model, and the test split exactly as the pipeline makes it (its arrays' strides
     included: a pickled copy would come back C-ordered, a different memory layout)."""
-    from robustops.config import load_config
+    from robustops.catalog import load_config
     from robustops.data import load_dataset, split_dataset
-    from robustops.training.defences import Context, train_defence
+    from robustops.defences import Context, train_defence
 
     cfg = load_config(None, ["train.progress=false"])
     split = split_dataset(load_dataset(cfg.data), cfg.data.val_fraction, cfg.data.test_fraction, cfg.seed)
@@ -72,7 +72,7 @@ def trained_model(name: str, cache: Path | None = None):
             return saved["model"].requires_grad_(True), split.test
     defence = next(d for d in [*cfg.defences, None] if d is None or d.name == name)
     if defence is None:
-        from robustops.config import StandardConfig
+        from robustops.defences.standard import StandardConfig
 
         defence = StandardConfig()
     ctx = Context(cfg.model, cfg.train, cfg.augment, cfg.regularize, cfg.seed)

@@ -19,11 +19,13 @@ import time
 
 import numpy as np
 
-from robustops.config import AugmentConfig, load_config
+from robustops.catalog import load_config
+from robustops.config import AugmentConfig
 from robustops.data import load_dataset, split_dataset, thin_classes
 from robustops.data.synthesis import GENERATORS, synthesize
-from robustops.evaluation import confusion_matrix, per_class_recall, predict
+from robustops.evaluation import confusion_matrix, per_class_recall
 from robustops.evaluation.corruption import corruption_accuracy, corruption_metrics
+from robustops.inference import predict
 from robustops.training import train_baseline
 from robustops.training.augment import make_loss
 

@@ -25,7 +25,7 @@ import time
 import numpy as np
 import torch
 
-from robustops.config import load_config
+from robustops.catalog import load_config
 from robustops.corruptions import CORRUPTIONS
 from robustops.corruptions.library import warp
 from robustops.data import load_dataset, split_dataset

@@ -43,10 +43,12 @@ def main() -> None:
     from prefect.testing.utilities import prefect_test_harness
 
     from flows.pipeline import model_specs
-    from robustops.config import RunnerConfig, SmoothingConfig, load_config
+    from robustops.catalog import load_config
+    from robustops.config import RunnerConfig
     from robustops.data import load_dataset, split_dataset
+    from robustops.defences import Context, train_defence
+    from robustops.defences.smoothing import SmoothingConfig
     from robustops.evaluation.scorecard import plan
-    from robustops.training.defences import Context, train_defence
     from tasks.evaluation import score_part
     from tasks.runner import task_runner
 

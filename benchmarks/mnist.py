@@ -27,13 +27,13 @@ import torch
 import yaml
 
 from robustops.attacks import PGD
-from robustops.config import ModelConfig, RegularizeConfig, TrainConfig, load_config
+from robustops.catalog import load_config
+from robustops.config import ModelConfig, RegularizeConfig, TrainConfig
 from robustops.data import Dataset, load_npz
 from robustops.data.split import split_indices
-from robustops.evaluation import predict
-from robustops.evaluation.adversarial import robust_mask
+from robustops.defences import DEFENCES, Context, train_defence
 from robustops.evaluation.scorecard import ensemble_for
-from robustops.training.defences import DEFENCES, Context, train_defence
+from robustops.inference import predict, robust_mask
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 EPS = 0.3

@@ -55,7 +55,7 @@ def main() -> None:
 
     import tasks.caching as caching
     from flows.pipeline import robustness_pipeline
-    from robustops.config import load_config
+    from robustops.catalog import load_config
 
     spent: dict[str, float] = defaultdict(float)
     calls: dict[str, int] = defaultdict(int)

@@ -151,8 +151,8 @@ def _check_run_inputs(cfg: Any) -> Any:
     """Everything a pipeline run reads, validated before any server starts (one ``error:`` line
     otherwise): the data, its test file and extra training data, the shifted and OOD sets, and
     the gate's names against the metrics the run will produce. Returns the split."""
+    from robustops.catalog import check_gate
     from robustops.data import load_split
-    from robustops.evaluation.metric_names import check_gate
     from robustops.training import resolve_device
     from tasks.evaluation import read_eval_sets
 
@@ -320,8 +320,8 @@ def main(argv: list[str] | None = None) -> int:
 
     warnings.showwarning = _show_warning
     if args.command in FLOW_COMMANDS:
+        from adapters.prefect_server import own_temporary_server
         from flows import watchdog
-        from flows.serve import own_temporary_server
 
         watchdog.start()
         own_temporary_server()  # used only when PREFECT_API_URL names no server
@@ -330,7 +330,8 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError:  # not the main thread: signals are not this caller's to handle
         previous = None
     try:
-        from robustops.config import load_config, to_yaml
+        from robustops.catalog import load_config
+        from robustops.config import to_yaml
 
         cfg = load_config(args.config, args.overrides)
         if args.command == "config":

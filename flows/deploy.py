@@ -65,7 +65,11 @@ def _runs_images(pool: Any) -> bool:
 def _when(d: Any) -> str:
     """How a deployment starts, in words: on demand, its cron schedules, its event triggers."""
     parts = ["on demand"]
-    parts += [f"cron {s.schedule.cron}" for s in d.schedules if getattr(s.schedule, "cron", None)]
+    parts += [
+        f"cron {s.schedule.cron} ({s.schedule.timezone or 'UTC'})"
+        for s in d.schedules
+        if getattr(s.schedule, "cron", None)
+    ]
     parts += [f"on {', '.join(sorted(t.expect))}" for t in d.triggers]
     return "; ".join(parts)
 
@@ -79,10 +83,11 @@ def deploy(cfg: Config, pool: str, image: str | None = None) -> list[str]:
         image: the robustops image for a pool that runs containers (docker, kubernetes).
 
     Raises:
-        PrefectUnavailable: no Prefect server answers at PREFECT_API_URL.
+        adapters.prefect_server.PrefectUnavailable: no Prefect server answers at PREFECT_API_URL.
         RobustopsError: ``image`` given to a process pool, or missing for a container pool.
     """
-    from flows.serve import check_server, deployments
+    from adapters.prefect_server import check_server
+    from flows.serve import deployments
 
     url = check_server()
     work_pool, created = ensure_pool(pool)

@@ -11,6 +11,7 @@ thresholds; the rest is scored. Everything is logged to one MLflow run tagged wi
 from __future__ import annotations
 
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -19,23 +20,26 @@ from prefect import flow, task
 from prefect.runtime import flow_run
 from torch import nn
 
-from robustops.config import Config, DataSource, LimitsConfig, SmoothingConfig
+from robustops import catalog
+from robustops.config import Config, DataSource, DefenceConfig, LimitsConfig
 from robustops.cpus import torch_threads, use_threads
 from robustops.data import Dataset, Split
 from robustops.data.loaders import load_for_model
 from robustops.errors import ModelNotFoundError, RobustopsError
 from robustops.evaluation.plots import scorecard_figures
-from robustops.training import checkpoint
+from robustops.models import Blueprint
+from robustops.training import checkpoint, resolve_device
 from tasks import tracking
-from tasks.data import _io_error
+from tasks.data import is_io_error
 from tasks.evaluation import evaluate_model
 from tasks.gate import log_report
 from tasks.record import RETRY, scorecard_json
 
 
 @task(name="load-registered-model", **RETRY)
-def load_registered(cfg: Config, uri: str) -> tuple[nn.Module, dict[str, Any], SmoothingConfig | None]:
-    """The model a URI names, rebuilt from its checkpoint, with facts about it for the run's tags."""
+def load_registered(cfg: Config, uri: str) -> tuple[nn.Module, dict[str, Any], DefenceConfig]:
+    """The model a URI names, rebuilt from its checkpoint, with facts about it for the run's tags
+    and the settings of the defence that trained it (recorded in the checkpoint's blueprint)."""
     mv = tracking.resolve_model(cfg.mlflow, uri)
     run = tracking.run_info(cfg.mlflow, mv.run_id)
     with tempfile.TemporaryDirectory() as tmp:
@@ -49,33 +53,32 @@ def load_registered(cfg: Config, uri: str) -> tuple[nn.Module, dict[str, Any], S
             ) from None
         try:
             model = checkpoint.load(folder)
-            spec = checkpoint.read_spec(folder)
+            blueprint = checkpoint.read_blueprint(folder)
         except checkpoint.CheckpointError as e:  # name the registered version, not a temporary folder
             raise checkpoint.CheckpointError(
                 f"{uri} ({mv.name} version {mv.version}): {str(e).replace(str(tmp) + '/', '')}"
             ) from None
-    params = run.data.params
-    smoothing = None
-    if run.data.tags.get("robustops.defence") == "smoothing":
-        fields = {k.removeprefix("defence."): v for k, v in params.items() if k.startswith("defence.")}
-        smoothing = SmoothingConfig.model_validate(
-            {k: v for k, v in fields.items() if k in SmoothingConfig.model_fields and v != "None"}
-            | {"radii": eval_list(fields.get("radii"))}  # logged as a string
-        )
+    defence = recorded_defence(blueprint, run.data.tags.get("robustops.defence"), uri)
     info = {
         "name": mv.name,
         "version": mv.version,
         "run_id": mv.run_id,
         "model": run.data.tags.get("robustops.model", mv.name),
     }
-    return model, info | {"spec": spec}, smoothing
+    return model, info | {"blueprint": blueprint}, defence
 
 
-def eval_list(text: str | None) -> list[float]:
-    """A logged list param ('[0.0, 0.25]') back to floats, without eval()."""
-    if not text:
-        return SmoothingConfig().radii
-    return [float(v) for v in text.strip("[]").split(",") if v.strip()]
+def recorded_defence(blueprint: Blueprint, tag: str | None, uri: str) -> DefenceConfig:
+    """The defence settings a checkpoint's blueprint records. A checkpoint from before blueprints
+    recorded them gets the defaults of the defence its run's tag names, with a warning."""
+    if blueprint.defence is not None:
+        return catalog.defence_settings(blueprint.defence, f"{uri}: the checkpoint's defence")
+    warnings.warn(
+        f"{uri}: its checkpoint does not record its defence's settings (it predates that); scored "
+        f"with the defaults of {tag or 'standard'}: retrain it to score it with its own",
+        stacklevel=2,
+    )
+    return catalog.defence_settings(tag or "standard", f"{uri}: the run's defence")
 
 
 def split_for_thresholds(ds: Dataset, seed: int, share: float = 0.25) -> Split:
@@ -93,22 +96,21 @@ def split_for_thresholds(ds: Dataset, seed: int, share: float = 0.25) -> Split:
     return Split(part(t[:0]), part(v), part(t))
 
 
-def read_data(path: str, spec: dict[str, Any], limits: LimitsConfig, convert: bool = False) -> Dataset:
+def read_data(path: str, blueprint: Blueprint, limits: LimitsConfig, convert: bool = False) -> Dataset:
     """The data in the model's input shape; other channels or sizes are refused unless ``convert``."""
     source = DataSource.FOLDER if Path(path).is_dir() else DataSource.NPZ
-    shape = tuple(spec["shape"])
-    return load_for_model(source, Path(path), shape, spec["classes"], "--data", limits, convert)
+    return load_for_model(source, Path(path), blueprint.shape, blueprint.classes, "--data", limits, convert)
 
 
-@task(name="load-evaluation-data", retries=2, retry_delay_seconds=1, retry_condition_fn=_io_error)
-def load_data(path: str, spec: dict[str, Any], limits: LimitsConfig, convert: bool = False) -> Dataset:
-    return read_data(path, spec, limits, convert)
+@task(name="load-evaluation-data", retries=2, retry_delay_seconds=1, retry_condition_fn=is_io_error)
+def load_data(path: str, blueprint: Blueprint, limits: LimitsConfig, convert: bool = False) -> Dataset:
+    return read_data(path, blueprint, limits, convert)
 
 
 def check_inputs(cfg: Config, uri: str, data: str, convert: bool = False) -> None:
     """Resolves the model and validates the data without Prefect: the CLI's early check."""
-    spec = load_registered.fn(cfg, uri)[1]["spec"]
-    read_data(data, spec, cfg.limits, convert)
+    blueprint = load_registered.fn(cfg, uri)[1]["blueprint"]
+    read_data(data, blueprint, cfg.limits, convert)
 
 
 @task(name="log-evaluation", **RETRY)
@@ -150,12 +152,20 @@ def robustness_evaluation(
 ) -> dict[str, Any]:
     """Scores a registered model on a dataset and logs the scorecard to MLflow. ``convert``:
     convert images of other channels or size to the model's input (else they are refused)."""
-    model, info, smoothing = load_registered(cfg, model_uri)
-    ds = load_data(data, info["spec"], cfg.limits, convert)
+    cfg = catalog.resolve(cfg)
+    model, info, defence = load_registered(cfg, model_uri)
+    ds = load_data(data, info["blueprint"], cfg.limits, convert)
     split = split_for_thresholds(ds, cfg.seed)
     with use_threads(torch_threads(ds.values_per_image)):
         card = evaluate_model(
-            model, split, cfg.evaluation, cfg.seed, "cpu", info["model"], smoothing, relative=False
+            model,
+            split,
+            cfg.evaluation,
+            cfg.seed,
+            resolve_device(cfg.device),
+            info["model"],
+            defence,
+            relative=False,
         )
     run_id = log_evaluation(cfg, info, model_uri, data, card, flow_run.get_id())
     return {"run_id": run_id, "model": info, "metrics": card.metrics, "n": len(split.test.y)}

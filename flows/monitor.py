@@ -10,6 +10,7 @@ from typing import Any
 from prefect import Flow
 from prefect.runtime import flow_run
 
+from adapters.prefect_server import check_server
 from robustops.config import Config
 from robustops.cpus import torch_threads, use_threads
 from tasks import tracking
@@ -23,9 +24,7 @@ class _CheckedFlow(Flow):
     do not go through ``__call__``: the server that started them is up."""
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        from flows.serve import check_configured_server
-
-        check_configured_server()
+        check_server(temporary_ok=True)
         return super().__call__(*args, **kwargs)
 
 

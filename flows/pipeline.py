@@ -8,12 +8,13 @@ from typing import Any
 from prefect import flow
 from prefect.runtime import flow_run
 
-from robustops.config import Config, DefenceConfig, SmoothingConfig, StandardConfig
+from robustops import catalog
+from robustops.config import Config
 from robustops.cpus import use_threads
 from robustops.data import Split
 from robustops.data.synthesis import SynthesisResult
+from robustops.defences import scorecard_parts
 from robustops.evaluation.gate import Decision
-from robustops.evaluation.metric_names import check_gate
 from robustops.evaluation.scorecard import plan
 from robustops.training import resolve_device
 from tasks.adversarial import generate_adversarial_set
@@ -32,13 +33,6 @@ from tasks.runner import task_runner
 from tasks.sweep import sweep_killed_runs
 from tasks.training import train_model
 
-BASELINE = StandardConfig(label="baseline")
-
-
-def model_specs(cfg: Config) -> list[DefenceConfig]:
-    """The baseline (plain training under the augmentation policy) and every configured defence."""
-    return [BASELINE, *cfg.defences]
-
 
 @flow(name="robustness-pipeline", log_prints=True)
 def robustness_pipeline(cfg: Config = Config()) -> dict[str, Any]:  # noqa: B008 - pydantic default
@@ -48,6 +42,7 @@ def robustness_pipeline(cfg: Config = Config()) -> dict[str, Any]:  # noqa: B008
 
     Returns a summary: MLflow run ids, each model's metrics and registered version.
     """
+    cfg = catalog.resolve(cfg)  # names checked, defences typed (a deployment passes plain blocks)
     device = resolve_device(cfg.device)
     sweep_killed_runs(cfg.mlflow)  # runs a killed pipeline left RUNNING: KILLED, versions deleted
     parent = open_pipeline_run(cfg, flow_run.get_id())
@@ -92,13 +87,13 @@ def _stages(
     reports) and returns the gate's decision and the synthesis result."""
     shift, ood = load_eval_sets(cfg.evaluation, split.test.shape, split.test.classes, cfg.limits)
     # Before anything is trained: a gate naming a metric no model will have fails every model.
-    check_gate(cfg, split.test.shape, split.test.classes, shift is not None, ood is not None)
+    catalog.check_gate(cfg, split.test.shape, split.test.classes, shift is not None, ood is not None)
     with task_runner(cfg.runner, split.train.values_per_image) as submit:
         synth, quality = submit(synthesize_data, split, cfg.synthesis, cfg.seed).result()
         log_data_stage(cfg, parent, split, synth, quality)
         a = cfg.adversarial_set
         cards, versions = {}, {}
-        specs = model_specs(cfg)
+        specs = catalog.models_of(cfg)
         # Everything is submitted up front: the runner decides what runs at once (see
         # task_runner; Dask workers with runner.kind: dask). Futures passed on are dependencies.
         trained = {
@@ -118,7 +113,6 @@ def _stages(
         }
         parts = {}
         for s in specs:
-            smoothing = s if isinstance(s, SmoothingConfig) else None
             parts[s.run_name] = [
                 submit(
                     score_part,
@@ -129,11 +123,11 @@ def _stages(
                     device,
                     s.run_name,
                     part,
-                    smoothing,
+                    s,
                     shift,
                     ood,
                 )  # fmt: skip
-                for part in plan(cfg.evaluation, smoothing, shift is not None)
+                for part in plan(cfg.evaluation, scorecard_parts(s), shift is not None)
             ]
         asets = {
             s.run_name: submit(

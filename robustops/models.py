@@ -7,14 +7,38 @@ so attacks, the eps ball and serving all work in pixel space.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
+from pydantic import BaseModel, ConfigDict
 from torch import nn
 
 from robustops.registry import Registry
 
 Builder = Callable[..., nn.Module]
 MODELS: Registry[Builder] = Registry("model")
+
+
+class Blueprint(BaseModel):
+    """What rebuilds a trained model without its training run: the registered architecture and
+    its settings, the input shape, the class names, and the settings of the defence that trained
+    it (so it can be scored and served as that defence). Saved as JSON beside the weights (see
+    :mod:`robustops.training.checkpoint`)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    name: str
+    shape: tuple[int, int, int]
+    classes: list[str]
+    width: int
+    hidden: int
+    dropout: float
+    spectral_norm: bool = False
+    defence: dict[str, Any] | None = None
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
 
 
 class Normalize(nn.Module):

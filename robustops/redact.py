@@ -1,10 +1,19 @@
-"""Credentials never reach logs, MLflow params or logged configs.
+"""Credentials kept out of what robustops logs.
 
 A tracking URI may carry a password (``postgresql://user:secret@host/db``,
-``http://user:secret@host``) or a token in its query. Everything robustops writes where people
-read it (MLflow params and tags, ``config/resolved.yaml``, console output, Prefect logs) goes
-through :func:`redact` first; :func:`install_log_redaction` does it for every log record of the
-process, Prefect's and MLflow's included. The real URI is still used to connect.
+``http://user:secret@host``) or a token in its query. :func:`redact` replaces them by ``***``.
+Where it is applied:
+
+- MLflow params: ``tasks.tracking.log_params`` passes every param through :func:`redact_params`
+  (the flattened config of every pipeline and model run, a monitored batch, a model URI);
+- log records: :func:`install_log_redaction`, which the CLI installs, redacts every log record of
+  the process, Prefect's and MLflow's included, exception text too;
+- what the CLI prints: the tracking URI, and the ``mlflow ui`` command it suggests.
+
+The config refuses a password in ``mlflow.tracking_uri`` (credentials go in the environment), so
+the logged config (``config/resolved.yaml``, the deployments' parameters) holds none from that
+key; neither it nor MLflow tags and other artifacts go through :func:`redact`. The real URI is
+still used to connect.
 """
 
 from __future__ import annotations
@@ -42,19 +51,6 @@ def has_credentials(text: str) -> bool:
     return redact(text) != text
 
 
-def split_credentials(uri: str) -> tuple[str, str | None, str | None]:
-    """``(uri without user and password, user, password)`` of an http(s) URI.
-
-    MLflow sends ``MLFLOW_TRACKING_USERNAME`` / ``MLFLOW_TRACKING_PASSWORD`` as basic auth; a URI
-    without the password then cannot leak it through any error message that quotes a request URL.
-    Other schemes (a database URI) come back unchanged, with ``None`` for both.
-    """
-    m = re.match(r"(?P<scheme>https?://)(?P<user>[^\s:/@]*):(?P<password>[^\s@]*)@(?P<rest>.*)", uri)
-    if m is None:
-        return uri, None, None
-    return f"{m['scheme']}{m['rest']}", m["user"], m["password"]
-
-
 def redact_tree(obj: Any) -> Any:
     """A copy of a nested structure of dicts, lists and scalars with every string redacted."""
     if isinstance(obj, str):
@@ -67,7 +63,8 @@ def redact_tree(obj: Any) -> Any:
 
 
 def redact_params(params: dict[str, Any]) -> dict[str, Any]:
-    """MLflow params (key -> value) with credentials removed from the values."""
+    """MLflow params (key -> value) with credentials removed from the values: strings, and the
+    strings inside lists, tuples and dicts; other values come back unchanged."""
     return {k: redact(v) if isinstance(v, str) else redact_tree(v) for k, v in params.items()}
 
 

@@ -23,7 +23,7 @@ def _data_key(context: Any, parameters: dict[str, Any]) -> str:
     return f"{hash_inputs(context, parameters)}-{files}"
 
 
-def _io_error(task: Any, task_run: Any, state: Any) -> bool:
+def is_io_error(task: Any, task_run: Any, state: Any) -> bool:
     """Retry only I/O failures; a validation error will fail the same way again."""
     try:
         state.result()
@@ -38,7 +38,7 @@ def _io_error(task: Any, task_run: Any, state: Any) -> bool:
     name="load-and-validate-data",
     retries=2,
     retry_delay_seconds=1,
-    retry_condition_fn=_io_error,
+    retry_condition_fn=is_io_error,
     cache_key_fn=_data_key,
     persist_result=True,
 )

@@ -8,15 +8,16 @@ import numpy as np
 from prefect import task
 from torch import nn
 
-from robustops.config import EvalConfig, LimitsConfig, SmoothingConfig
+from robustops.config import DefenceConfig, EvalConfig, LimitsConfig
 from robustops.data import Dataset, Split
 from robustops.data.loaders import load_for_model, load_images
+from robustops.defences import scorecard_parts
 from robustops.evaluation import Scorecard, evaluate
 from robustops.evaluation.report import headline
 from robustops.evaluation.scorecard import evaluate_part, merge, relative_corruption_metrics
 from robustops.training import TrainResult
 from tasks.caching import file_fingerprint, hash_inputs
-from tasks.data import _io_error
+from tasks.data import is_io_error
 from tasks.log import logger
 
 
@@ -44,7 +45,7 @@ def _sets_key(context, parameters) -> str:
     name="load-evaluation-sets",
     retries=2,
     retry_delay_seconds=1,
-    retry_condition_fn=_io_error,
+    retry_condition_fn=is_io_error,
     cache_key_fn=_sets_key,
     persist_result=True,
 )
@@ -72,7 +73,7 @@ def evaluate_model(
     seed: int,
     device: str,
     name: str = "model",
-    smoothing: SmoothingConfig | None = None,
+    defence: DefenceConfig | None = None,
     shift: Dataset | None = None,
     ood: np.ndarray | None = None,
     baseline: Scorecard | None = None,
@@ -84,7 +85,8 @@ def evaluate_model(
     another; the pipeline fans them out instead (:func:`score_part`, :func:`merge_scorecard`)."""
     start = time.perf_counter()
     train = split.train if len(split.train.y) else None
-    card = evaluate(model, split.test, cfg, seed, device, smoothing, split.val, train, shift, ood)
+    extra = scorecard_parts(defence)
+    card = evaluate(model, split.test, cfg, seed, device, extra, split.val, train, shift, ood)
     return _finish(card, name, baseline, relative, time.perf_counter() - start)
 
 
@@ -102,16 +104,18 @@ def score_part(
     device: str,
     name: str,
     part: str,
-    smoothing: SmoothingConfig | None = None,
+    defence: DefenceConfig | None = None,
     shift: Dataset | None = None,
     ood: np.ndarray | None = None,
 ) -> Scorecard:
     """One part of a model's scorecard (an eps group of attacks, a corruption, the noise curves,
-    ...; see ``robustops.evaluation.scorecard.plan``), so a runner can spread them over workers."""
+    ...; see ``robustops.evaluation.scorecard.plan``), so a runner can spread them over workers.
+    ``defence``: the model's defence settings, whose own parts (e.g. certificates) it may score."""
     start = time.perf_counter()
     train = split.train if len(split.train.y) else None
+    extra = scorecard_parts(defence)
     card = evaluate_part(
-        part, trained.model, split.test, cfg, seed, device, smoothing, split.val, train, shift, ood
+        part, trained.model, split.test, cfg, seed, device, extra, split.val, train, shift, ood
     )
     card.seconds[part] = time.perf_counter() - start
     return card

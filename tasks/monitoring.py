@@ -21,7 +21,7 @@ from robustops.serving import GuardedModel
 from robustops.spreadsheet import write_csv
 from tasks import tracking
 from tasks.caching import fingerprint
-from tasks.data import _io_error
+from tasks.data import is_io_error
 from tasks.log import logger
 from tasks.record import RETRY
 
@@ -56,7 +56,7 @@ def load_champion(cfg: Config, uri: str) -> tuple[GuardedModel, Reference, dict[
     return guarded, ref, {"uri": uri, "name": mv.name, "version": str(mv.version), "run_id": mv.run_id}
 
 
-@task(name="load-batch", retries=2, retry_delay_seconds=1, retry_condition_fn=_io_error)
+@task(name="load-batch", retries=2, retry_delay_seconds=1, retry_condition_fn=is_io_error)
 def read_batch(
     path: str,
     guarded: GuardedModel,

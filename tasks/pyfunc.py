@@ -42,7 +42,7 @@ def read_guard_settings(path: str | Path) -> GuardSettings:
 
     try:
         raw = json.loads(Path(path).read_text())
-        return GuardSettings(**raw)
+        return GuardSettings.from_dict(raw)
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, TypeError, ValueError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CheckpointError(
@@ -63,6 +63,10 @@ class GuardedPyfunc:
 
     def __init__(self, guarded: GuardedModel):
         self.guarded = guarded
+
+    def get_raw_model(self) -> GuardedModel:
+        """What ``PyFuncModel.get_raw_model()`` returns: the guarded model itself."""
+        return self.guarded
 
     # No type hints on predict: MLflow would try to derive a schema from them.
     def predict(self, model_input, params=None):  # noqa: ANN001, ANN201

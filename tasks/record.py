@@ -22,6 +22,7 @@ from robustops.data.adversarial import AdversarialSet, save_npz
 from robustops.data.synthesis import SynthesisResult
 from robustops.errors import PromotionConflict, RobustopsError
 from robustops.evaluation import Scorecard
+from robustops.evaluation.gate import outcome_images, worst_case_key
 from robustops.evaluation.plots import image_grid, scorecard_figures
 from robustops.evaluation.report import markdown_table
 from robustops.names import segment
@@ -198,20 +199,18 @@ def _log_model(
     m: MlflowConfig, run_id: str, result: TrainResult, card: Scorecard, split: Split, defence: DefenceConfig
 ) -> str:
     """The checkpoint, the drift reference and the guarded model; returns the guarded model's URI."""
-    from robustops.config import SmoothingConfig
     from robustops.monitoring.reference import build_reference, save_reference
     from robustops.serving import settings_for
     from tasks.pyfunc import log_guarded
 
     with tempfile.TemporaryDirectory() as tmp:
-        folder = checkpoint.save(result.model, result.spec, Path(tmp) / "checkpoint")
+        folder = checkpoint.save(result.model, result.blueprint, Path(tmp) / "checkpoint")
         for f in sorted(folder.iterdir()):
             tracking.log_file(m, run_id, f, "checkpoint")
         ref = build_reference(result.model, split.val, split.train.classes)
         for f in save_reference(ref, Path(tmp) / "monitoring"):
             tracking.log_file(m, run_id, f, "monitoring")
-        smoothing = defence if isinstance(defence, SmoothingConfig) else None
-        settings = settings_for(result.spec, card.guard, smoothing)
+        settings = settings_for(result.blueprint, card.guard, defence)
         return log_guarded(run_id, folder, settings, split.test.x)
 
 
@@ -269,7 +268,7 @@ def log_model_run(
         tracking.set_note(
             m,
             run_id,
-            f"**{name}** (defence `{defence.name}`, model {result.spec.get('name', cfg.model.name)}, augment: "
+            f"**{name}** (defence `{defence.name}`, model {result.blueprint.name}, augment: "
             f"{cfg.augment.policy.value}), best epoch {result.best_epoch}, trained in {result.seconds:.1f} s.{stop} "
             f"Test split of {card.n_test} images, attacks on {card.n_attacked}.\n\n"
             + markdown_table({name: card.metrics}),
@@ -316,17 +315,6 @@ def outcomes_of(card: Scorecard, cfg: Config) -> np.ndarray | None:
     return primary_outcomes(card.masks, cfg.gate.primary, ensemble)
 
 
-def outcome_images(test: Dataset, cfg: Config, n: int) -> tuple[np.ndarray, np.ndarray] | None:
-    """The test images ``n`` per-image outcomes are on: the attacked subsample for an adversarial
-    score, the whole split for one scored on every image; None when neither has ``n`` images."""
-    from robustops.evaluation.scorecard import _subsample  # the scorecard's own choice of images
-
-    x, y = _subsample(test, cfg.evaluation.max_samples, cfg.seed)
-    if len(y) == n:
-        return x, y
-    return (test.x, test.y) if len(test.y) == n else None
-
-
 def data_tags(cfg: Config, test: Dataset) -> dict[str, str]:
     """What a version was trained on; the gate reads shape and classes back (tasks/gate.py)."""
     from robustops.evaluation.gate import classes_digest, classes_text
@@ -354,17 +342,6 @@ def scorecard_link(m: MlflowConfig, parent_id: str) -> str:
 
 def _score(metrics: dict[str, float], key: str | None) -> str:
     return f"{key} = {metrics[key]:.4f}" if key and key in metrics else f"{key or 'none'} (not scored)"
-
-
-def worst_case_key(metrics: dict[str, float], primary: str) -> str | None:
-    """The worst case over every attack at the primary's eps (else at the largest eps scored)."""
-    from robustops.evaluation.gate import _ADV
-
-    m = _ADV.match(primary)
-    if m and f"adv/worst/eps_{m['eps']}/acc" in metrics:
-        return f"adv/worst/eps_{m['eps']}/acc"
-    worst = [k for k in metrics if k.startswith("adv/worst/eps_")]
-    return max(worst, key=lambda k: float(k.split("/")[2].removeprefix("eps_"))) if worst else None
 
 
 MAX_DESCRIPTION = 5000  # a version's description column on a database store (VARCHAR(5000))
@@ -409,7 +386,11 @@ def register_model(
         "parent_run": parent_id,
     } | data_tags(cfg, test)
     outcomes = outcomes_of(card, cfg)
-    images = outcome_images(test, cfg, len(outcomes)) if outcomes is not None else None
+    images = (
+        outcome_images(test, cfg.evaluation.max_samples, cfg.seed, len(outcomes))
+        if outcomes is not None
+        else None
+    )
     if outcomes is not None and images is not None:
         from robustops.evaluation.gate import images_fingerprint
 

@@ -27,15 +27,14 @@ from typing import Any, TypeVar
 
 import mlflow
 import numpy as np
-import torch
 from matplotlib.figure import Figure
 from mlflow.entities import Metric, Param, RunStatus
-from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
 
 from robustops import names
 from robustops.config import MlflowConfig
 from robustops.errors import ArtifactStoreError, RobustopsError, TrackingUnavailable
+from robustops.redact import redact, redact_params
 
 DEFAULT_URI = "sqlite:///mlflow.db"
 PARENT_TAG = "mlflow.parentRunId"
@@ -247,7 +246,10 @@ def _check_alive(cfg: MlflowConfig) -> None:
 
 @_adapter
 def log_params(cfg: MlflowConfig, run_id: str, params: dict[str, Any]) -> None:
-    batch = [Param(k, str(v)[:6000]) for k, v in params.items()]
+    """Logs params (key -> value, each value as its ``str``, cut at 6,000 characters) with every URI
+    password and secret query value replaced by ``***`` (:func:`robustops.redact.redact_params`):
+    the config's paths and addresses, a batch path, a model URI."""
+    batch = [Param(k, str(v)[:6000]) for k, v in redact_params(params).items()]
     c = client(cfg)
     for i in range(0, len(batch), 100):  # MLflow takes at most 100 params per batch
         c.log_batch(run_id, params=batch[i : i + 100])
@@ -411,31 +413,6 @@ def log_figure(cfg: MlflowConfig, run_id: str, fig: Figure, path: str) -> None:
 
 
 @_adapter
-def log_torch_model(cfg: MlflowConfig, run_id: str, model: torch.nn.Module, example: np.ndarray) -> str:
-    """Logs the model in MLflow's pt2 format with a signature; returns its ``models:/`` URI.
-
-    pt2 (torch.export) stores a graph, not a pickle, so loading it runs no arbitrary code. The
-    example must hold more than one image so the batch dimension is exported as dynamic.
-    """
-    model = model.cpu().eval()
-    example = np.ascontiguousarray(example[: max(2, min(4, len(example)))], dtype=np.float32)
-    with torch.no_grad():
-        out = model(torch.from_numpy(example)).numpy()
-    signature = infer_signature(example, out)
-    client(cfg)  # sets the tracking URI for the fluent call below
-    with mlflow.start_run(run_id=run_id):
-        info = mlflow.pytorch.log_model(
-            model,
-            name="model",
-            input_example=example,
-            signature=signature,
-            serialization_format="pt2",
-            pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", f"mlflow=={mlflow.__version__}"],
-        )
-    return info.model_uri
-
-
-@_adapter
 def register(cfg: MlflowConfig, model_uri: str, run_id: str, tags: dict[str, str]) -> str:
     """Registers a fully logged model under ``cfg.registered_model``; returns the version."""
     c = client(cfg)
@@ -531,8 +508,6 @@ def experiment_url(cfg: MlflowConfig) -> str:
 def ui_command(cfg: MlflowConfig) -> str:
     """What serves the MLflow UI, runnable as printed: ``mlflow ui`` on a local store (the
     environment's own script), nothing to start for a tracking server (its address)."""
-    from robustops.redact import redact
-
     uri = tracking_uri(cfg)
     if _is_server(uri):
         return ui_base(cfg)

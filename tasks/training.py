@@ -6,8 +6,8 @@ from prefect import task
 
 from robustops.config import AugmentConfig, DefenceConfig, ModelConfig, RegularizeConfig, TrainConfig
 from robustops.data import Dataset
+from robustops.defences import Context, train_defence
 from robustops.training import TrainResult
-from robustops.training.defences import Context, train_defence
 from tasks.caching import hash_inputs
 from tasks.log import logger
 

@@ -56,30 +56,6 @@ def prefect_harness():
         yield
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_until_answers(url: str, proc, what: str, timeout: float = 60) -> None:
-    """Polls ``url`` until it answers; fails at once if the server process ``proc`` exits."""
-    import time
-    import urllib.request
-
-    end = time.monotonic() + timeout
-    while True:
-        try:
-            urllib.request.urlopen(url, timeout=1)
-            return
-        except OSError:
-            assert proc.poll() is None, f"{what} exited"
-            assert time.monotonic() < end, f"{what} did not answer within {timeout:.0f} s"
-            time.sleep(0.25)
-
-
 @pytest.fixture()
 def rng() -> np.random.Generator:
     return np.random.default_rng(0)

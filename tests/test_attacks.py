@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from robustops.attacks import ATTACKS, FGSM, PGD, PGDL2, ThreatModel
-from robustops.evaluation import robust_accuracy
+from robustops.inference import robust_accuracy
 
 EPS = 0.1
 BAD_EPS = [-0.1, float("nan"), float("inf"), 1.5, "0.1"]
@@ -301,12 +301,17 @@ def test_fgsm_rs_training_starts_unclipped_like_wong_et_al(trained, digits_split
     """FGSM-RS takes its gradient at x + uniform noise without clipping to [0, 1] (Wong et al.),
     so on black pixels the step lands anywhere in (0, eps], not only on 0 or eps as with a
     clipped start; the example itself stays in the ball and in [0, 1]."""
-    from robustops.config import FGSMRSConfig
-    from robustops.training.adversarial import AdversarialObjective
+    from robustops.catalog import load_config
+    from robustops.config import ModelConfig, RegularizeConfig, TrainConfig
+    from robustops.defences import DEFENCES, Context
+    from robustops.defences.fgsm_rs import FGSMRSConfig
 
-    attack = AdversarialObjective(FGSMRSConfig(eps=0.3, alpha=1.25), seed=0).attack()
+    base = load_config(None, ["augment.policy=none"])
+    ctx = Context(ModelConfig(), TrainConfig(), base.augment, RegularizeConfig())
+    fgsm_rs = DEFENCES.get("fgsm_rs")
+    attack = fgsm_rs.objective(FGSMRSConfig(eps=0.3, alpha=1.25), ctx).attack()
     assert attack.clip_start is False and attack.steps == 1
-    assert AdversarialObjective(FGSMRSConfig(clip_start=True), seed=0).attack().clip_start is True
+    assert fgsm_rs.objective(FGSMRSConfig(clip_start=True), ctx).attack().clip_start is True
     _, y = _batch(digits_split, 128)
     x = torch.zeros(len(y), *digits_split.test.shape)  # all black
     inside = {}

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from robustops.config import EVAL_CORRUPTIONS, TRAIN_CORRUPTIONS, AugmentConfig, load_config
+from robustops.catalog import load_config
+from robustops.config import EVAL_CORRUPTIONS, TRAIN_CORRUPTIONS, AugmentConfig
 from robustops.errors import ConfigError
 from robustops.training.augment import augmix, corrupt_batch, jsd, make_loss
 

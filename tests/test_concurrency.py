@@ -42,7 +42,7 @@ def _overrides(root: Path, model: str) -> list[str]:
 
 def _promote(job: dict[str, Any]) -> dict[str, Any]:
     """One run's promotion step, as the pipeline calls it; the outcome and when it ran."""
-    from robustops.config import load_config
+    from robustops.catalog import load_config
     from robustops.evaluation.scorecard import Scorecard
     from tasks.gate import promote
 
@@ -75,7 +75,7 @@ def _worker(inbox: Any, outbox: Any, barrier: Any) -> None:
 def _registry(root: Path):
     from mlflow.tracking import MlflowClient
 
-    from robustops.config import load_config
+    from robustops.catalog import load_config
     from tasks import tracking
 
     cfg = load_config(None, _overrides(root, "unused"))
@@ -249,7 +249,7 @@ def test_without_the_lock_the_same_trials_do_race(tmp_path, monkeypatch):
 def test_a_champion_moved_during_the_decision_is_not_overwritten(tmp_path):
     """The compare-and-set: someone outside the lock (the MLflow UI) moves the alias between the
     decision and the write; the stale decision does not land and leaves no history link."""
-    from robustops.config import load_config
+    from robustops.catalog import load_config
     from robustops.errors import PromotionConflict
     from tasks import tracking
     from tasks.gate import PROMOTED_FROM
@@ -273,7 +273,7 @@ def test_a_champion_moved_during_the_decision_is_not_overwritten(tmp_path):
 def test_the_lock_makes_a_waiting_promotion_decide_against_the_new_champion(tmp_path):
     """While one promotion holds the lock, another waits, and then decides against the champion
     the first one left, not the one it saw before it waited."""
-    from robustops.config import load_config
+    from robustops.catalog import load_config
     from tasks.gate import PROMOTED_FROM, file_lock, lock_path
 
     c, exp = _registry(tmp_path)

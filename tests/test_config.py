@@ -2,7 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from robustops.config import Config, DataSource, flatten, load_config, parse_overrides, to_yaml
+from robustops.catalog import load_config, resolve
+from robustops.config import Config, DataSource, flatten, parse_overrides, to_yaml
 from robustops.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -10,7 +11,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_default_yaml_equals_built_in_defaults():
     # configs/default.yaml documents every key; it must not drift from the one place of defaults.
-    assert load_config(ROOT / "configs/default.yaml") == Config()
+    assert load_config(ROOT / "configs/default.yaml") == resolve(Config())
 
 
 @pytest.mark.parametrize("name", sorted(p.name for p in (ROOT / "configs").glob("*.yaml")))
@@ -84,7 +85,7 @@ def test_resolved_config_round_trips_and_flattens():
     assert cfg.data.source is DataSource.NPZ
     import yaml
 
-    assert Config.model_validate(yaml.safe_load(to_yaml(cfg))) == cfg
+    assert resolve(Config.model_validate(yaml.safe_load(to_yaml(cfg)))) == cfg
     flat = flatten(cfg)
     assert flat["train.epochs"] == str(cfg.train.epochs)
     assert flat["data.path"] == "x.npz"

@@ -9,26 +9,21 @@ import torch
 from torch import nn
 
 from robustops.attacks import PGD
-from robustops.config import (
-    FGSMRSConfig,
-    ModelConfig,
-    PGDATConfig,
-    RegularizeConfig,
-    TrainConfig,
-    load_config,
-)
+from robustops.catalog import load_config
+from robustops.config import ModelConfig, RegularizeConfig, TrainConfig
 from robustops.data import split_dataset
 from robustops.data.loaders import resize
+from robustops.defences import DEFENCES, Context, train_defence
+from robustops.defences.fgsm_rs import FGSMRSConfig, overfitting_guard
+from robustops.defences.pgd_at import PGDATConfig
 from robustops.errors import ConfigError
-from robustops.evaluation import predict, robust_accuracy
 from robustops.evaluation.lipschitz import input_grad_norm, lipschitz_bound
+from robustops.inference import predict, robust_accuracy
 from robustops.training import checkpoint
-from robustops.training.adversarial import AdversarialObjective, overfitting_guard
-from robustops.training.defences import DEFENCES, Context, train_defence
 
 TINY_MODEL = ModelConfig(name="mlp", hidden=64, dropout=0.0)
-# Settings small enough for seconds on CPU; every defence accepts them.
-TINY = {
+# Each defence's settings, small enough for seconds on CPU; every defence accepts them.
+TINY_DEFENCE_SETTINGS = {
     "standard": {},
     "pgd_at": {"steps": 3, "select_steps": 3},
     "fgsm_rs": {"guard_samples": 64, "select_steps": 3},
@@ -45,7 +40,7 @@ def _ctx(epochs: int = 3, model: ModelConfig = TINY_MODEL, **reg) -> Context:
 
 
 def _defence(name: str, **kw):
-    return DEFENCES.get(name).config.model_validate({"name": name} | TINY[name] | kw)
+    return DEFENCES.get(name).settings.model_validate({"name": name} | TINY_DEFENCE_SETTINGS[name] | kw)
 
 
 def _pgd_acc(model, split, eps=0.1, loss="ce", n=200):
@@ -94,12 +89,12 @@ def test_bad_defence_config_names_the_item(overrides, expected):
 
 @pytest.mark.parametrize("name", DEFENCES.names())
 def test_every_defence_trains_and_checkpoints_round_trip(name, digits_split, tmp_path):
-    assert name in TINY, f"add tiny settings for the new defence {name!r}"
+    assert name in TINY_DEFENCE_SETTINGS, f"add tiny settings for the new defence {name!r}"
     result = train_defence(digits_split.train, digits_split.val, _ctx(2), _defence(name))
     assert len(result.history) == 2 and 1 <= result.best_epoch <= 2 and result.seconds > 0
     acc = (predict(result.model, digits_split.test.x).argmax(1) == digits_split.test.y).mean()
     assert acc > 0.5  # two epochs of any defence learn the digits
-    folder = checkpoint.save(result.model, result.spec, tmp_path / name)
+    folder = checkpoint.save(result.model, result.blueprint, tmp_path / name)
     loaded = checkpoint.load(folder)
     np.testing.assert_allclose(
         predict(loaded, digits_split.test.x), predict(result.model, digits_split.test.x)
@@ -109,24 +104,19 @@ def test_every_defence_trains_and_checkpoints_round_trip(name, digits_split, tmp
 def test_checkpoint_errors(digits_split, tmp_path, trained):
     with pytest.raises(checkpoint.CheckpointError, match="no state_dict.pt"):
         checkpoint.load(tmp_path)
-    spec = {
-        "name": "mlp",
-        "shape": [1, 8, 8],
-        "num_classes": 10,
-        "classes": [],
-        "width": 32,
-        "hidden": 64,
-        "dropout": 0.0,
-    }
-    folder = checkpoint.save(trained.model, spec, tmp_path / "ok")
+    blueprint = trained.blueprint
+    folder = checkpoint.save(trained.model, blueprint, tmp_path / "ok")
     (folder / "state_dict.pt").write_bytes(b"garbage")
     with pytest.raises(checkpoint.CheckpointError, match="unreadable or not plain weights"):
         checkpoint.load(folder)
     torch.save({"evil": torch.nn.ReLU()}, folder / "state_dict.pt")  # pickled code: refused
     with pytest.raises(checkpoint.CheckpointError, match="unreadable or not plain weights"):
         checkpoint.load(folder)
-    checkpoint.save(trained.model, spec | {"hidden": 32}, tmp_path / "mismatch")
-    with pytest.raises(checkpoint.CheckpointError, match="weights do not fit the spec"):
+    checkpoint.save(trained.model, blueprint.model_copy(update={"hidden": 7}), tmp_path / "mismatch")
+    with pytest.raises(checkpoint.CheckpointError, match="weights do not fit the blueprint"):
+        checkpoint.load(tmp_path / "mismatch")
+    (tmp_path / "mismatch" / "blueprint.json").write_text('{"name": "mlp"}')
+    with pytest.raises(checkpoint.CheckpointError, match="not a model blueprint \\(shape: Field required"):
         checkpoint.load(tmp_path / "mismatch")
 
 
@@ -149,7 +139,7 @@ def test_adversarial_training_beats_standard_under_pgd(name, digits_split, stand
 
 
 def test_eps_warmup_ramps_linearly():
-    obj = AdversarialObjective(PGDATConfig(eps=0.2, warmup_epochs=4), seed=0)
+    obj = DEFENCES.get("pgd_at").objective(PGDATConfig(eps=0.2, warmup_epochs=4), _ctx())
     eps = []
     for epoch in range(1, 7):
         obj.begin_epoch(epoch, 6)
@@ -161,7 +151,7 @@ def test_mixed_batches_weigh_clean_and_adversarial_loss(trained, digits_split):
     x, y = torch.from_numpy(digits_split.test.x[:64]), torch.from_numpy(digits_split.test.y[:64])
     losses = {}
     for w in (0.0, 0.5, 1.0):
-        obj = AdversarialObjective(PGDATConfig(clean_weight=w, steps=3), seed=0)
+        obj = DEFENCES.get("pgd_at").objective(PGDATConfig(clean_weight=w, steps=3), _ctx())
         losses[w] = float(obj(trained.model, x, y).detach())
     with torch.no_grad():
         clean = float(nn.functional.cross_entropy(trained.model(x), y))

@@ -25,7 +25,8 @@ import httpx
 import pytest
 import yaml
 
-from tests.test_e2e import BIN, TINY, _port, _wait
+from tests.helpers.net import answers, free_port, wait_for
+from tests.helpers.runs import BIN, TINY_CONFIG, server_run
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCKER = ROOT / "docker"
@@ -293,7 +294,7 @@ def test_kubernetes_job_template_patch_in_the_docs_keeps_prefects_args():
 def test_deploy_without_a_server_is_one_line_and_exit_2(api, tmp_path):
     env = {k: v for k, v in PLAIN_ENV.items() if k != "PREFECT_API_URL"} | {"PREFECT_HOME": str(tmp_path)}
     if api:
-        env["PREFECT_API_URL"] = api.format(port=_port())
+        env["PREFECT_API_URL"] = api.format(port=free_port())
     ran = subprocess.run([str(BIN / "robustops"), "deploy", "--pool", "p"], env=env, cwd=tmp_path,
                          capture_output=True, text=True, timeout=120)  # fmt: skip
     assert ran.returncode == 2
@@ -324,18 +325,11 @@ def _processes():
         files.close()
 
 
-def _healthy(url: str) -> bool:
-    try:
-        return httpx.get(url, timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False
-
-
 @pytest.fixture(scope="module")
 def prefect_server(tmp_path_factory):
     """A real Prefect server (sqlite), started the way tests/test_e2e.py starts it."""
     root = tmp_path_factory.mktemp("deploy")
-    port = _port()
+    port = free_port()
     env = PLAIN_ENV | {
         "PREFECT_HOME": str(root / "prefect"),
         "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
@@ -343,7 +337,7 @@ def prefect_server(tmp_path_factory):
     with _processes() as start:
         start([str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
               root / "server.log", env=env)  # fmt: skip
-        _wait("the Prefect server", lambda: _healthy(f"{env['PREFECT_API_URL']}/health"), 120)
+        wait_for("the Prefect server", lambda: answers(f"{env['PREFECT_API_URL']}/health"), 120)
         yield {"root": root, "env": env, "api": env["PREFECT_API_URL"]}
 
 
@@ -444,7 +438,7 @@ def _postgres(user: str, password: str):
         shutil.chown(root, "postgres")
         shutil.chown(root / "pw", "postgres")
         shutil.chown(root / "socket", "postgres")
-    port = _port()
+    port = free_port()
     data = root / "data"
     try:
         subprocess.run([*as_user, shutil.which("initdb"), "-D", str(data), "-U", user, f"--pwfile={root / 'pw'}",
@@ -469,7 +463,7 @@ def test_compose_stack_runs_as_plain_processes_and_a_worker_runs_the_pipeline(tm
     values = env_example()
     user, password = values["POSTGRES_USER"], values["POSTGRES_PASSWORD"]
     with _postgres(user, password) as pg, _processes() as start:
-        ports = {"mlflow": _port(), "prefect": _port(), "worker": _port()}
+        ports = {"mlflow": free_port(), "prefect": free_port(), "worker": free_port()}
         home, data, artifacts = tmp_path / "home", tmp_path / "data", tmp_path / "mlartifacts"
         for d in (home, data, artifacts):
             d.mkdir()
@@ -527,8 +521,8 @@ def test_compose_stack_runs_as_plain_processes_and_a_worker_runs_the_pipeline(tm
         for name in ("mlflow", "prefect-server"):
             args, env = service(name)
             start(args, tmp_path / f"{name}.log", env=env, cwd=tmp_path)
-        _wait("the MLflow server's healthcheck", lambda: healthcheck("mlflow"), 180)
-        _wait("the Prefect server's healthcheck", lambda: healthcheck("prefect-server"), 180)
+        wait_for("the MLflow server's healthcheck", lambda: healthcheck("mlflow"), 180)
+        wait_for("the Prefect server's healthcheck", lambda: healthcheck("prefect-server"), 180)
         mlflow_url, api = f"http://127.0.0.1:{ports['mlflow']}", f"http://127.0.0.1:{ports['prefect']}/api"
 
         # MLflow accepts the worker's Host header (mlflow:5000) and refuses unknown hosts.
@@ -547,13 +541,10 @@ def test_compose_stack_runs_as_plain_processes_and_a_worker_runs_the_pipeline(tm
 
         # A pipeline run from the UI's "Run" with a custom parameter: a tiny config, tracked by
         # the MLflow server (tracking_uri null: the worker's MLFLOW_TRACKING_URI).
-        tiny = tmp_path / "tiny.yaml"
-        tiny.write_text(TINY.format(epochs=1, root=tmp_path))
-        from robustops.config import load_config
+        from robustops.catalog import load_config
 
-        cfg = load_config(
-            tiny, ["mlflow.tracking_uri=null", "defences=[]", "mlflow.registered_model=stack-digits"]
-        )
+        cfg = load_config(TINY_CONFIG, [*server_run(tmp_path, 1), "mlflow.tracking_uri=null", "defences=[]",
+                                        "mlflow.registered_model=stack-digits"])  # fmt: skip
         dep = httpx.get(f"{api}/deployments/name/robustness-pipeline/pipeline", timeout=30).json()
         run = httpx.post(f"{api}/deployments/{dep['id']}/create_flow_run",
                          json={"parameters": {"cfg": cfg.model_dump(mode="json")}}, timeout=30).json()  # fmt: skip
@@ -566,12 +557,12 @@ def test_compose_stack_runs_as_plain_processes_and_a_worker_runs_the_pipeline(tm
         workdir = tmp_path / "worker"  # not the repo: the worker imports the flows by module path
         workdir.mkdir()
         worker = start(args, tmp_path / "worker.log", env=env, cwd=workdir)
-        _wait("the worker's healthcheck", lambda: healthcheck("worker"), 120)
+        wait_for("the worker's healthcheck", lambda: healthcheck("worker"), 120)
 
         def state() -> str:
             return httpx.get(f"{api}/flow_runs/{run['id']}", timeout=30).json()["state_type"]
 
-        _wait("the flow run to finish", lambda: state() in ("COMPLETED", "FAILED", "CRASHED"), 400)
+        wait_for("the flow run to finish", lambda: state() in ("COMPLETED", "FAILED", "CRASHED"), 400)
         assert state() == "COMPLETED", (tmp_path / "worker.log").read_text()[-4000:]
         assert worker.poll() is None
 

@@ -8,9 +8,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -20,49 +18,14 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from robustops.data import load_digits, split_dataset
-
-BIN = Path(sys.executable).parent
-TINY = """
-train: {{epochs: {epochs}, progress: false}}
-model: {{name: mlp, hidden: 64}}
-evaluation:
-  eps: [0.1]
-  l2_eps: []
-  pgd_steps: 3
-  max_samples: 64
-  autoattack: {{eps: [0.1], apgd_steps: 10, square_queries: 100}}
-  masking: {{more_steps: 10}}
-  corruptions: [fog]
-  severities: [3]
-  noise: {{gaussian: [0.1], uniform: [0.1], salt_pepper: [0.1]}}
-adversarial_set: {{enabled: false}}
-synthesis: {{generator: interpolate}}
-defences: [{{name: pgd_at, steps: 2, select_steps: 2}}]
-gate: {{primary: adv/autoattack/eps_0.1/acc, min: {{clean/acc: 0.5}}, max: {{}}, require_masking: false, spec_checks: []}}
-mlflow: {{tracking_uri: "sqlite:///{root}/mlflow.db", artifact_root: {root}/mlartifacts, registered_model: e2e-digits}}
-retrain: {{cron: null}}
-"""
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait(what: str, check, timeout: float) -> None:
-    end = time.time() + timeout
-    while time.time() < end:
-        if check():
-            return
-        time.sleep(1)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+from tests.helpers.net import answers, free_port, wait_for
+from tests.helpers.runs import BIN, server_run, tiny_args
 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
     root = tmp_path_factory.mktemp("e2e")
-    api = f"http://127.0.0.1:{_port()}/api"
+    api = f"http://127.0.0.1:{free_port()}/api"
     env = os.environ | {
         "PREFECT_API_URL": api,
         "PREFECT_HOME": str(root / "prefect"),
@@ -84,29 +47,22 @@ def stack(tmp_path_factory):
     server = subprocess.Popen([str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", port],
                               env=env, stdout=log("server.log"), stderr=subprocess.STDOUT)  # fmt: skip
     procs = [server]
-
-    def healthy() -> bool:
-        try:
-            return httpx.get(f"{api}/health", timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
+    # A weak first champion (1 epoch); the served config retrains with 3 epochs and more data.
+    weak, served = tiny_args(server_run(root, 1)), tiny_args(server_run(root, 3))
 
     try:
-        _wait("the Prefect server", healthy, 120)
-        for epochs in (1, 3):
-            (root / f"e{epochs}.yaml").write_text(TINY.format(epochs=epochs, root=root))
-        # A weak first champion (1 epoch); the served config retrains with 3 epochs and more data.
-        subprocess.run([str(BIN / "robustops"), "run", "--config", str(root / "e1.yaml")], env=env, cwd=root,
-                       check=True, stdout=log("run.log"), stderr=subprocess.STDOUT, timeout=300)  # fmt: skip
-        serve = subprocess.Popen([str(BIN / "robustops"), "serve", "--config", str(root / "e3.yaml")], env=env,
-                                 cwd=root, stdout=log("serve.log"), stderr=subprocess.STDOUT)  # fmt: skip
+        wait_for("the Prefect server", lambda: answers(f"{api}/health"), 120)
+        subprocess.run([str(BIN / "robustops"), "run", *weak], env=env, cwd=root, check=True,
+                       stdout=log("run.log"), stderr=subprocess.STDOUT, timeout=300)  # fmt: skip
+        serve = subprocess.Popen([str(BIN / "robustops"), "serve", *served], env=env, cwd=root,
+                                 stdout=log("serve.log"), stderr=subprocess.STDOUT)  # fmt: skip
         procs.append(serve)
-        _wait(
+        wait_for(
             "the deployments",
             lambda: httpx.get(f"{api}/deployments/name/robustness-retrain/retrain").status_code == 200,
             120,
         )
-        yield {"root": root, "api": api, "env": env, "logs": logs, "serve": serve}
+        yield {"root": root, "api": api, "env": env, "logs": logs, "serve": serve, "config": served}
     finally:
         for p in reversed(procs):
             p.terminate()
@@ -125,8 +81,8 @@ def _retrain_runs(api: str) -> list[dict]:
 
 def _monitor(stack, batch: Path) -> None:
     with (stack["logs"] / f"monitor-{batch.stem}.log").open("w") as out:
-        subprocess.run([str(BIN / "robustops"), "monitor", "--config", str(stack["root"] / "e3.yaml"), "--data",
-                        str(batch)], env=stack["env"], cwd=stack["root"], check=True, timeout=300, stdout=out,
+        subprocess.run([str(BIN / "robustops"), "monitor", *stack["config"], "--data", str(batch)],
+                       env=stack["env"], cwd=stack["root"], check=True, timeout=300, stdout=out,
                        stderr=subprocess.STDOUT)  # fmt: skip
 
 
@@ -146,8 +102,8 @@ def test_drift_triggers_retraining_and_the_gate_decides(stack):
     assert _retrain_runs(api) == []  # a clean batch triggers nothing
 
     _monitor(stack, root / "dim.npz")
-    _wait("the triggered retrain run", lambda: len(_retrain_runs(api)) == 1, 60)
-    _wait(
+    wait_for("the triggered retrain run", lambda: len(_retrain_runs(api)) == 1, 60)
+    wait_for(
         "the retrain run to finish",
         lambda: _retrain_runs(api)[0]["state_type"] in ("COMPLETED", "FAILED", "CRASHED"),
         300,

@@ -3,10 +3,10 @@ import re
 import numpy as np
 import pytest
 
-from robustops.config import EvalConfig
 from robustops.evaluation import confusion_matrix, evaluate, per_class_recall
 from robustops.evaluation.plots import accuracy_vs_eps_figure, confusion_figure
 from robustops.names import segment
+from tests.helpers.models import quick
 
 # MLflow's rule for metric names (mlflow.utils.validation), without the colon Windows refuses.
 MLFLOW_NAME = re.compile(r"^[/\w.\- ]*$")
@@ -20,21 +20,6 @@ def test_confusion_matrix_and_recall_by_hand():
     r = per_class_recall(cm)
     np.testing.assert_allclose(r[:3], [0.5, 2 / 3, 1.0])
     assert np.isnan(r[3])  # no support: undefined, not zero
-
-
-# Small enough for seconds: every part of the scorecard runs, on few samples and iterations.
-QUICK = {
-    "eps": [0.05, 0.2],
-    "l2_eps": [0.5],
-    "pgd_steps": 5,
-    "max_samples": 100,
-    "autoattack": {"eps": [0.2], "apgd_steps": 10, "square_queries": 50},
-    "masking": {"more_steps": 10},
-}
-
-
-def quick(**kw) -> EvalConfig:
-    return EvalConfig.model_validate(QUICK | kw)
 
 
 @pytest.fixture(scope="module")
@@ -180,8 +165,8 @@ def test_features_of_a_shared_model_are_this_calls_own(trained, digits_split):
     extra rows used to break the Mahalanobis fit mid-run)."""
     import threading
 
-    from robustops.evaluation.metrics import predict
     from robustops.evaluation.postprocess import features
+    from robustops.inference import predict
 
     x = digits_split.train.x
     stop = threading.Event()

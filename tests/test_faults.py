@@ -11,9 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -22,19 +20,21 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from robustops.config import EvalConfig, StandardConfig, load_config
+from robustops.catalog import load_config
+from robustops.config import EvalConfig
+from robustops.defences.standard import StandardConfig
 from robustops.errors import ArtifactStoreError, TrackingUnavailable
+from tests.helpers.net import free_port
+from tests.helpers.runs import BIN, REPO, TINY_CONFIG, tiny_args
 
-BIN = Path(sys.executable).parent
-REPO = Path(__file__).resolve().parents[1]
 MODEL = "faults-digits"
 GATE = "gate={primary: clean/acc, min: {}, max: {}, require_masking: false, spec_checks: []}"
-# A pipeline run of a few seconds: the baseline only, tiny scorecard.
-TINY = [
+# On top of tests/tiny.yaml, a pipeline run of a few seconds: the baseline only (every class
+# whole, no defences), a smaller model and a tiny scorecard without AutoAttack.
+BASELINE_RUN = [
     "train.epochs=2",
-    "train.progress=false",
-    "model.name=mlp",
     "model.hidden=32",
+    "data.train_class_fraction={}",
     "evaluation.eps=[0.1]",
     "evaluation.l2_eps=[0.5]",
     "evaluation.pgd_steps=2",
@@ -42,7 +42,6 @@ TINY = [
     "evaluation.autoattack={enabled: false}",
     "evaluation.masking.more_steps=4",
     "adversarial_set.max_samples=16",
-    "synthesis.generator=interpolate",
     "defences=[]",
     GATE,
     f"mlflow.registered_model={MODEL}",
@@ -55,12 +54,6 @@ QUICK_EVAL = {
     "autoattack": {"enabled": False},
     "masking": {"more_steps": 5},
 }
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _env(**extra: str) -> dict[str, str]:
@@ -85,7 +78,7 @@ class MlflowServer:
     stopped (the fault) and started again on the same store and port."""
 
     def __init__(self, root: Path) -> None:
-        self.root, self.port = root, _port()
+        self.root, self.port = root, free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen | None = None
 
@@ -158,7 +151,7 @@ def test_a_closed_port_is_a_clear_error_and_never_reads_as_no_champion(monkeypat
     from tasks.gate import promote
 
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")  # the bound is checked with a server below
-    url = f"http://127.0.0.1:{_port()}"
+    url = f"http://127.0.0.1:{free_port()}"
     cfg = load_config(None, [f"mlflow.tracking_uri={url}", f"mlflow.registered_model={MODEL}", GATE])
     with pytest.raises(
         TrackingUnavailable, match=f"tracking server at {url} did not answer .connection refused"
@@ -200,7 +193,9 @@ def test_tracking_server_stops_mid_run_bounded_retries_then_clear_error(mlflow_s
     from tasks.gate import promote
     from tasks.record import close_pipeline_run, open_pipeline_run
 
-    cfg = load_config(None, [f"mlflow.tracking_uri={mlflow_server.url}", "mlflow.experiment=faults", *TINY])
+    cfg = load_config(
+        TINY_CONFIG, [f"mlflow.tracking_uri={mlflow_server.url}", "mlflow.experiment=faults", *BASELINE_RUN]
+    )
     m = cfg.mlflow
     champion = _fake_champion(m)
     parent = open_pipeline_run.fn(cfg, None)
@@ -247,18 +242,15 @@ def test_cli_run_when_the_tracking_server_dies_exits_2_and_keeps_the_champion(ml
     from prefect.settings import PREFECT_API_URL
     from prefect.testing.utilities import prefect_test_harness
 
-    m = load_config(
-        None, [f"mlflow.tracking_uri={mlflow_server.url}", "mlflow.experiment=faults", *TINY]
-    ).mlflow
+    sets = [*BASELINE_RUN, f"mlflow.tracking_uri={mlflow_server.url}", "mlflow.experiment=faults"]
+    m = load_config(TINY_CONFIG, sets).mlflow
     champion = _fake_champion(m)
     c = MlflowClient(mlflow_server.url)
     exp = c.get_experiment_by_name("faults").experiment_id
-    sets = [a for s in [*TINY, f"mlflow.tracking_uri={mlflow_server.url}", "mlflow.experiment=faults"]
-            for a in ("--set", s)]  # fmt: skip
     with prefect_test_harness(server_startup_timeout=120):
         api = PREFECT_API_URL.value()
         out, err = (tmp_path / "run.out").open("w"), (tmp_path / "run.err").open("w")
-        run = subprocess.Popen([str(BIN / "robustops"), "run", *sets], cwd=tmp_path, stdout=out, stderr=err,
+        run = subprocess.Popen([str(BIN / "robustops"), "run", *tiny_args(sets)], cwd=tmp_path, stdout=out, stderr=err,
                                env=_env(PREFECT_API_URL=api, PREFECT_LOCAL_STORAGE_PATH=str(tmp_path / "results")))  # fmt: skip
         killed = None
         try:
@@ -305,7 +297,7 @@ def _cli(args: list[str], cwd: Path, timeout: int = 300, **env: str) -> subproce
 
 
 def test_serve_without_prefect_server_exits_2(tmp_path):
-    api = f"http://127.0.0.1:{_port()}/api"
+    api = f"http://127.0.0.1:{free_port()}/api"
     proc = _cli(["serve"], tmp_path, timeout=120, PREFECT_API_URL=api)
     assert proc.returncode == 2
     assert (
@@ -327,8 +319,8 @@ def store(tmp_path_factory, trained, digits_split):
 
     root = tmp_path_factory.mktemp("faults-store")
     sets = [f"mlflow.tracking_uri=sqlite:///{root}/mlflow.db", f"mlflow.artifact_root={root}/mlartifacts",
-            "mlflow.experiment=faults", *TINY]  # fmt: skip
-    cfg = load_config(None, sets)
+            "mlflow.experiment=faults", *BASELINE_RUN]  # fmt: skip
+    cfg = load_config(TINY_CONFIG, sets)
     card = evaluate(
         trained.model, digits_split.test, EvalConfig.model_validate(QUICK_EVAL), val=digits_split.val
     )
@@ -346,11 +338,11 @@ def _client(store) -> MlflowClient:
 
 
 def _cli_sets(store) -> list[str]:
-    return [a for s in store["sets"] for a in ("--set", s)]
+    return tiny_args(store["sets"])
 
 
 def test_monitor_without_prefect_server_exits_2(store):
-    api = f"http://127.0.0.1:{_port()}/api"
+    api = f"http://127.0.0.1:{free_port()}/api"
     t = time.monotonic()
     proc = _cli(["monitor", "--data", str(store["root"] / "batch.npz"), *_cli_sets(store)], store["root"],
                 PREFECT_API_URL=api)  # fmt: skip
@@ -392,7 +384,7 @@ def test_unwritable_artifact_folder_fails_the_model_run_and_registers_nothing(st
 
     folder = _unwritable(tmp_path, how)
     cfg = load_config(
-        None, [*store["sets"], f"mlflow.artifact_root={folder}", f"mlflow.experiment=faults-{how}"]
+        TINY_CONFIG, [*store["sets"], f"mlflow.artifact_root={folder}", f"mlflow.experiment=faults-{how}"]
     )
     c = _client(store)
     before = _versions(c)
@@ -415,7 +407,7 @@ def test_cli_run_with_unwritable_artifact_folder_exits_2(store, tmp_path):
     sets = [*store["sets"], f"mlflow.artifact_root={folder}", "mlflow.experiment=faults-cli"]
     c = _client(store)
     before = _versions(c)
-    proc = _cli(["run", *[a for s in sets for a in ("--set", s)]], tmp_path,
+    proc = _cli(["run", *tiny_args(sets)], tmp_path,
                 PREFECT_LOCAL_STORAGE_PATH=str(tmp_path / "results"))  # fmt: skip
     assert proc.returncode == 2, proc.stderr[-3000:]
     errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error: ")]

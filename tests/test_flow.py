@@ -14,30 +14,11 @@ from mlflow.tracking import MlflowClient
 
 from flows.cli import main
 from flows.pipeline import robustness_pipeline
-from robustops.config import Config, load_config
+from robustops.catalog import load_config, resolve
+from robustops.config import Config
 from robustops.data import load_digits, split_dataset
 from robustops.errors import DataValidationError
-
-TINY = [
-    "train.epochs=3",
-    "train.progress=false",
-    "model.name=mlp",
-    "model.hidden=64",
-    "evaluation.eps=[0.05, 0.1]",
-    "evaluation.pgd_steps=3",
-    "evaluation.max_samples=64",
-    "mlflow.registered_model=tiny-digits",
-    "data.train_class_fraction={'3': 0.1}",  # a rare class, so the data stage synthesizes
-    "adversarial_set.max_samples=32",
-    "synthesis.generator=interpolate",  # no generator training: the flow test checks the plumbing
-    "defences=[{name: pgd_at, steps: 2, select_steps: 2}, {name: smoothing, n0: 10, n: 50, max_samples: 16}]",
-    "evaluation.autoattack={eps: [0.1], apgd_steps: 10, square_queries: 100}",
-    "evaluation.masking.more_steps=10",
-    "evaluation.corruptions=[shot_noise, fog]",  # two held-out corruptions: the plumbing, not the benchmark
-    "evaluation.severities=[1, 5]",
-    # A gate tiny models can pass: the flow test checks promotion, not quality.
-    "gate={primary: adv/autoattack/eps_0.1/acc, min: {clean/acc: 0.5}, max: {}, require_masking: false, spec_checks: []}",
-]
+from tests.helpers.runs import TINY_CONFIG, tiny_args
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +34,7 @@ def store(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def tiny(store) -> Config:
-    return load_config(None, TINY + store)
+    return load_config(TINY_CONFIG, store)
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +53,7 @@ def test_parent_run_holds_config_and_data_summary(first_run, tiny):
     assert parent.data.tags["prefect.flow_run_id"]
     assert parent.data.params["train.epochs"] == "3"
     resolved = yaml.safe_load(mlflow.artifacts.load_text(f"{parent.info.artifact_uri}/config/resolved.yaml"))
-    assert Config.model_validate(resolved) == tiny
+    assert resolve(Config.model_validate(resolved)) == tiny
     summary = json.loads(mlflow.artifacts.load_text(f"{parent.info.artifact_uri}/data/summary.json"))
     assert summary["sizes"] == first_run["sizes"] and summary["sizes"]["test"] == 359  # train is thinned
     assert str(tiny.mlflow.artifact_root) in parent.info.artifact_uri
@@ -223,7 +204,7 @@ def test_a_run_that_fails_after_registering_leaves_no_version_behind(first_run, 
 
 
 def test_failed_run_is_marked_failed_and_registers_nothing(first_run, tiny, store, tmp_path):
-    bad = load_config(None, TINY + store + ["data.source=npz", f"data.path={tmp_path}/x.npz"])
+    bad = load_config(TINY_CONFIG, [*store, "data.source=npz", f"data.path={tmp_path}/x.npz"])
     c = _client(tiny)
     before = len(c.search_model_versions("name='tiny-digits'"))
     with pytest.raises(DataValidationError, match="not found"):
@@ -235,7 +216,7 @@ def test_failed_run_is_marked_failed_and_registers_nothing(first_run, tiny, stor
 
 
 def test_cli_run_prints_summary_and_ui_commands(harness, store, capsys):
-    sets = [a for s in TINY + store + ["mlflow.register_model=false"] for a in ("--set", s)]
+    sets = tiny_args([*store, "mlflow.register_model=false"])
     assert main(["run", *sets]) == 0
     out = capsys.readouterr().out
     assert "pipeline finished in" in out and "clean/acc" in out and "baseline" in out
@@ -346,7 +327,7 @@ def test_evaluate_scores_the_champion_on_any_dataset(first_run, tiny, store, tmp
     test = split_dataset(load_digits(), tiny.data.val_fraction, tiny.data.test_fraction, tiny.seed).test
     path = tmp_path / "shifted.npz"
     np.savez(path, x=np.clip(test.x[:, 0] * 0.7 + 0.2, 0, 1), y=test.y)  # N,H,W float, dimmer and greyer
-    sets = [a for s in TINY + store for a in ("--set", s)]
+    sets = tiny_args(store)
     assert main(["evaluate", "--model", "models:/tiny-digits@champion", "--data", str(path), *sets]) == 0
     out = capsys.readouterr().out
     assert "models:/tiny-digits@champion" in out and "clean/acc" in out
@@ -411,7 +392,7 @@ def test_monitor_flags_a_shifted_batch_and_emits_the_drift_event(first_run, tiny
 def test_the_gate_check_knows_every_metric_the_run_logged(first_run, tiny):
     """The names the gate is checked against before a run (a dry run of the scorecard) are exactly
     the names the run's models logged (issue 15, item 3)."""
-    from robustops.evaluation.metric_names import produced_metrics
+    from robustops.catalog import produced_metrics
 
     split = split_dataset(load_digits(), tiny.data.val_fraction, tiny.data.test_fraction, tiny.seed)
     produced = produced_metrics(tiny, split.test.shape, split.test.classes)
@@ -426,7 +407,7 @@ def test_a_batch_the_model_cannot_take_is_refused_unless_converted(first_run, ti
     x = torch.nn.functional.interpolate(torch.from_numpy(test.x[:120]), size=(12, 12), mode="bilinear")
     path = tmp_path / "rgb12.npz"
     np.savez(path, x=np.repeat(x.numpy(), 3, axis=1), y=test.y[:120])
-    sets = [a for s in TINY + store for a in ("--set", s)]
+    sets = tiny_args(store)
     model = ["--model", "models:/tiny-digits@champion", "--data", str(path)]
     c = _client(tiny)
     exp = c.get_experiment_by_name(tiny.mlflow.experiment)

@@ -36,12 +36,13 @@ from hypothesis.extra import numpy as hnp
 from mlflow.exceptions import MlflowException
 from PIL import Image
 
-from robustops.config import Config, load_config
+from robustops.catalog import load_config
+from robustops.config import Config
 from robustops.data import load_folder, load_npz
 from robustops.data.validate import check_images, check_labels
 from robustops.errors import ConfigError, DataValidationError
-from robustops.evaluation.metrics import predict
 from robustops.evaluation.postprocess import energy
+from robustops.inference import predict
 from robustops.serving import GuardedModel, GuardSettings, RequestError, as_images, settings_for
 from robustops.serving.guard import COLUMNS
 from robustops.training import checkpoint
@@ -565,7 +566,7 @@ def guarded(trained, digits_split) -> GuardedModel:
     that make it abstain on a share of real digits stand in for the scorecard's."""
     scores = energy(predict(trained.model, digits_split.val.x))
     guard = SimpleNamespace(threshold=0.9, energy_threshold=float(np.quantile(scores, 0.05)))
-    return GuardedModel(trained.model, settings_for(trained.spec, guard))
+    return GuardedModel(trained.model, settings_for(trained.blueprint, guard))
 
 
 @st.composite
@@ -664,7 +665,7 @@ def pyfunc(guarded, trained, tmp_path_factory):
     from tasks.pyfunc import log_guarded
 
     root = tmp_path_factory.mktemp("pyfunc")
-    folder = checkpoint.save(trained.model, trained.spec, root / "checkpoint")
+    folder = checkpoint.save(trained.model, trained.blueprint, root / "checkpoint")
     mlflow.set_tracking_uri(f"sqlite:///{root}/mlflow.db")
     with mlflow.start_run() as run:
         pass

@@ -17,7 +17,8 @@ from mlflow.tracking import MlflowClient
 from scipy.stats import binomtest
 
 from robustops import names
-from robustops.config import Config, GateConfig, load_config
+from robustops.catalog import load_config, resolve
+from robustops.config import Config, GateConfig
 from robustops.data import Dataset
 from robustops.evaluation import evaluate
 from robustops.evaluation.gate import (
@@ -31,7 +32,8 @@ from robustops.evaluation.gate import (
     primary_outcomes,
 )
 from robustops.evaluation.scorecard import Scorecard, ensemble_for
-from tests.test_evaluation import quick
+from tests.helpers.models import quick
+from tests.helpers.runs import TINY_CONFIG, tiny_args
 
 PRIMARY = "adv/autoattack/eps_0.1/acc"
 DIGITS = DataSignature.of((1, 8, 8), [str(i) for i in range(10)], "digits")
@@ -284,7 +286,7 @@ def test_the_default_registered_model_is_named_after_the_data(tmp_path):
     assert odd.mlflow.registered_model == "robustops-folder"
     for cfg in (npz, folder, odd):
         assert names.registered_model_name(cfg.mlflow.registered_model)  # a valid MLflow name
-        assert Config.model_validate(cfg.model_dump(mode="json")) == cfg  # resolved once, stable
+        assert resolve(Config.model_validate(cfg.model_dump(mode="json"))) == cfg  # resolved once, stable
     named = load_config(None, ["data.source=npz", "data.path=a.npz", "mlflow.registered_model=mine"])
     assert named.mlflow.registered_model == "mine" and named.monitored_model == "models:/mine@champion"
 
@@ -315,11 +317,13 @@ def test_model_lines_say_pass_or_fail_the_primary_and_the_first_reason():
     ]
 
 
+# On top of tests/tiny.yaml: a run on a user's own data, named after it (no registered model
+# name), every class whole, a baseline and one fast defence, no synthesis, no adversarial set.
 OWN_DATA_RUN = [
     "train.epochs=4",
-    "train.progress=false",
-    "model.name=mlp",
     "model.hidden=32",
+    "data.train_class_fraction={}",
+    "mlflow.registered_model=null",
     "evaluation.eps=[0.1]",
     "evaluation.l2_eps=[0.5]",
     "evaluation.pgd_steps=2",
@@ -328,8 +332,8 @@ OWN_DATA_RUN = [
     "evaluation.masking.more_steps=4",
     "evaluation.corruptions=[fog]",
     "evaluation.severities=[1]",
-    "adversarial_set.enabled=false",
-    "synthesis.enabled=false",
+    "adversarial_set={enabled: false}",
+    "synthesis={enabled: false}",
     "defences=[{name: fgsm_rs, epochs: 1}]",
     "gate={primary: adv/autoattack/eps_0.1/acc, min: {clean/acc: 0.3}, max: {}, require_masking: false, "
     "spec_checks: []}",
@@ -347,7 +351,7 @@ def test_a_run_on_own_data_registers_under_its_name_and_prints_a_line_per_model(
     np.savez(path, x=digits.x[:, 0], y=digits.y)  # the digits, as a user's own .npz file
     sets = [*OWN_DATA_RUN, "data.source=npz", f"data.path={path}",
             f"mlflow.tracking_uri=sqlite:///{tmp_path}/mlflow.db", f"mlflow.artifact_root={tmp_path}/art"]  # fmt: skip
-    assert main(["run", *[a for s in sets for a in ("--set", s)]]) == 0
+    assert main(["run", *tiny_args(sets)]) == 0
     out = capsys.readouterr().out
     lines = out.splitlines()
     gate = next(i for i, line in enumerate(lines) if line.startswith("gate:"))
@@ -357,7 +361,7 @@ def test_a_run_on_own_data_registers_under_its_name_and_prints_a_line_per_model(
         verdict, _, primary, score, *reason = line.split()
         assert verdict in ("PASS", "FAIL") and primary == PRIMARY and 0 <= float(score) <= 1 and reason
     assert "registered: robustops-writers:" in out
-    cfg = load_config(None, sets)
+    cfg = load_config(TINY_CONFIG, sets)
     assert cfg.monitored_model == "models:/robustops-writers@champion"
     champion = tracking.resolve_model(cfg.mlflow, cfg.monitored_model)  # what monitor/predict/serve load
     assert champion.tags["data.source"] == f"npz: {path}" and champion.tags["data.shape"] == "1x8x8"

@@ -35,17 +35,17 @@ from mlflow.tracking import MlflowClient
 from PIL import Image
 
 from flows.cli import main
-from robustops.config import EvalConfig, LimitsConfig, StandardConfig, load_config
+from robustops.catalog import load_config
+from robustops.config import EvalConfig, LimitsConfig
 from robustops.data import load_folder, load_npz
 from robustops.data.loaders import load_batch
+from robustops.defences.standard import StandardConfig
 from robustops.errors import DataValidationError, DataWarning
 from robustops.serving.http import RequestLimits, cap_error, json_problem
 from robustops.spreadsheet import read_csv, write_csv
 from robustops.training import checkpoint
-from tests.conftest import free_port, wait_until_answers
-
-REPO = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
+from tests.helpers.net import free_port, wait_until_answers
+from tests.helpers.runs import BIN, REPO
 
 
 def _png(path: Path, arr: np.ndarray, mode: str | None = None) -> Path:
@@ -99,12 +99,12 @@ def logged(tmp_path_factory, trained, digits_split):
     from tasks.pyfunc import log_guarded
 
     root = tmp_path_factory.mktemp("logged")
-    folder = checkpoint.save(trained.model, trained.spec, root / "checkpoint")
+    folder = checkpoint.save(trained.model, trained.blueprint, root / "checkpoint")
     mlflow.set_tracking_uri(f"sqlite:///{root}/mlflow.db")
     exp = mlflow.create_experiment("hostile", artifact_location=(root / "art").as_uri())
     with mlflow.start_run(experiment_id=exp) as run:
         pass
-    uri = log_guarded(run.info.run_id, folder, settings_for(trained.spec, None), digits_split.test.x)
+    uri = log_guarded(run.info.run_id, folder, settings_for(trained.blueprint, None), digits_split.test.x)
     return {"root": root, "uri": uri, "run_id": run.info.run_id}
 
 
@@ -545,7 +545,7 @@ def test_csv_cells_that_spreadsheets_would_run_are_neutralised_and_read_back(tmp
 
 def test_every_csv_the_project_writes_goes_through_the_neutraliser():
     writers = []
-    for folder in ("robustops", "tasks", "flows"):
+    for folder in ("robustops", "adapters", "tasks", "flows"):
         for path in (REPO / folder).rglob("*.py"):
             if path.name == "spreadsheet.py":
                 continue

@@ -18,12 +18,15 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from robustops.config import Config, EvalConfig, GateConfig, StandardConfig, load_config
+from robustops.catalog import load_config
+from robustops.config import Config, EvalConfig, GateConfig
+from robustops.defences.standard import StandardConfig
 from robustops.evaluation import evaluate
 from robustops.evaluation.gate import Candidate, decide
 from robustops.evaluation.report import summary
 from tasks import tracking
-from tests.conftest import free_port, wait_until_answers
+from tests.helpers.net import free_port, wait_until_answers
+from tests.helpers.runs import TINY_CONFIG
 
 ML_VIEW = "workflowType=machine_learning"
 QUICK_EVAL = {
@@ -287,19 +290,20 @@ def test_artifact_downloads_draw_no_progress_bar(cfg, tmp_path, capfd, monkeypat
 
 # ---- item 14: flow runs that link their MLflow runs; monitor runs named after batch and verdict --
 
+# On top of tests/tiny.yaml: the baseline alone (every class whole, no synthesis, no adversarial
+# set), a smaller model and scorecard, a gate on PGD so no AutoAttack runs.
 FLOW = [
     "train.epochs=2",
-    "train.progress=false",
-    "model.name=mlp",
     "model.hidden=32",
-    "synthesis.enabled=false",
-    "adversarial_set.enabled=false",
+    "data.train_class_fraction={}",
+    "synthesis={enabled: false}",
+    "adversarial_set={enabled: false}",
     "defences=[]",
     "evaluation.eps=[0.1]",
     "evaluation.l2_eps=[0.5]",
     "evaluation.pgd_steps=2",
     "evaluation.max_samples=32",
-    "evaluation.autoattack.enabled=false",
+    "evaluation.autoattack={enabled: false}",
     "evaluation.masking.more_steps=3",
     "evaluation.corruptions=[fog]",
     "evaluation.severities=[1, 5]",
@@ -328,8 +332,11 @@ def test_flow_runs_link_their_mlflow_runs(prefect_harness, tmp_path, digits_spli
     from flows.monitor import robustness_monitor
     from flows.pipeline import robustness_pipeline
 
-    cfg = load_config(None, [*FLOW, f"mlflow.tracking_uri=sqlite:///{tmp_path}/mlflow.db",
-                             f"mlflow.artifact_root={tmp_path}/mlartifacts"])  # fmt: skip
+    store = [
+        f"mlflow.tracking_uri=sqlite:///{tmp_path}/mlflow.db",
+        f"mlflow.artifact_root={tmp_path}/mlartifacts",
+    ]
+    cfg = load_config(TINY_CONFIG, [*FLOW, *store])
     out = robustness_pipeline(cfg)
     art = _artifacts(out["flow_run_id"])["mlflow-pipeline-run"]
     assert tracking.ui_url(cfg.mlflow, out["parent_run_id"]) in art and ML_VIEW in art

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from robustops.config import load_config
+from robustops.catalog import load_config
 from robustops.data.loaders import load_batch
 from robustops.errors import ConfigError, DataValidationError
 from robustops.monitoring.drift import DriftSettings, detect
@@ -44,7 +44,7 @@ def reference(trained, digits_split):
 
 
 def _features(trained, x, reference):
-    return batch_features(trained.model, x, trained.spec["classes"], reference.projection)[0]
+    return batch_features(trained.model, x, trained.blueprint.classes, reference.projection)[0]
 
 
 def test_clean_batches_pass_and_shifted_ones_drift(trained, digits_split, reference):
@@ -94,7 +94,7 @@ def test_embedding_mmd_samples_big_batches(trained, digits_split, reference, tmp
 
 
 def test_chunked_scoring_equals_one_pass(trained, digits_split, reference):
-    guarded = GuardedModel(trained.model, settings_for(trained.spec, None))
+    guarded = GuardedModel(trained.model, settings_for(trained.blueprint, None))
     p1, f1 = score(guarded, reference, digits_split.test.x, chunk=10_000)
     p2, f2 = score(guarded, reference, digits_split.test.x, chunk=37)
     assert p1.equals(p2)
@@ -199,7 +199,7 @@ def test_serve_registers_three_deployments_with_schedule_and_trigger():
 def test_serve_without_a_prefect_server_is_a_clear_error(monkeypatch):
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from flows.serve import PrefectUnavailable, check_server
+    from adapters.prefect_server import PrefectUnavailable, check_server
 
     with (
         temporary_settings({PREFECT_API_URL: "http://127.0.0.1:9/api"}),

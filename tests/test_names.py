@@ -15,7 +15,7 @@ from mlflow.tracking import MlflowClient
 from mlflow.utils import validation
 
 from robustops import names
-from robustops.config import load_config
+from robustops.catalog import load_config
 from robustops.errors import ConfigError
 
 RULES = settings(

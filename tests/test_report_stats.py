@@ -20,10 +20,11 @@ from scipy.stats import binomtest
 from robustops.config import EvalConfig, GateConfig
 from robustops.data import Dataset
 from robustops.errors import DataWarning
-from robustops.evaluation import evaluate, predict
+from robustops.evaluation import evaluate
 from robustops.evaluation.html import eps_figure, render
 from robustops.evaluation.report import text_table
 from robustops.evaluation.scorecard import SMALL_TEST_SPLIT, metric_intervals, small_test_note
+from robustops.inference import predict
 from robustops.monitoring.monitor import PLAIN_COLUMN, batch_scores
 
 # Every part of the scorecard, on few samples and iterations.
@@ -265,7 +266,8 @@ def test_the_guard_in_the_scorecard_reports_coverage_and_answered_accuracy(card,
 @pytest.fixture(scope="module")
 def registered(tmp_path_factory, trained, digits_split, card):
     """A sqlite store holding a guarded model registered by the record tasks, and the run's report."""
-    from robustops.config import StandardConfig, load_config
+    from robustops.catalog import load_config
+    from robustops.defences.standard import StandardConfig
     from robustops.evaluation.gate import Candidate, decide
     from tasks.gate import log_report
     from tasks.record import log_model_run, open_pipeline_run, register_model

@@ -11,11 +11,11 @@ import signal
 import subprocess
 import time
 
-import httpx
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.test_e2e import BIN, TINY, _port, _wait
+from tests.helpers.net import answers, free_port, wait_for
+from tests.helpers.runs import BIN, server_run, tiny_args
 
 # Kill when the line naming the stage's first finished task appears: the next stage is running.
 STAGES = {
@@ -29,7 +29,7 @@ STAGES = {
 @contextlib.contextmanager
 def _server(tmp_path_factory):
     root = tmp_path_factory.mktemp("resume")
-    api = f"http://127.0.0.1:{_port()}/api"
+    api = f"http://127.0.0.1:{free_port()}/api"
     env = os.environ | {
         "PREFECT_API_URL": api,
         "PREFECT_HOME": str(root / "prefect"),
@@ -44,15 +44,8 @@ def _server(tmp_path_factory):
     proc = subprocess.Popen([str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", port],
                             env=env, stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
 
-    def healthy() -> bool:
-        try:
-            return httpx.get(f"{api}/health", timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
-
     try:
-        _wait("the Prefect server", healthy, 120)
-        (root / "run.yaml").write_text(TINY.format(epochs=2, root=root))
+        wait_for("the Prefect server", lambda: answers(f"{api}/health"), 120)
         yield root, env
     finally:
         proc.terminate()
@@ -62,8 +55,10 @@ def _server(tmp_path_factory):
 
 def _run(root, env, kill_after: str | None = None) -> tuple[int, str]:
     """``robustops run``; with ``kill_after``, SIGKILLed once a task of that name has finished."""
-    proc = subprocess.Popen([str(BIN / "robustops"), "run", "--config", str(root / "run.yaml")], env=env,
-                            cwd=root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    args = [str(BIN / "robustops"), "run", *tiny_args(server_run(root, 2))]
+    proc = subprocess.Popen(
+        args, env=env, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     lines = []
     deadline = time.time() + 300
     for line in proc.stdout:

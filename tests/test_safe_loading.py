@@ -13,7 +13,6 @@ import ast
 import logging
 import os
 import pickle
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -22,7 +21,7 @@ import numpy as np
 import pytest
 import torch
 
-from robustops.config import load_config
+from robustops.catalog import load_config
 from robustops.data import load_npz
 from robustops.errors import ConfigError, DataValidationError, RobustopsError
 from robustops.redact import (
@@ -31,10 +30,9 @@ from robustops.redact import (
     redact,
     redact_params,
     redact_tree,
-    split_credentials,
 )
 from robustops.training import checkpoint
-from tests.conftest import wait_until_answers
+from tests.helpers.net import free_port, wait_until_answers
 
 ROOT = Path(__file__).resolve().parents[1]
 SECRET = "s3cr3t-Pa55"
@@ -61,7 +59,7 @@ def _calls(path: Path):  # noqa: ANN202
 
 
 def test_every_loader_in_the_source_refuses_pickles():
-    files = [p for d in ("robustops", "tasks", "flows") for p in sorted((ROOT / d).rglob("*.py"))]
+    files = [p for d in ("robustops", "adapters", "tasks", "flows") for p in sorted((ROOT / d).rglob("*.py"))]
     unsafe = []
     for where, owner, fn, kwargs in (c for f in files for c in _calls(f)):
         if owner in ("np", "numpy") and fn == "load" and kwargs.get("allow_pickle") is not False:
@@ -89,7 +87,7 @@ class Payload:
 
 
 def test_checkpoint_with_pickled_code_is_refused(trained, tmp_path):
-    folder = checkpoint.save(trained.model, trained.spec, tmp_path / "ck")
+    folder = checkpoint.save(trained.model, trained.blueprint, tmp_path / "ck")
     marker = tmp_path / "pwned"
     state = dict(trained.model.state_dict()) | {"payload": Payload(marker)}
     torch.save(state, folder / checkpoint.STATE)
@@ -149,11 +147,6 @@ def test_redact_params_and_trees():
     assert SECRET not in repr(redact_tree(tree)) and redact_tree(tree)["seed"] == 0
 
 
-def test_split_credentials_moves_the_password_out_of_an_http_uri():
-    assert split_credentials(URIS[1]) == ("http://127.0.0.1:5000", "ml", SECRET)
-    assert split_credentials(URIS[0]) == (URIS[0], None, None)  # a database URI: SQLAlchemy needs it
-
-
 def test_log_records_are_redacted_whatever_the_handler(caplog):
     from prefect.logging import get_logger
 
@@ -170,16 +163,10 @@ def test_log_records_are_redacted_whatever_the_handler(caplog):
     assert SECRET not in text and redact(URIS[0]) in text and "runs/create failed" in text
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture()
 def mlflow_server(tmp_path):
     """A real ``mlflow server`` on loopback, reached with a user:password URI (it ignores auth)."""
-    port = _free_port()
+    port = free_port()
     env = os.environ | {"PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
     server = subprocess.Popen(
         [str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),

@@ -14,18 +14,19 @@ from prefect.client.orchestration import get_client
 from prefect.settings import PREFECT_TASKS_REFRESH_CACHE, temporary_settings
 
 from flows.pipeline import robustness_pipeline
-from robustops.config import RunnerConfig, load_config
+from robustops.catalog import load_config
+from robustops.config import RunnerConfig
 from robustops.data import load_digits, split_dataset
 from tasks.data import load_data
 from tasks.runner import task_runner
-from tests.test_flow import TINY
+from tests.helpers.runs import TINY_CONFIG
 
-# Two models (one with certificates) and every scorecard part; no registry, to stay quick.
+# On top of tests/tiny.yaml: two models (one with certificates) and every scorecard part; no
+# registry, to stay quick.
 SMALL = [
-    *[s for s in TINY if not s.startswith(("defences=", "gate="))],
     "defences=[{name: smoothing, n0: 10, n: 50, max_samples: 16}]",
     "mlflow.register_model=false",
-    "gate.enabled=false",
+    "gate={enabled: false}",
     "adversarial_set.enabled=false",
 ]
 TIMES = ("eval/seconds", "train/seconds")
@@ -33,7 +34,7 @@ TIMES = ("eval/seconds", "train/seconds")
 
 def _run(tmp_path, tag: str, *extra: str) -> dict:
     store = [f"mlflow.tracking_uri=sqlite:///{tmp_path}/{tag}.db", f"mlflow.artifact_root={tmp_path}/{tag}"]
-    return robustness_pipeline(load_config(None, SMALL + store + list(extra)))
+    return robustness_pipeline(load_config(TINY_CONFIG, SMALL + store + list(extra)))
 
 
 def _task_states(flow_run_id: str) -> dict[str, str]:
@@ -174,7 +175,8 @@ def test_a_failing_flow_stops_its_running_training_within_a_batch(harness, digit
     stops at its next batch instead of running on to its last epoch (issue 14, item 9)."""
     from prefect.states import State
 
-    from robustops.config import AugmentConfig, ModelConfig, RegularizeConfig, StandardConfig, TrainConfig
+    from robustops.config import AugmentConfig, ModelConfig, RegularizeConfig, TrainConfig
+    from robustops.defences.standard import StandardConfig
     from tasks.training import train_model
 
     long = TrainConfig(epochs=5000, patience=5000, progress=False, batch_size=16)  # minutes of training

@@ -11,11 +11,12 @@ import torch
 from torch import nn
 
 from robustops.attacks import APGD, PGD, Square
-from robustops.config import EvalConfig, GateConfig, MaskingConfig, SpecConfig, load_config
+from robustops.catalog import load_config
+from robustops.config import EvalConfig, GateConfig, MaskingConfig, SpecificationConfig
 from robustops.data import Dataset
 from robustops.data.loaders import load_for_model
 from robustops.errors import ConfigError, DataValidationError
-from robustops.evaluation import evaluate, robust_accuracy
+from robustops.evaluation import evaluate
 from robustops.evaluation import postprocess as pp
 from robustops.evaluation.gate import Candidate, decide
 from robustops.evaluation.html import render
@@ -31,7 +32,8 @@ from robustops.evaluation.specification import (
     shift_images,
     translate_pixels,
 )
-from tests.test_evaluation import quick
+from robustops.inference import robust_accuracy
+from tests.helpers.models import quick
 
 
 def _xy(split, n=200):
@@ -201,14 +203,14 @@ NO_GUARD = Guard(0.0, -np.inf)  # answers everything
 def _ctx(model, split, guard=NO_GUARD, **cfg) -> SpecContext:
     counts = dict(zip(split.train.classes, map(int, np.bincount(split.train.y)), strict=True))
     return SpecContext(
-        model, split.test.x, split.test.y, split.test.classes, counts, guard, SpecConfig(**cfg)
+        model, split.test.x, split.test.y, split.test.classes, counts, guard, SpecificationConfig(**cfg)
     )
 
 
 def test_spec_checks_on_a_trained_model(trained, digits_split):
     ctx = _ctx(trained.model, digits_split, invariances=["gaussian_blur:1"], recall_floor=0.8)
     got = {c.name: c for c in run_checks(ctx)}
-    assert set(got) == set(SpecConfig().checks) | {"invariance_gaussian_blur_s1"}
+    assert set(got) == set(SpecificationConfig().checks) | {"invariance_gaussian_blur_s1"}
     assert got["invariance_brightness"].passed and got["recall_floor"].passed
     # With no guard every edge input is answered: noise images confidently, so the check fails.
     assert not got["edge_noise"].passed
@@ -219,11 +221,11 @@ def test_spec_checks_on_a_trained_model(trained, digits_split):
 def test_the_translation_check_scales_with_the_image_size():
     """The default shift is a share of the side: a quarter pixel on 8x8, one pixel on 32x32;
     ``translate_px`` still sets pixels. The shift is bilinear and moves content the right way."""
-    cfg = SpecConfig()
+    cfg = SpecificationConfig()
     assert translate_pixels(cfg, (5, 1, 8, 8)) == (0.25, 0.25)
     assert translate_pixels(cfg, (5, 3, 32, 32)) == (1.0, 1.0)
     assert translate_pixels(cfg, (5, 3, 16, 64)) == (0.5, 2.0)
-    assert translate_pixels(SpecConfig(translate_px=2), (5, 3, 32, 32)) == (2, 2)
+    assert translate_pixels(SpecificationConfig(translate_px=2), (5, 3, 32, 32)) == (2, 2)
     dot = np.zeros((1, 1, 6, 6), np.float32)
     dot[..., 2, 3] = 1.0
     down = shift_images(dot, 0.25, 0)

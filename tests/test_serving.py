@@ -7,12 +7,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from robustops.config import ModelConfig, SmoothingConfig, TrainConfig
+from robustops.config import ModelConfig, TrainConfig
+from robustops.defences.smoothing import SmoothingConfig
 from robustops.evaluation import evaluate
 from robustops.evaluation.specification import edge_inputs
 from robustops.serving import GuardedModel, RequestError, settings_for
 from robustops.training import train_baseline
-from tests.test_evaluation import quick
+from tests.helpers.models import quick
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +28,7 @@ def cnn(digits_split):
 @pytest.fixture(scope="module")
 def guarded(cnn, digits_split):
     card = evaluate(cnn.model, digits_split.test, quick(autoattack={"enabled": False}), val=digits_split.val)
-    return GuardedModel(cnn.model, settings_for(cnn.spec, card.guard))
+    return GuardedModel(cnn.model, settings_for(cnn.blueprint, card.guard))
 
 
 @pytest.mark.parametrize(
@@ -78,7 +79,7 @@ def test_answers_most_real_digits_and_abstains_on_edge_cases(guarded, digits_spl
 
 
 def test_smoothed_guard_abstains_when_unsure(trained, digits_split):
-    s = settings_for(trained.spec, None, SmoothingConfig(sigma=0.5, n=100))
+    s = settings_for(trained.blueprint, None, SmoothingConfig(sigma=0.5, n=100))
     out = GuardedModel(trained.model, s).predict(
         np.concatenate([digits_split.test.x[:20], np.full((4, 1, 8, 8), 0.5, np.float32)])
     )

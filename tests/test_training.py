@@ -2,7 +2,7 @@ import numpy as np
 import torch
 
 from robustops.config import ModelConfig, TrainConfig
-from robustops.evaluation import predict
+from robustops.inference import predict
 from robustops.training import train_baseline
 
 QUICK = TrainConfig(epochs=3, patience=3, progress=False)

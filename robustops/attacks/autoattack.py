@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from robustops.attacks.base import ATTACKS, Attack, ThreatModel, like
-from robustops.attacks.gradient import _check_loss
+from robustops.attacks.gradient import check_loss
 from robustops.attacks.losses import LOSSES
 from robustops.stop import raise_if_stopped
 
@@ -61,7 +61,7 @@ class APGD(Attack):
         if steps < 1 or restarts < 1:
             raise ValueError(f"steps and restarts must be >= 1, got {steps} and {restarts}")
         self.steps, self.restarts, self.rho, self.seed = steps, restarts, rho, seed
-        self.loss = _check_loss(loss)
+        self.loss = check_loss(loss)
 
     def _losses(
         self, model: nn.Module, x_adv: torch.Tensor, y: torch.Tensor, x: torch.Tensor

@@ -11,7 +11,7 @@ from robustops.attacks.base import ATTACKS, Attack, input_grad, like, loss_grad
 from robustops.stop import raise_if_stopped
 
 
-def _check_loss(loss: str) -> str:
+def check_loss(loss: str) -> str:
     from robustops.attacks.losses import LOSSES
 
     if loss not in LOSSES:
@@ -32,7 +32,7 @@ class FGSM(Attack):
 
     def __init__(self, eps: float, loss: str = "ce") -> None:
         super().__init__(eps)
-        self.loss = _check_loss(loss)
+        self.loss = check_loss(loss)
 
     def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return (x + self.eps * input_grad(model, x, y, self.loss).sign()).clamp(0, 1)
@@ -103,7 +103,7 @@ class PGD(Attack):
         self.random_start = random_start
         self.restarts = restarts
         self.seed = seed
-        self.loss = _check_loss(loss)
+        self.loss = check_loss(loss)
         self.generator = generator
         self.early_stop = early_stop
         self.clip_start = clip_start

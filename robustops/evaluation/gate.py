@@ -28,6 +28,8 @@ from typing import Any
 import numpy as np
 
 from robustops.config import GateConfig
+from robustops.data import Dataset
+from robustops.evaluation.scorecard import subsample
 
 # adv/<attack>/eps_<eps>/acc: the L-inf scores whose per-image outcomes the scorecard keeps.
 _ADV = re.compile(r"^adv/(?P<label>[^/]+)/eps_(?P<eps>[^/]+)/acc$")
@@ -344,3 +346,23 @@ def model_lines(decision: dict[str, Any], scores: dict[str, dict[str, float]], p
         else:
             out.append(f"  PASS  {name:<{width}}  {shown}  passed; {challenger} scores higher on the primary")
     return out
+
+
+def worst_case_key(metrics: dict[str, float], primary: str) -> str | None:
+    """The worst case over every attack at the primary's eps (else at the largest eps scored)."""
+    m = _ADV.match(primary)
+    if m and f"adv/worst/eps_{m['eps']}/acc" in metrics:
+        return f"adv/worst/eps_{m['eps']}/acc"
+    worst = [k for k in metrics if k.startswith("adv/worst/eps_")]
+    return max(worst, key=lambda k: float(k.split("/")[2].removeprefix("eps_"))) if worst else None
+
+
+def outcome_images(
+    test: Dataset, max_samples: int | None, seed: int, n: int
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """The test images ``n`` per-image outcomes are on: the attacked subsample for an adversarial
+    score, the whole split for one scored on every image; None when neither has ``n`` images."""
+    x, y = subsample(test, max_samples, seed)  # the scorecard's own choice of images
+    if len(y) == n:
+        return x, y
+    return (test.x, test.y) if len(test.y) == n else None

@@ -14,15 +14,15 @@ from __future__ import annotations
 import difflib
 import re
 import warnings
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
 
-from robustops.config import Config, SmoothingConfig
+from robustops.config import Config
 from robustops.data import Dataset
 from robustops.errors import ConfigError
-from robustops.evaluation.scorecard import evaluate, relative_corruption_metrics
-from robustops.evaluation.specification import SPEC_CHECKS
+from robustops.evaluation.scorecard import ScorePart, evaluate, relative_corruption_metrics
 from robustops.models import build_model
 
 # Logged beside the scorecard for every model (tasks/evaluation.py, flows/pipeline.py).
@@ -46,17 +46,24 @@ def produced_metrics(
     classes: list[str],
     shift: bool = False,
     ood: bool = False,
+    extras: Sequence[Mapping[str, ScorePart]] = (),
 ) -> frozenset[str]:
     """Every metric name some model of a run of ``cfg`` on data of ``shape`` and ``classes``
-    logs (a smoothing defence adds its certificates). ``shift``/``ood``: the run has those sets."""
-    key = (cfg.model_dump_json(), tuple(shape), tuple(classes), shift, ood)
+    logs. ``shift``/``ood``: the run has those sets. ``extras``: the defences' own scorecard
+    parts (:meth:`robustops.defences.Defence.scorecard_parts`, with their dry-run settings)."""
+    key = (cfg.model_dump_json(), tuple(shape), tuple(classes), shift, ood, tuple(tuple(e) for e in extras))
     if key not in _cache:
-        _cache[key] = frozenset(_dry_run(cfg, tuple(shape), list(classes), shift, ood))
+        _cache[key] = frozenset(_dry_run(cfg, tuple(shape), list(classes), shift, ood, extras))
     return _cache[key]
 
 
 def _dry_run(
-    cfg: Config, shape: tuple[int, int, int], classes: list[str], shift: bool, ood: bool
+    cfg: Config,
+    shape: tuple[int, int, int],
+    classes: list[str],
+    shift: bool,
+    ood: bool,
+    extras: Sequence[Mapping[str, ScorePart]],
 ) -> set[str]:
     k = len(classes)
     gen = np.random.default_rng(0)
@@ -75,7 +82,6 @@ def _dry_run(
             "noise": cfg.evaluation.noise.model_copy(update={"flip_draws": 1}),
         }
     )
-    smoothing = [d for d in cfg.defences if isinstance(d, SmoothingConfig)]
     # Names only: the run's own randomness stays untouched, and what the scorecard warns about
     # (a small test split) concerns these stand-in images, not the user's data.
     with torch.random.fork_rng(), warnings.catch_warnings():
@@ -83,31 +89,30 @@ def _dry_run(
         torch.manual_seed(0)
         model = build_model("mlp", shape, k, hidden=8, dropout=0.0).eval()
         names: set[str] = set(ALWAYS)
-        for s in [None, *smoothing[:1]]:
-            s = s.model_copy(update={"n0": 4, "n": 16, "max_samples": None}) if s is not None else None
+        for extra in [None, *extras]:
             card = evaluate(
-                model, data, ev, 0, "cpu", s, data, data, data if shift else None, x if ood else None
+                model, data, ev, 0, "cpu", extra, data, data, data if shift else None, x if ood else None
             )
             names |= set(card.metrics) | set(relative_corruption_metrics(card, card))
     return names | {m for shown, extra in SOMETIMES.items() if shown in names for m in extra}
 
 
-def _producer(name: str) -> str:
-    """The setting that makes metrics like ``name``, for the error message."""
+def _producer(name: str, producers: Sequence[tuple[tuple[str, ...], str]]) -> str:
+    """The setting that makes metrics like ``name``, for the error message (``producers``: the
+    defences' own metric prefixes and the setting that adds each)."""
     eps = re.search(r"/eps_([0-9.]+)/", name)
     rules = [
         (("adv/autoattack/", "adv/apgd", "adv/square/", "adv/worst/", "masking/"),
          "evaluation.autoattack (enabled: true, with the radius in evaluation.autoattack.eps)"),
         (("adv/pgd_l2",), "evaluation.l2_eps"),
         (("adv/",), "evaluation.eps (the radius must be in the list)"),
-        (("certified/", "smoothed/"), "a smoothing defence in defences (its radii name certified/r_<r>/acc)"),
         (("shift/",), "evaluation.shift_data"),
         (("ood/ood_data/",), "evaluation.ood_data"),
         (("corruption/",), "evaluation.corruptions and evaluation.severities"),
         (("noise/",), "evaluation.noise"),
         (("spec/",), "evaluation.specification.checks"),
     ]  # fmt: skip
-    for prefixes, setting in rules:
+    for prefixes, setting in [*producers, *rules]:
         if name.startswith(prefixes):
             return setting + (f" (radius {eps.group(1)})" if eps and setting.startswith("evaluation") else "")
     return ""
@@ -119,33 +124,30 @@ def check_gate(
     classes: list[str],
     shift: bool = False,
     ood: bool = False,
+    extras: Sequence[Mapping[str, ScorePart]] = (),
+    producers: Sequence[tuple[tuple[str, ...], str]] = (),
 ) -> None:
     """Refuses a gate that names a metric this run will not produce or a specification check
-    that does not exist or is not run: found at the end of a run, it would fail every model."""
+    that is not run: found at the end of a run, it would fail every model. (That each check
+    exists is checked with every other name, by ``robustops.catalog.resolve``.)"""
     if not cfg.gate.enabled:
         return
     problems = []
     run = set(cfg.evaluation.specification.checks)
     for check in cfg.gate.spec_checks:
-        if check not in SPEC_CHECKS:
-            near = difflib.get_close_matches(check, list(SPEC_CHECKS), n=1)
-            hint = f"did you mean {near[0]}? " if near else ""
-            problems.append(
-                f"gate.spec_checks: {check!r} is not a specification check ({hint}the checks: {', '.join(SPEC_CHECKS)})"
-            )
-        elif check not in run:
+        if check not in run:
             problems.append(
                 f"gate.spec_checks: {check!r} is not run: add it to evaluation.specification.checks "
                 "or remove it from gate.spec_checks"
             )
-    produced = produced_metrics(cfg, shape, classes, shift, ood)
+    produced = produced_metrics(cfg, shape, classes, shift, ood, extras)
     used = [("gate.primary", cfg.gate.primary)]
     used += [("gate.min", k) for k in cfg.gate.min] + [("gate.max", k) for k in cfg.gate.max]
     for where, name in used:
         if name in produced:
             continue
         near = difflib.get_close_matches(name, sorted(produced), n=1, cutoff=0.8)
-        producer = _producer(name)
+        producer = _producer(name, producers)
         hint = (
             f"did you mean {near[0]}?"
             if near

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from robustops.config import NoiseConfig
-from robustops.evaluation.metrics import predict
+from robustops.inference import predict
 from robustops.names import number
 
 Noise = Callable[[torch.Tensor, float, torch.Generator], torch.Tensor]

@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 import re
 import warnings
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -30,18 +31,18 @@ from scipy.stats import binomtest
 from torch import nn
 
 from robustops.attacks import APGD, FGSM, PGD, PGDL2, Attack, Square
-from robustops.config import EvalConfig, SmoothingConfig
+from robustops.config import EvalConfig
 from robustops.data import Dataset
 from robustops.errors import DataWarning
 from robustops.evaluation import postprocess as pp
-from robustops.evaluation.adversarial import robust_mask
-from robustops.evaluation.certify import ABSTAIN, Certificates, certify_dataset
+from robustops.evaluation.certify import Certificates
 from robustops.evaluation.corruption import corruption_accuracy, corruption_metrics
 from robustops.evaluation.lipschitz import input_grad_norm, lipschitz_bound
 from robustops.evaluation.masking import Check, masking_checks
-from robustops.evaluation.metrics import adv_key, confusion_matrix, per_class_recall, predict
+from robustops.evaluation.metrics import adv_key, confusion_matrix, per_class_recall
 from robustops.evaluation.perturbation import flip_rate, noise_curves, noise_metrics
 from robustops.evaluation.specification import Guard, SpecContext, run_checks
+from robustops.inference import predict, robust_mask
 from robustops.names import number, segment
 
 CONFIDENCE = 0.95
@@ -100,6 +101,11 @@ class Scorecard:
             "interval": f"{CONFIDENCE:.0%} Wilson score interval (scipy.stats.binomtest)",
             "small_test_split": small_test_note(self.n_test),
         }
+
+
+# A defence's own part of its scorecard: fills the partial card (metrics, and e.g. certificates)
+# for a model on the test split, with a seed and a device.
+ScorePart = Callable[[Scorecard, nn.Module, Dataset, int, str], None]
 
 
 # The count each accuracy is a share of: the n metric of its dimension. A mean over noise levels,
@@ -219,7 +225,7 @@ def ensemble_for(cfg: EvalConfig, eps: float, seed: int) -> list[Attack]:
     ]
 
 
-def _subsample(test: Dataset, n: int | None, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def subsample(test: Dataset, n: int | None, seed: int) -> tuple[np.ndarray, np.ndarray]:
     x, y = test.x, test.y
     if n is not None and n < len(y):
         idx = np.sort(np.random.default_rng(seed).permutation(len(y))[:n])
@@ -373,10 +379,10 @@ def _linf_eps(cfg: EvalConfig) -> list[float]:
     )
 
 
-def plan(cfg: EvalConfig, smoothing: SmoothingConfig | None = None, shift: bool = False) -> list[str]:
+def plan(cfg: EvalConfig, extra: Iterable[str] = (), shift: bool = False) -> list[str]:
     """The independent parts of one model's scorecard, in report order: a runner may score them
     in any order or in parallel (each part seeds its own randomness), and :func:`merge` joins
-    them into the same card."""
+    them into the same card. ``extra``: the names of a defence's own parts, scored last."""
     parts = ["clean"]
     for e in _linf_eps(cfg):
         parts += [f"adv/eps_{number(e)}"] if e in cfg.eps else []
@@ -387,8 +393,7 @@ def plan(cfg: EvalConfig, smoothing: SmoothingConfig | None = None, shift: bool 
     parts += ["adv/large_eps", "lipschitz", "noise", *(f"corruption/{c}" for c in cfg.corruptions)]
     parts += ["shift"] if shift else []
     parts += ["post"]
-    parts += ["certify"] if smoothing is not None else []
-    return parts
+    return parts + [p for p in extra if p not in parts]
 
 
 def evaluate_part(
@@ -398,7 +403,7 @@ def evaluate_part(
     cfg: EvalConfig,
     seed: int = 0,
     device: str = "cpu",
-    smoothing: SmoothingConfig | None = None,
+    extra: Mapping[str, ScorePart] | None = None,
     val: Dataset | None = None,
     train: Dataset | None = None,
     shift: Dataset | None = None,
@@ -408,7 +413,7 @@ def evaluate_part(
     model.eval()
     card = Scorecard({}, np.zeros((0, 0), dtype=np.int64), test.classes, n_test=len(test.y))
     m = card.metrics
-    x, y = _subsample(test, cfg.max_samples, seed)
+    x, y = subsample(test, cfg.max_samples, seed)
     kind, _, arg = part.partition("/")
     if part == "clean":
         pred = predict(model, test.x, cfg.batch_size, device).argmax(1)
@@ -459,14 +464,8 @@ def evaluate_part(
         for c in card.spec:
             m[f"spec/{c.name}/pass"] = float(c.passed)
         m["spec/pass"] = float(card.spec_passed)
-    elif part == "certify":
-        if smoothing is None:
-            raise ValueError("the certify part needs the smoothing settings")
-        c = card.certificates = certify_test(model, test, smoothing, seed, device)
-        m |= c.metrics()
-        answered = c.predict != ABSTAIN  # smoothed/acc counts abstentions as errors, as certification does
-        if answered.any():
-            m["smoothed/acc_answered"] = float((c.predict[answered] == c.y[answered]).mean())
+    elif extra and part in extra:
+        extra[part](card, model, test, seed, device)
     else:
         raise ValueError(f"unknown scorecard part {part!r}; the parts are those of plan()")
     return card
@@ -476,7 +475,7 @@ def merge(parts: list[Scorecard], test: Dataset, cfg: EvalConfig, seed: int = 0)
     """One card from the partial cards of :func:`plan` (in plan order): their numbers, the
     corruption summaries and the gradient-masking checks, which need every eps group."""
     clean = parts[0]
-    _, y = _subsample(test, cfg.max_samples, seed)  # the attacked images: their count and chance level
+    _, y = subsample(test, cfg.max_samples, seed)  # the attacked images: their count and chance level
     card = Scorecard({}, clean.confusion, test.classes, n_test=len(test.y), n_attacked=len(y))
     for p in parts:
         card.metrics |= p.metrics
@@ -526,7 +525,7 @@ def evaluate(
     cfg: EvalConfig,
     seed: int = 0,
     device: str = "cpu",
-    smoothing: SmoothingConfig | None = None,
+    extra: Mapping[str, ScorePart] | None = None,
     val: Dataset | None = None,
     train: Dataset | None = None,
     shift: Dataset | None = None,
@@ -540,15 +539,18 @@ def evaluate(
         cfg: the evaluation settings.
         seed: seeds every attack, noise draw and subsample.
         device: torch device.
-        smoothing: for a smoothing defence, its settings: the card adds certificates.
+        extra: a defence's own parts by name (:meth:`robustops.defences.Defence.scorecard_parts`),
+            e.g. smoothing's certificates.
         val: chooses the confidence and OOD thresholds (default: the test split, optimistic).
         train: training split: class means for Mahalanobis and the counts that name the rarest
             class (default: no Mahalanobis, rarest class by test counts).
         shift: a naturally shifted labelled set (``shift/acc``).
         ood_x: images of a second dataset for OOD AUROC (``ood/ood_data/...``).
     """
-    args = (model, test, cfg, seed, device, smoothing, val, train, shift, ood_x)
-    return merge([evaluate_part(p, *args) for p in plan(cfg, smoothing, shift is not None)], test, cfg, seed)
+    args = (model, test, cfg, seed, device, extra, val, train, shift, ood_x)
+    return merge(
+        [evaluate_part(p, *args) for p in plan(cfg, extra or (), shift is not None)], test, cfg, seed
+    )
 
 
 def relative_corruption_metrics(card: Scorecard, baseline: Scorecard) -> dict[str, float]:
@@ -576,24 +578,3 @@ def relative_corruption_metrics(card: Scorecard, baseline: Scorecard) -> dict[st
     if rel:
         out["corruption/relative_mce"] = float(np.mean(rel))
     return out
-
-
-def certify_test(
-    model: nn.Module, test: Dataset, cfg: SmoothingConfig, seed: int = 0, device: str = "cpu"
-) -> Certificates:
-    """CERTIFY and PREDICT of the smoothed classifier on the test split (or a seeded subsample)."""
-    x, y = _subsample(test, cfg.max_samples, seed)
-    return certify_dataset(
-        model,
-        x,
-        y,
-        test.num_classes,
-        cfg.sigma,
-        cfg.n0,
-        cfg.n,
-        cfg.alpha,
-        cfg.radii,
-        cfg.batch_size,
-        seed,
-        device,
-    )

@@ -20,10 +20,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from robustops.config import SpecConfig
+from robustops.config import SpecificationConfig
 from robustops.corruptions import CORRUPTIONS
 from robustops.evaluation.masking import Check
-from robustops.evaluation.metrics import predict
+from robustops.inference import predict
 from robustops.names import segment
 from robustops.registry import Registry
 
@@ -50,7 +50,7 @@ class SpecContext:
     classes: list[str]
     train_counts: dict[str, int]
     guard: Guard
-    cfg: SpecConfig
+    cfg: SpecificationConfig
     seed: int = 0
     device: str = "cpu"
 
@@ -97,7 +97,7 @@ def shift_images(x: np.ndarray, dy: float, dx: float) -> np.ndarray:
     return _shift_axis(_shift_axis(x, dy, -2), dx, -1).astype(x.dtype, copy=False)
 
 
-def translate_pixels(cfg: SpecConfig, shape: tuple[int, ...]) -> tuple[float, float]:
+def translate_pixels(cfg: SpecificationConfig, shape: tuple[int, ...]) -> tuple[float, float]:
     """The translation check's shift in pixels (rows, columns) for images of ``shape``
     (``..., H, W``): ``translate_px`` when set, else ``translate_fraction`` of each side."""
     if cfg.translate_px is not None:

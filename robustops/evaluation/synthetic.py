@@ -6,7 +6,8 @@ import numpy as np
 
 from robustops.config import ModelConfig, TrainConfig
 from robustops.data import Dataset
-from robustops.evaluation.metrics import confusion_matrix, per_class_recall, predict
+from robustops.evaluation.metrics import confusion_matrix, per_class_recall
+from robustops.inference import predict
 from robustops.names import segment
 from robustops.training import train_baseline
 

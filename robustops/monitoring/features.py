@@ -18,12 +18,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from robustops.evaluation.metrics import predict
 from robustops.evaluation.postprocess import features as penultimate
 from robustops.evaluation.postprocess import softmax
+from robustops.inference import predict
 
 IMAGE_COLUMNS = ["brightness", "contrast", "sharpness", "noise", "dark_share", "bright_share"]
-OUTPUT_COLUMNS = ["confidence", "entropy"]
 CLASS_COLUMN = "predicted"
 
 

@@ -3,7 +3,8 @@
 1. Input validation: a request with the wrong rank, size, type or too many images is refused as a
    whole (:class:`RequestError`, a 4xx when served); an image with NaN/inf or values outside
    [0, 1] is rejected on its own row, with the reason, and the rest of the batch is answered.
-2. The robust model (or, for a smoothing defence, the smoothed classifier's PREDICT).
+2. The robust model, answering as its defence does (:meth:`robustops.defences.Defence.answer`:
+   a smoothing defence answers with the smoothed classifier's PREDICT).
 3. Post-processing: an answer below the confidence threshold, or with an energy score below the
    OOD threshold, is an abstention with the reason. Both thresholds come from the model's
    scorecard (chosen on the validation split).
@@ -20,12 +21,14 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
 from torch import nn
 
+from robustops.config import DefenceConfig
+from robustops.defences import DEFENCES, settings_of
 from robustops.errors import RobustopsError
-from robustops.evaluation.metrics import predict
 from robustops.evaluation.postprocess import energy, softmax
+from robustops.inference import predict
+from robustops.models import Blueprint
 
 COLUMNS = ["label", "class_index", "confidence", "abstain", "rejected", "reason"]
 
@@ -43,10 +46,21 @@ class GuardSettings:
     threshold: float  # confidence below it: abstain
     energy_threshold: float  # energy below it: out of distribution, abstain
     max_batch: int = 10_000
-    smoothing: dict[str, Any] | None = field(default=None)  # sigma, n, alpha: answer with PREDICT
     # The float32 images of one request may take at most this much memory (default 256 MiB):
     # with large images it, not max_batch, caps the rows per request.
     max_bytes: int = 256 * 2**20
+    defence: str | None = None  # the defence that answers, when it answers its own way
+    answer: dict[str, Any] | None = field(default=None)  # that defence's serving settings
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> GuardSettings:
+        """Settings from their JSON; a guard.json from before defences answered for themselves
+        holds a ``smoothing`` block instead."""
+        raw = dict(raw)
+        smoothing = raw.pop("smoothing", None)
+        if smoothing:
+            raw |= {"defence": "smoothing", "answer": smoothing}
+        return cls(**raw)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -162,10 +176,11 @@ class GuardedModel:
             reasons[low] = [f"abstained: confidence {c:.3f} below {s.threshold:.3f}" for c in conf[low]]
             ood = energy(logits) < s.energy_threshold
             reasons[ood & ~low] = "abstained: out of distribution (energy score below the threshold)"
-            if s.smoothing:
-                pred, agree = self._smoothed(x[ok], seed)
+            if s.answer is not None and s.defence is not None:
+                defence = DEFENCES.get(s.defence)
+                pred, agree = defence.answer(self.model, x[ok], s.answer, len(s.classes), seed)
                 unsure = pred < 0
-                reasons[unsure & (reasons == "")] = "abstained: the smoothed classifier cannot decide"
+                reasons[unsure & (reasons == "")] = f"abstained: {defence.undecided}"
                 conf = np.where(unsure, conf, agree)
             abstain = reasons != ""
             out.loc[ok, "confidence"] = conf.astype(float)
@@ -176,31 +191,26 @@ class GuardedModel:
             out.loc[keep, "label"] = [s.classes[i] for i in pred[~abstain]]
         return out[COLUMNS]
 
-    def _smoothed(self, x: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
-        from robustops.evaluation.certify import Smoothed, sample_counts
-
-        sm = self.settings.smoothing
-        smooth = Smoothed(self.model, len(self.settings.classes), sm["sigma"])
-        gen = torch.Generator().manual_seed(seed)
-        pred = smooth.predict(torch.from_numpy(x), sm["n"], sm["alpha"], gen)
-        counts = sample_counts(
-            self.model, torch.from_numpy(x), sm["n"], sm["sigma"], len(self.settings.classes), gen
-        )
-        share = counts.max(1) / max(1, sm["n"])
-        return pred, share
-
 
 def settings_for(
-    spec: dict[str, Any],
+    blueprint: Blueprint,
     guard: Any,
-    smoothing: Any = None,
+    defence: DefenceConfig | None = None,
     max_batch: int = 10_000,
     max_bytes: int = 256 * 2**20,
 ) -> GuardSettings:
-    """Guard settings from a checkpoint spec and a scorecard's :class:`~robustops.evaluation.specification.Guard`."""
-    sm = None
-    if smoothing is not None:
-        sm = {"sigma": smoothing.sigma, "n": min(smoothing.n, 1000), "alpha": smoothing.alpha}
+    """Guard settings from a model's blueprint, a scorecard's
+    :class:`~robustops.evaluation.specification.Guard` and the model's defence settings."""
+    answer = DEFENCES.get(defence.name).serving(settings_of(defence)) if defence is not None else None
     thr = float(guard.threshold) if guard is not None else 0.0
     e_thr = float(guard.energy_threshold) if guard is not None else -math.inf
-    return GuardSettings(list(spec["classes"]), list(spec["shape"]), thr, e_thr, max_batch, sm, max_bytes)
+    return GuardSettings(
+        list(blueprint.classes),
+        list(blueprint.shape),
+        thr,
+        e_thr,
+        max_batch,
+        max_bytes,
+        defence.name if answer is not None else None,
+        answer,
+    )

@@ -1,4 +1,5 @@
-"""Checkpoints: the state dict (``torch.save``) beside a JSON spec of the architecture.
+"""Checkpoints: the state dict (``torch.save``) beside the model's :class:`~robustops.models.Blueprint`
+as JSON.
 
 Loading uses ``torch.load(..., weights_only=True)``, which refuses pickled code: a checkpoint is
 data, never a program.
@@ -10,67 +11,74 @@ import json
 import pickle
 import zipfile
 from pathlib import Path
-from typing import Any
 
 import torch
+from pydantic import ValidationError
 from torch import nn
 
 from robustops.errors import RobustopsError
-from robustops.training.standard import from_spec
+from robustops.models import Blueprint
+from robustops.training.standard import from_blueprint
 
-STATE, SPEC = "state_dict.pt", "spec.json"
+STATE, BLUEPRINT = "state_dict.pt", "blueprint.json"
+OLD_BLUEPRINT = "spec.json"  # what checkpoints written before the blueprint's name held
+FIX = "point at a folder written by robustops.training.checkpoint.save, or retrain"
 
 
 class CheckpointError(RobustopsError):
-    """A checkpoint is missing, corrupt, or does not fit its spec."""
+    """A checkpoint is missing, corrupt, or does not fit its blueprint."""
 
 
-def save(model: nn.Module, spec: dict[str, Any], folder: str | Path) -> Path:
-    """Writes ``state_dict.pt`` and ``spec.json`` into ``folder``; returns the folder."""
+def save(model: nn.Module, blueprint: Blueprint, folder: str | Path) -> Path:
+    """Writes ``state_dict.pt`` and ``blueprint.json`` into ``folder``; returns the folder."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     torch.save(model.state_dict(), folder / STATE)
-    (folder / SPEC).write_text(json.dumps(spec, indent=2))
+    (folder / BLUEPRINT).write_text(json.dumps(blueprint.model_dump(mode="json"), indent=2))
     return folder
+
+
+def read_blueprint(folder: str | Path) -> Blueprint:
+    """The blueprint of a checkpoint folder (architecture, shape, classes, defence settings).
+
+    Raises:
+        CheckpointError: it is missing, unreadable or incomplete.
+    """
+    folder = Path(folder)
+    path = folder / BLUEPRINT if (folder / BLUEPRINT).is_file() else folder / OLD_BLUEPRINT
+    if not path.is_file():
+        raise CheckpointError(f"{folder}: no {BLUEPRINT}; {FIX}")
+    try:
+        return Blueprint.model_validate(json.loads(path.read_text()))
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{path}: not valid JSON ({e}); {FIX}") from None
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = ".".join(map(str, first["loc"]))
+        raise CheckpointError(f"{path}: not a model blueprint ({where}: {first['msg']}); {FIX}") from None
 
 
 def load(folder: str | Path) -> nn.Module:
     """Rebuilds the model a checkpoint folder describes, in eval mode.
 
     Raises:
-        CheckpointError: a file is missing or corrupt, or the weights do not fit the spec.
+        CheckpointError: a file is missing or corrupt, or the weights do not fit the blueprint.
     """
     folder = Path(folder)
-    fix = "point at a folder written by robustops.training.checkpoint.save, or retrain"
-    for name in (STATE, SPEC):
-        if not (folder / name).is_file():
-            raise CheckpointError(f"{folder}: no {name}; {fix}")
-    try:
-        spec = json.loads((folder / SPEC).read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"{folder / SPEC}: not valid JSON ({e}); {fix}") from None
+    if not (folder / STATE).is_file():
+        raise CheckpointError(f"{folder}: no {STATE}; {FIX}")
+    blueprint = read_blueprint(folder)
     try:
         state = torch.load(folder / STATE, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, OSError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         if "weights_only" in first:  # torch's advice (load with weights_only=False) would run code
             first = "not a plain torch weights file"
-        raise CheckpointError(f"{folder / STATE}: unreadable or not plain weights ({first}); {fix}") from None
+        raise CheckpointError(f"{folder / STATE}: unreadable or not plain weights ({first}); {FIX}") from None
     try:
-        model = from_spec(spec)
+        model = from_blueprint(blueprint)
         model.load_state_dict(state)
     except (KeyError, TypeError, ValueError, RuntimeError) as e:
         first = str(e).strip().splitlines()[0]
-        raise CheckpointError(f"{folder}: weights do not fit the spec ({first}); {fix}") from None
+        raise CheckpointError(f"{folder}: weights do not fit the blueprint ({first}); {FIX}") from None
     return model.eval()
-
-
-def read_spec(folder: str | Path) -> dict[str, Any]:
-    """The architecture spec of a checkpoint folder (shape, classes, model settings)."""
-    path = Path(folder) / SPEC
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CheckpointError(
-            f"{path}: unreadable ({e}); point at a folder written by checkpoint.save"
-        ) from None

@@ -7,11 +7,14 @@ Two Lipschitz controls: spectral normalization of every conv and dense layer (Mi
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from robustops.training.standard import LossFn
+# loss(model, x, y), as robustops.training.standard.fit takes it.
+LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def apply_spectral_norm(model: nn.Module) -> nn.Module:

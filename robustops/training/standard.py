@@ -7,7 +7,6 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 import torch
@@ -16,11 +15,10 @@ from tqdm.auto import tqdm
 
 from robustops.config import ModelConfig, Optimizer, Schedule, TrainConfig
 from robustops.data import Dataset
-from robustops.evaluation.metrics import predict
-from robustops.models import build_model
+from robustops.inference import predict
+from robustops.models import Blueprint, build_model
 from robustops.stop import raise_if_stopped
-
-LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
+from robustops.training.regularizers import LossFn, apply_spectral_norm
 
 
 def seed_everything(seed: int) -> None:
@@ -46,7 +44,7 @@ class TrainResult:
         seconds: wall time of the whole training, teacher or generator included.
         stop_reason: why a stop rule ended training (e.g. catastrophic overfitting), else None.
         extras: defence-specific numbers worth logging (e.g. the teacher's accuracy).
-        spec: what rebuilds the architecture for a checkpoint (see ``robustops.training.checkpoint``).
+        blueprint: what rebuilds the model for a checkpoint (see ``robustops.training.checkpoint``).
     """
 
     model: nn.Module
@@ -57,7 +55,7 @@ class TrainResult:
     seconds: float = 0.0
     stop_reason: str | None = None
     extras: dict[str, float] = field(default_factory=dict)
-    spec: dict[str, Any] = field(default_factory=dict)
+    blueprint: Blueprint | None = None
 
 
 def make_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -191,43 +189,34 @@ def fit(
 
 def build(
     train: Dataset, model_cfg: ModelConfig, seed: int, spectral_norm: bool = False
-) -> tuple[nn.Module, dict[str, Any]]:
+) -> tuple[nn.Module, Blueprint]:
     """The configured model behind a :class:`Normalize` layer with the training split's statistics,
-    seeded, and the spec that rebuilds it (see :mod:`robustops.training.checkpoint`)."""
+    seeded, and the blueprint that rebuilds it (see :mod:`robustops.training.checkpoint`)."""
     seed_everything(seed)
     dims = (0, 2, 3)
     mean = torch.from_numpy(train.x.mean(axis=dims))
     std = torch.from_numpy(train.x.std(axis=dims))
-    spec = {
-        "name": model_cfg.name,
-        "shape": list(train.shape),
-        "num_classes": train.num_classes,
-        "classes": list(train.classes),
-        "width": model_cfg.width,
-        "hidden": model_cfg.hidden,
-        "dropout": model_cfg.dropout,
-        "spectral_norm": spectral_norm,
-    }
-    return from_spec(spec, mean, std), spec
-
-
-def from_spec(
-    spec: dict[str, Any], mean: torch.Tensor | None = None, std: torch.Tensor | None = None
-) -> nn.Module:
-    """Builds the architecture a spec describes (untrained; a checkpoint supplies the weights)."""
-    from robustops.training.regularizers import apply_spectral_norm
-
-    model = build_model(
-        spec["name"],
-        tuple(spec["shape"]),
-        spec["num_classes"],
-        mean,
-        std,
-        width=spec["width"],
-        hidden=spec["hidden"],
-        dropout=spec["dropout"],
+    blueprint = Blueprint(
+        name=model_cfg.name,
+        shape=train.shape,
+        classes=list(train.classes),
+        width=model_cfg.width,
+        hidden=model_cfg.hidden,
+        dropout=model_cfg.dropout,
+        spectral_norm=spectral_norm,
     )
-    return apply_spectral_norm(model) if spec.get("spectral_norm") else model
+    return from_blueprint(blueprint, mean, std), blueprint
+
+
+def from_blueprint(
+    blueprint: Blueprint, mean: torch.Tensor | None = None, std: torch.Tensor | None = None
+) -> nn.Module:
+    """Builds the architecture a blueprint describes (untrained; a checkpoint supplies the weights)."""
+    b = blueprint
+    model = build_model(
+        b.name, b.shape, b.num_classes, mean, std, width=b.width, hidden=b.hidden, dropout=b.dropout
+    )
+    return apply_spectral_norm(model) if b.spectral_norm else model
 
 
 def train_baseline(
@@ -243,7 +232,7 @@ def train_baseline(
 
     ``loss_fn`` carries the augmentation policy (see :mod:`robustops.training.augment`).
     """
-    model, spec = build(train, model_cfg, seed)
+    model, blueprint = build(train, model_cfg, seed)
     result = fit(
         model,
         train,
@@ -254,7 +243,7 @@ def train_baseline(
         device=device,
         desc=f"train {model_cfg.name}",
     )
-    result.spec = spec
+    result.blueprint = blueprint
     return result
 
 

@@ -1,4 +1,5 @@
-"""Robust accuracy of a model under an attack, and the per-example worst case over several."""
+"""What a model answers, plain and under attack: shared by training (epoch selection) and
+evaluation (the scorecard), so neither has to import the other."""
 
 from __future__ import annotations
 
@@ -7,6 +8,23 @@ import torch
 from torch import nn
 
 from robustops.attacks import Attack
+from robustops.stop import raise_if_stopped
+
+
+@torch.no_grad()
+def predict(
+    model: nn.Module, x: np.ndarray | torch.Tensor, batch_size: int = 512, device: str = "cpu"
+) -> np.ndarray:
+    """Logits for ``x`` (N, C, H, W) in eval mode, in batches."""
+    was_training = model.training
+    model.eval()
+    t = torch.as_tensor(x)
+    out = []
+    for i in range(0, len(t), batch_size):
+        raise_if_stopped()
+        out.append(model(t[i : i + batch_size].to(device)).cpu())
+    model.train(was_training)
+    return torch.cat(out).numpy() if out else np.zeros((0, 0), dtype=np.float32)
 
 
 def robust_mask(

@@ -1,0 +1,128 @@
+"""The composition root: every plug-in kind in one place, and the one place a config's names are
+resolved.
+
+The config package checks shapes and ranges without knowing any plug-in; :func:`resolve` then
+checks every name a config uses against its registry (model, generator, corruptions,
+specification checks, the gate's checks, defences) and types each defence block with its
+defence's own settings class. The app and the flows import this module; the plug-ins never do.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from robustops import config
+from robustops.config import Config, DefenceConfig
+from robustops.corruptions import CORRUPTIONS
+from robustops.data.synthesis import GENERATORS
+from robustops.defences import DEFENCES, settings_from, settings_of
+from robustops.defences.standard import StandardConfig
+from robustops.errors import ConfigError
+from robustops.evaluation import metric_names
+from robustops.evaluation.specification import SPEC_CHECKS
+from robustops.models import MODELS
+from robustops.registry import Registry
+
+BASELINE = StandardConfig(label="baseline")
+
+
+def _unknown(key: str, name: str, registry: Registry[Any]) -> str:
+    near = difflib.get_close_matches(name, registry.names(), n=1)
+    hint = f"; did you mean {near[0]}?" if near else ""
+    return f"{key}: unknown {registry.kind} {name!r}; known: {', '.join(registry.names())}{hint}"
+
+
+def _names(key: str, names: Iterable[str], registry: Registry[Any]) -> list[str]:
+    return [_unknown(key, n, registry) for n in names if n not in registry]
+
+
+def defence_settings(block: DefenceConfig | dict[str, Any] | str, where: str = "defence") -> DefenceConfig:
+    """A defence block as its defence's own typed settings (see :func:`robustops.defences.settings_from`)."""
+    return settings_from(block, where)
+
+
+def resolve(cfg: Config, source: str = "config") -> Config:
+    """``cfg`` with every plug-in name checked and every defence typed.
+
+    Raises:
+        ConfigError: every unknown name or bad defence setting, with its key and the known names.
+    """
+    problems = _names("model.name", [cfg.model.name], MODELS)
+    problems += _names("synthesis.generator", [cfg.synthesis.generator], GENERATORS)
+    problems += _names("augment.corruptions", cfg.augment.corruptions, CORRUPTIONS)
+    problems += _names("evaluation.corruptions", cfg.evaluation.corruptions, CORRUPTIONS)
+    spec = cfg.evaluation.specification
+    problems += _names("evaluation.specification.checks", spec.checks, SPEC_CHECKS)
+    inv = [item.partition(":")[0] for item in spec.invariances]
+    problems += _names("evaluation.specification.invariances", inv, CORRUPTIONS)
+    # A typo here would silently drop a check that should block promotion.
+    for check in cfg.gate.spec_checks:
+        if check not in SPEC_CHECKS:
+            near = difflib.get_close_matches(check, SPEC_CHECKS.names(), n=1)
+            hint = f"did you mean {near[0]}? " if near else ""
+            problems.append(
+                f"gate.spec_checks: {check!r} is not a specification check ({hint}the checks: "
+                f"{', '.join(SPEC_CHECKS.names())})"
+            )
+    typed = []
+    for i, block in enumerate(cfg.defences):
+        try:
+            typed.append(defence_settings(block, f"defences.{i}"))
+        except ConfigError as e:
+            problems.append(str(e))
+            continue
+        student = getattr(typed[-1], "student", None)
+        if student is not None:
+            problems += _names(f"defences.{i}.student.name", [student.name], MODELS)
+    if problems:
+        raise ConfigError(f"invalid {source}: " + "; ".join(problems))
+    return cfg.model_copy(update={"defences": typed})
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Loads a YAML config (defaults when ``path`` is None), applies ``--set`` overrides, and
+    resolves every name in it."""
+    return resolve(config.load_config(path, overrides), str(path) if path else "config")
+
+
+def build_config(tree: dict[str, Any], source: str = "config") -> Config:
+    return resolve(config.build_config(tree, source), source)
+
+
+def models_of(cfg: Config) -> list[DefenceConfig]:
+    """The baseline (plain training under the augmentation policy) and every configured defence,
+    typed."""
+    return [BASELINE, *(settings_of(d) for d in cfg.defences)]
+
+
+def _extra_parts(cfg: Config) -> list[dict[str, Any]]:
+    """Each configured defence's own scorecard parts, once per defence, at their dry-run cost."""
+    out, seen = [], set()
+    for d in models_of(cfg):
+        defence = DEFENCES.get(d.name)
+        if d.name not in seen:
+            seen.add(d.name)
+            parts = defence.scorecard_parts(defence.quick(d))
+            out += [parts] if parts else []
+    return out
+
+
+def produced_metrics(
+    cfg: Config, shape: tuple[int, int, int], classes: list[str], shift: bool = False, ood: bool = False
+) -> frozenset[str]:
+    """Every metric name some model of a run of ``cfg`` logs (see
+    :func:`robustops.evaluation.metric_names.produced_metrics`), its defences' own parts included."""
+    return metric_names.produced_metrics(cfg, shape, classes, shift, ood, _extra_parts(cfg))
+
+
+def check_gate(
+    cfg: Config, shape: tuple[int, int, int], classes: list[str], shift: bool = False, ood: bool = False
+) -> None:
+    """Refuses a gate that names a metric no model of this run will log (see
+    :func:`robustops.evaluation.metric_names.check_gate`), with every defence's own parts."""
+    producers = [(DEFENCES.get(n).metric_prefixes, f"a {n} defence in defences") for n in DEFENCES]
+    producers = [p for p in producers if p[0]]
+    metric_names.check_gate(cfg, shape, classes, shift, ood, _extra_parts(cfg), producers)

@@ -1,0 +1,33 @@
+"""Defences: one file each, holding its settings, its trainer and its hooks (see ``base``).
+
+Adding a defence means one new file and its import line below.
+"""
+
+from robustops.defences import distillation, fgsm_rs, pgd_at, smoothing, standard, trades
+from robustops.defences.base import (
+    DEFENCES,
+    Context,
+    Defence,
+    register,
+    scorecard_parts,
+    settings_from,
+    settings_of,
+    train_defence,
+)
+
+__all__ = [
+    "DEFENCES",
+    "Context",
+    "Defence",
+    "distillation",
+    "fgsm_rs",
+    "pgd_at",
+    "register",
+    "scorecard_parts",
+    "settings_from",
+    "settings_of",
+    "smoothing",
+    "standard",
+    "train_defence",
+    "trades",
+]

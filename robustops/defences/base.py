@@ -1,0 +1,169 @@
+"""What a defence is: its settings class, its trainer, and its hooks into scoring and serving.
+
+Each defence lives in one file of this package: a :class:`Defence` subclass registered with
+:func:`register`, next to its settings class (a :class:`~robustops.config.DefenceConfig`)::
+
+    class MySettings(DefenceConfig):
+        name: Literal["mine"] = "mine"
+        strength: float = 1.0
+
+    @register
+    class Mine(Defence):
+        name, settings = "mine", MySettings
+
+        def train(self, train, val, ctx, cfg): ...
+
+Importing the file (one line in ``robustops/defences/__init__.py``) makes the defence trainable
+(``defences: [mine]``), scored (its :meth:`~Defence.scorecard_parts`) and served (its
+:meth:`~Defence.serving` and :meth:`~Defence.answer`).
+"""
+
+from __future__ import annotations
+
+import difflib
+import time
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+from pydantic import ValidationError
+from torch import nn
+
+from robustops.config import (
+    AugmentConfig,
+    DefenceConfig,
+    ModelConfig,
+    RegularizeConfig,
+    TrainConfig,
+    defence_block,
+    format_errors,
+)
+from robustops.data import Dataset
+from robustops.errors import ConfigError
+from robustops.evaluation.scorecard import ScorePart
+from robustops.registry import Registry
+from robustops.training.regularizers import with_grad_penalty
+from robustops.training.standard import LossFn, TrainResult, build, fit
+
+
+@dataclass(frozen=True)
+class Context:
+    """What every defence trains with: the shared model, training and augmentation settings."""
+
+    model: ModelConfig
+    train: TrainConfig
+    augment: AugmentConfig
+    regularize: RegularizeConfig
+    seed: int = 0
+    device: str = "cpu"
+
+
+class Defence:
+    """One defence. Subclasses set ``name`` and ``settings`` and implement :meth:`train`; the
+    other hooks default to a plain model, scored and served like the baseline."""
+
+    name: ClassVar[str]
+    settings: ClassVar[type[DefenceConfig]]
+    # Metric prefixes only this defence's scorecard parts log, for the gate's error messages.
+    metric_prefixes: ClassVar[tuple[str, ...]] = ()
+    # The served model's reason when :meth:`answer` abstains.
+    undecided: ClassVar[str] = "the defence cannot decide"
+
+    def train(self, train: Dataset, val: Dataset, ctx: Context, cfg: DefenceConfig) -> TrainResult:
+        raise NotImplementedError
+
+    def scorecard_parts(self, cfg: DefenceConfig) -> dict[str, ScorePart]:
+        """Parts the scorecard adds for this defence, by name (after the common parts)."""
+        return {}
+
+    def quick(self, cfg: DefenceConfig) -> DefenceConfig:
+        """Settings that cost less but name the same metrics (the gate's dry run of the scorecard)."""
+        return cfg
+
+    def serving(self, cfg: DefenceConfig) -> dict[str, Any] | None:
+        """What the served model needs to answer as this defence does (saved with the guard's
+        settings); None: the served model answers with the network's own prediction."""
+        return None
+
+    def answer(
+        self, model: nn.Module, x: np.ndarray, settings: dict[str, Any], num_classes: int, seed: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The served prediction of each image (-1: abstain) and its confidence, for a defence
+        whose :meth:`serving` returned ``settings``."""
+        raise NotImplementedError(f"defence {self.name!r} has serving settings but no answer()")
+
+
+DEFENCES: Registry[Defence] = Registry("defence")
+
+
+def register(cls: type[Defence]) -> type[Defence]:
+    """Registers one instance of ``cls`` under ``cls.name``."""
+    DEFENCES.register(cls.name)(cls())
+    return cls
+
+
+def settings_of(cfg: DefenceConfig) -> DefenceConfig:
+    """``cfg`` as its defence's own settings class (a block from a config file is typed here)."""
+    cls = DEFENCES.get(cfg.name).settings
+    return cfg if isinstance(cfg, cls) else cls.model_validate(cfg.model_dump())
+
+
+def settings_from(block: DefenceConfig | dict[str, Any] | str, where: str = "defence") -> DefenceConfig:
+    """A defence block (a name, a dict, or settings) as its defence's own typed settings.
+
+    Raises:
+        ConfigError: the defence is unknown or a setting is wrong, named with ``where``.
+    """
+    try:
+        block = defence_block(block)
+    except (ValidationError, ValueError) as e:
+        raise ConfigError(f"{where}: {e}") from None
+    if block.name not in DEFENCES:
+        near = difflib.get_close_matches(block.name, DEFENCES.names(), n=1)
+        hint = f"; did you mean {near[0]}?" if near else ""
+        known = ", ".join(DEFENCES.names())
+        raise ConfigError(f"{where}: unknown defence {block.name!r}; known: {known}{hint}")
+    try:
+        return settings_of(block)
+    except ValidationError as e:
+        raise ConfigError(f"{where}: {format_errors(e, DEFENCES.get(block.name).settings)}") from None
+
+
+def scorecard_parts(cfg: DefenceConfig | None) -> dict[str, ScorePart]:
+    """The scorecard parts of the defence ``cfg`` names (none for None)."""
+    return {} if cfg is None else DEFENCES.get(cfg.name).scorecard_parts(settings_of(cfg))
+
+
+def epochs_and_regularizers(ctx: Context, cfg: DefenceConfig) -> tuple[TrainConfig, RegularizeConfig]:
+    """The training settings with the defence's own epochs and regularizers, where it sets them."""
+    train = ctx.train if cfg.epochs is None else ctx.train.model_copy(update={"epochs": cfg.epochs})
+    return train, cfg.regularize or ctx.regularize
+
+
+def build_and_fit(
+    train: Dataset,
+    val: Dataset,
+    ctx: Context,
+    cfg: DefenceConfig,
+    loss_fn: LossFn,
+    model_cfg: ModelConfig | None = None,
+    **kw: Any,
+) -> TrainResult:
+    """Builds the model (spectral-normalized if asked), adds the gradient penalty, trains."""
+    tcfg, reg = epochs_and_regularizers(ctx, cfg)
+    model, blueprint = build(train, model_cfg or ctx.model, ctx.seed, reg.spectral_norm)
+    loss_fn = with_grad_penalty(loss_fn, reg.grad_penalty)
+    result = fit(model, train, val, tcfg, ctx.seed, loss_fn, ctx.device, desc=f"train {cfg.run_name}", **kw)
+    result.blueprint = blueprint
+    return result
+
+
+def train_defence(train: Dataset, val: Dataset, ctx: Context, cfg: DefenceConfig) -> TrainResult:
+    """Trains the defence ``cfg`` names. The result's ``seconds`` cover the whole defence, and its
+    blueprint records the defence's settings, so the model can be rebuilt and scored as it was."""
+    cfg = settings_of(cfg)
+    start = time.perf_counter()
+    result = DEFENCES.get(cfg.name).train(train, val, ctx, cfg)
+    result.seconds = time.perf_counter() - start
+    result.blueprint = result.blueprint.model_copy(update={"defence": cfg.model_dump(mode="json")})
+    return result
