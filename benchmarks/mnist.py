@@ -7,7 +7,7 @@
 Setup (Wong, Rice & Kolter, 2020): the small strided CNN (``cnn_strided``: 16 and 32 channels,
 100 hidden units), FGSM from a random start with step 0.375 (1.25 eps), Adam with a one-cycle
 learning rate peaking at 5e-3, batch 100, 10 epochs; 5,000 training images held out for
-validation (best epoch on PGD-10 validation accuracy; the catastrophic-overfitting guard on).
+validation (best epoch on PGD-10 validation accuracy; the catastrophic-overfitting stop on).
 Scored on the 10,000 test images: clean, PGD-50 (step 0.01, one random start) and the
 AutoAttack-grade ensemble (APGD-CE, APGD-DLR, Square), worst case per image.
 Published: Wong et al. 98.5 / 88.8 / 82.9 and Madry et al. 98.5 / 89.6 / 88.5 (clean / PGD /

@@ -1,5 +1,5 @@
 """Model-centric defences: config, every registered defence, adversarial training, the
-catastrophic-overfitting guard, distillation's masking, randomized smoothing and checkpoints."""
+catastrophic-overfitting stop, distillation's masking, randomized smoothing and checkpoints."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from robustops.config import ModelConfig, RegularizeConfig, TrainConfig
 from robustops.data import split_dataset
 from robustops.data.loaders import resize
 from robustops.defences import DEFENCES, Context, train_defence
-from robustops.defences.fgsm_rs import FGSMRSConfig, overfitting_guard
+from robustops.defences.fgsm_rs import FGSMRSConfig, overfitting_stop
 from robustops.defences.pgd_at import PGDATConfig
 from robustops.errors import ConfigError
 from robustops.evaluation.lipschitz import input_grad_norm, lipschitz_bound
@@ -26,7 +26,7 @@ TINY_MODEL = ModelConfig(name="mlp", hidden=64, dropout=0.0)
 TINY_DEFENCE_SETTINGS = {
     "standard": {},
     "pgd_at": {"steps": 3, "select_steps": 3},
-    "fgsm_rs": {"guard_samples": 64, "select_steps": 3},
+    "fgsm_rs": {"overfit_samples": 64, "select_steps": 3},
     "trades": {"steps": 3, "select_steps": 3},
     "distillation": {"temperature": 5.0},
     "smoothing": {"n0": 10, "n": 50},
@@ -159,33 +159,33 @@ def test_mixed_batches_weigh_clean_and_adversarial_loss(trained, digits_split):
     assert losses[0.0] > clean and losses[0.5] == pytest.approx((losses[0.0] + clean) / 2, rel=1e-4)
 
 
-def test_guard_rule_fires_on_collapse_not_on_a_noisy_dip():
-    guard = overfitting_guard(FGSMRSConfig())
+def test_overfitting_stop_fires_on_collapse_not_on_a_noisy_dip():
+    stop = overfitting_stop(FGSMRSConfig())
 
     def hist(pgd, fgsm):
-        return [{"guard_pgd_acc": p, "guard_fgsm_acc": f} for p, f in zip(pgd, fgsm, strict=True)]
+        return [{"watch_pgd_acc": p, "watch_fgsm_acc": f} for p, f in zip(pgd, fgsm, strict=True)]
 
-    assert guard(hist([0.3, 0.5, 0.3], [0.4, 0.6, 0.45])) is None  # both dipped: noise, not CO
-    assert guard(hist([0.05, 0.0], [0.9, 0.95])) is None  # never robust yet: nothing to collapse
-    assert guard(hist([0.4, 0.5, 0.2], [0.5, 0.6, 0.4])) is None  # collapsed, but FGSM fell too
-    reason = guard(hist([0.4, 0.5, 0.1], [0.5, 0.6, 0.9]))
+    assert stop(hist([0.3, 0.5, 0.3], [0.4, 0.6, 0.45])) is None  # both dipped: noise, not CO
+    assert stop(hist([0.05, 0.0], [0.9, 0.95])) is None  # never robust yet: nothing to collapse
+    assert stop(hist([0.4, 0.5, 0.2], [0.5, 0.6, 0.4])) is None  # collapsed, but FGSM fell too
+    reason = stop(hist([0.4, 0.5, 0.1], [0.5, 0.6, 0.9]))
     assert reason.startswith("catastrophic overfitting at epoch 3") and "0.500 to 0.100" in reason
 
 
-def test_fgsm_guard_catches_forced_catastrophic_overfitting(digits):
+def test_fgsm_rs_stops_on_forced_catastrophic_overfitting(digits):
     """A step of 2 eps (plain FGSM: the random start is projected away) from a start clipped to
     [0, 1], at a large eps on digits upscaled to 16x16, overfits catastrophically within a few
-    epochs: PGD accuracy on the guard batch collapses while FGSM accuracy climbs. The guard stops
-    training and rolls back."""
+    epochs: PGD accuracy on the watched training images collapses while FGSM accuracy climbs.
+    The overfitting stop ends training and rolls back."""
     big = type(digits)(resize(digits.x, (16, 16)), digits.y, digits.classes, digits.source)
     split = split_dataset(big, 0.15, 0.2, seed=0)
     model = ModelConfig(name="cnn", width=16, hidden=64, dropout=0.0)
-    cfg = _defence("fgsm_rs", eps=0.2, alpha=2.0, clip_start=True, guard_samples=256, select_steps=10)
+    cfg = _defence("fgsm_rs", eps=0.2, alpha=2.0, clip_start=True, overfit_samples=256, select_steps=10)
     result = train_defence(split.train, split.val, _ctx(10, model), cfg)
     assert result.stop_reason and result.stop_reason.startswith("catastrophic overfitting")
-    assert result.extras["train/guard_triggered"] == 1.0 and len(result.history) < 10
+    assert result.extras["train/overfitting_stopped"] == 1.0 and len(result.history) < 10
     last = result.history[-1]
-    assert last["guard_fgsm_acc"] - last["guard_pgd_acc"] > 0.3  # the signature of CO
+    assert last["watch_fgsm_acc"] - last["watch_pgd_acc"] > 0.3  # the signature of CO
     # Rolled back: the returned weights are the best epoch's, not the collapsed last one.
     assert result.best_epoch < len(result.history)
     val_pgd = robust_accuracy(result.model, PGD(0.2, steps=10, seed=0), split.val.x, split.val.y)

@@ -9,6 +9,8 @@ from typing import Any, get_args
 
 from pydantic import BaseModel, ValidationError
 
+from robustops.config.training import DefenceConfig
+
 
 def model_in(annotation: Any) -> type[BaseModel] | None:
     """The config class inside a field's annotation (``X``, ``X | None``, ``list[X]``, ...)."""
@@ -30,15 +32,43 @@ def keys(cls: type[BaseModel], prefix: str = "") -> Iterator[str]:
             yield from keys(sub, f"{prefix}{name}.")
 
 
-# Keys that were renamed: an old config names the new key in its error.
-_RENAMED = {"runner.threads_per_worker": "runner.torch_threads"}
+# Keys that were renamed: an old config names the new key in its error. A list index is written
+# ``*``; a key of a defence block is written ``defences.*.<key>``.
+_RENAMED = {
+    "runner.threads_per_worker": "runner.torch_threads",
+    # FGSM-RS's catastrophic-overfitting stop
+    "defences.*.guard_samples": "defences.*.overfit_samples",
+    "defences.*.guard_drop": "defences.*.overfit_drop",
+    "defences.*.guard_gap": "defences.*.overfit_gap",
+    "defences.*.guard_min": "defences.*.overfit_min",
+}
+
+
+def _renamed(root: type[BaseModel], loc: tuple[Any, ...]) -> str:
+    """The new name of a renamed key at ``loc``, dotted as the error names the key ("" if none).
+
+    ``root`` may be a defence's own settings class (:func:`robustops.defences.settings_from`
+    types each block with it): ``loc`` is then a key of the block, and so is the answer, given
+    only when that defence has the new key."""
+    block = issubclass(root, DefenceConfig)
+    parts = ["*" if isinstance(p, int) else str(p) for p in loc]
+    new = _RENAMED.get(".".join(["defences", "*", *parts] if block else parts))
+    if new is None:
+        return ""
+    if block:
+        key = new.removeprefix("defences.*.")
+        return key if key.split(".")[0] in root.model_fields else ""
+    indices = iter(str(p) for p in loc if isinstance(p, int))
+    return ".".join(next(indices, "0") if p == "*" else p for p in new.split("."))
 
 
 def _did_you_mean(root: type[BaseModel], loc: tuple[Any, ...]) -> str:
-    """The nearest existing key to the unknown one at ``loc``: a sibling first, then any key of
-    the whole config with a similar last name (``train.eps`` -> ``evaluation.eps``)."""
-    if ".".join(map(str, loc)) in _RENAMED:
-        return _RENAMED[".".join(map(str, loc))]
+    """The nearest existing key to the unknown one at ``loc``: its new name if it was renamed,
+    else a sibling, else any key of the whole config with a similar last name (``train.eps`` ->
+    ``evaluation.eps``)."""
+    renamed = _renamed(root, loc)
+    if renamed:
+        return renamed
     cls: type[BaseModel] | None = root
     path = [str(p) for p in loc[:-1]]
     for part in loc[:-1]:

@@ -24,7 +24,12 @@ class TrainConfig(Strict):
     momentum: float = Field(0.9, ge=0, lt=1, description="SGD only")
     batch_size: int = Field(64, ge=1)
     epochs: int = Field(40, ge=1)
-    patience: int = Field(10, ge=1, description="epochs without a better validation accuracy")
+    patience: int = Field(
+        10,
+        ge=1,
+        description="stop after this many epochs without a better selection metric (validation accuracy; "
+        "PGD accuracy for adversarial training, noise accuracy for smoothing)",
+    )
     schedule: Schedule = Field(
         Schedule.CONSTANT, description="learning rate over the epochs: constant | cosine | onecycle"
     )

@@ -13,7 +13,7 @@ from robustops.attacks import PGD, Attack
 from robustops.config import DefenceConfig
 from robustops.data import Dataset
 from robustops.defences.base import Context, Defence, build_and_fit
-from robustops.training.adversarial import AdversarialObjective, robust_monitor
+from robustops.training.adversarial import AdversarialObjective, robust_probe
 from robustops.training.augment import make_transform
 from robustops.training.standard import StopRule, TrainResult
 
@@ -68,7 +68,7 @@ class AdversarialDefence(Defence):
             ctx,
             cfg,
             self.objective(cfg, ctx),
-            monitor=robust_monitor(val, cfg.eps, cfg.select_steps, ctx.seed, ctx.device, watched),
+            probe=robust_probe(val, cfg.eps, cfg.select_steps, ctx.seed, ctx.device, watched),
             select="val_pgd_acc",
             stop=self.stop_rule(cfg),
         )

@@ -1,5 +1,5 @@
-"""FGSM from a random start ("Fast is better than free", Wong et al., 2020), with a guard
-against catastrophic overfitting."""
+"""FGSM from a random start ("Fast is better than free", Wong et al., 2020), stopped on
+catastrophic overfitting."""
 
 from __future__ import annotations
 
@@ -31,15 +31,17 @@ class FGSMRSConfig(AdversarialConfig):
         "at x + noise unclipped, as Wong et al. do (a clipped start on black backgrounds drifts into "
         "gradient masking)",
     )
-    guard_samples: int = Field(256, ge=1, description="training images the overfitting guard attacks")
-    guard_drop: float = Field(
-        0.5, gt=0, le=1, description="guard: PGD accuracy fell below (1 - guard_drop) x its best so far"
+    overfit_samples: int = Field(
+        256, ge=1, description="training images PGD and FGSM attack each epoch to watch for overfitting"
     )
-    guard_gap: float = Field(
-        0.3, ge=0, le=1, description="guard: and FGSM accuracy exceeds PGD accuracy by more than this"
+    overfit_drop: float = Field(
+        0.5, gt=0, le=1, description="stop when their PGD accuracy falls below (1 - overfit_drop) x its best"
     )
-    guard_min: float = Field(
-        0.1, ge=0, le=1, description="guard: acts only once the guard's PGD accuracy has reached this"
+    overfit_gap: float = Field(
+        0.3, ge=0, le=1, description="... and FGSM accuracy exceeds PGD accuracy by more than this"
+    )
+    overfit_min: float = Field(
+        0.1, ge=0, le=1, description="... once that PGD accuracy has reached this (nothing collapses before)"
     )
 
 
@@ -49,51 +51,48 @@ class FGSMRS(AdversarialDefence):
 
     def objective(self, cfg: FGSMRSConfig, ctx: Context) -> AdversarialObjective:
         def inner(eps: float, gen: torch.Generator) -> Attack:
-            # FGSM from a uniform start in the ball (not clipped to [0, 1], as Wong et al. do), step
+            # FGSM from a uniform start in the ball (unclipped unless clip_start), step
             # alpha * eps, projected back onto the ball and the image range.
             return PGD(eps, steps=1, step_size=cfg.alpha * eps, generator=gen, clip_start=cfg.clip_start)
 
         return AdversarialObjective(cfg.eps, inner, clean_weight=cfg.clean_weight, **self.common(cfg, ctx))
 
     def watch_batch(self, train: Dataset, cfg: FGSMRSConfig, seed: int) -> tuple[np.ndarray, np.ndarray]:
-        return guard_batch(train, cfg, seed)
+        """A fixed, seeded sample of ``overfit_samples`` training images, watched for overfitting."""
+        n = min(cfg.overfit_samples, len(train.y))
+        idx = np.sort(np.random.default_rng(seed).permutation(len(train.y))[:n])
+        return train.x[idx], train.y[idx]
 
     def stop_rule(self, cfg: FGSMRSConfig) -> StopRule:
-        return overfitting_guard(cfg)
+        return overfitting_stop(cfg)
 
     def extras(self, result: TrainResult, cfg: FGSMRSConfig) -> dict[str, float]:
-        return {"train/guard_triggered": float(result.stop_reason is not None)}
+        return {"train/overfitting_stopped": float(result.stop_reason is not None)}
 
 
-def overfitting_guard(cfg: FGSMRSConfig) -> StopRule:
+def overfitting_stop(cfg: FGSMRSConfig) -> StopRule:
     """Catastrophic overfitting: within an epoch or two, FGSM training can lose its robustness to
     PGD while accuracy under FGSM soars, the model having learnt to defeat the one step it is
-    trained on (Wong et al., 2020). On the guard batch that shows as PGD accuracy collapsing while
-    FGSM accuracy stays high, so both must hold, once PGD accuracy has reached ``guard_min``: PGD accuracy below (1 - guard_drop) times its best,
-    and FGSM accuracy above PGD accuracy by more than guard_gap. The gap keeps the guard quiet when
-    noisy training merely dips both. :func:`~robustops.training.standard.fit` then rolls back to
-    the best epoch (selected on validation PGD accuracy) and stops."""
+    trained on (Wong et al., 2020). On the watched batch of training images that shows as PGD
+    accuracy collapsing while FGSM accuracy stays high, so the rule needs both, once PGD accuracy
+    has reached ``overfit_min``: PGD accuracy below (1 - ``overfit_drop``) times its best, and
+    FGSM accuracy above PGD accuracy by more than ``overfit_gap``. The gap keeps the rule quiet
+    when noisy training merely dips both. :func:`~robustops.training.standard.fit` then rolls back
+    to the best epoch (selected on validation PGD accuracy) and stops."""
 
     def stop(history: list[dict[str, float]]) -> str | None:
-        pgd = [h["guard_pgd_acc"] for h in history]
-        fgsm = history[-1]["guard_fgsm_acc"]
+        pgd = [h["watch_pgd_acc"] for h in history]
+        fgsm = history[-1]["watch_fgsm_acc"]
         best = max(pgd)
         # Early FGSM training often starts with no PGD robustness at all and grows it as the
-        # learning rate settles (MNIST at eps 0.3 does): nothing has collapsed until something grew.
-        if best < cfg.guard_min:
+        # learning rate settles: nothing has collapsed until something grew.
+        if best < cfg.overfit_min:
             return None
-        if pgd[-1] < (1 - cfg.guard_drop) * best and fgsm - pgd[-1] > cfg.guard_gap:
+        if pgd[-1] < (1 - cfg.overfit_drop) * best and fgsm - pgd[-1] > cfg.overfit_gap:
             return (
-                f"catastrophic overfitting at epoch {len(pgd)}: PGD accuracy on the guard batch fell from "
-                f"{best:.3f} to {pgd[-1]:.3f} while FGSM accuracy is {fgsm:.3f}"
+                f"catastrophic overfitting at epoch {len(pgd)}: PGD accuracy on the watched training "
+                f"images fell from {best:.3f} to {pgd[-1]:.3f} while FGSM accuracy is {fgsm:.3f}"
             )
         return None
 
     return stop
-
-
-def guard_batch(train: Dataset, cfg: FGSMRSConfig, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """A fixed, seeded sample of training images for the overfitting guard."""
-    n = min(cfg.guard_samples, len(train.y))
-    idx = np.sort(np.random.default_rng(seed).permutation(len(train.y))[:n])
-    return train.x[idx], train.y[idx]

@@ -17,7 +17,7 @@ from robustops.defences.base import Context, Defence, build_and_fit, register
 from robustops.evaluation.certify import ABSTAIN, Certificates, Smoothed, certify_dataset, sample_counts
 from robustops.evaluation.scorecard import Scorecard, ScorePart, subsample
 from robustops.training.augment import make_transform
-from robustops.training.smoothing import NoiseCE, noise_monitor
+from robustops.training.smoothing import NoiseCE, noise_probe
 from robustops.training.standard import TrainResult
 
 # The served model draws at most this many noise samples per image: PREDICT's cost per request.
@@ -84,7 +84,7 @@ class Smoothing(Defence):
             ctx,
             cfg,
             loss,
-            monitor=noise_monitor(val, cfg.sigma, ctx.seed, ctx.device),
+            probe=noise_probe(val, cfg.sigma, ctx.seed, ctx.device),
             select="val_noise_acc",
         )
         result.extras["train/val_noise_acc"] = result.history[result.best_epoch - 1]["val_noise_acc"]

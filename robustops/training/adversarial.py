@@ -22,7 +22,7 @@ from robustops.attacks import FGSM, PGD, Attack
 from robustops.data import Dataset
 from robustops.inference import robust_accuracy
 from robustops.training.augment import Transform
-from robustops.training.standard import Monitor
+from robustops.training.standard import EpochProbe
 
 
 class AdversarialObjective:
@@ -82,30 +82,31 @@ class AdversarialObjective:
         return (1 - w) * loss + w * self.ce(model(x), y) if w else loss
 
 
-def robust_monitor(
+def robust_probe(
     val: Dataset,
     eps: float,
     steps: int,
     seed: int,
     device: str,
-    guard: tuple[np.ndarray, np.ndarray] | None = None,
-) -> Monitor:
+    watch: tuple[np.ndarray, np.ndarray] | None = None,
+) -> EpochProbe:
     """Per-epoch PGD accuracy (``steps`` steps at ``eps``) on the validation split
-    (``val_pgd_acc``, selects the best epoch) and, given a fixed batch of training images, PGD and
-    FGSM accuracy on it (``guard_pgd_acc``, ``guard_fgsm_acc``: FGSM-RS's overfitting guard)."""
+    (``val_pgd_acc``, which the adversarial defences select the best epoch on) and, given a fixed
+    batch of training images to watch, PGD and FGSM accuracy on it (``watch_pgd_acc``,
+    ``watch_fgsm_acc``: what FGSM-RS's catastrophic-overfitting stop reads)."""
 
     def attack() -> PGD:
         return PGD(eps, steps=steps, step_size=2.5 * eps / steps, seed=seed)
 
-    def monitor(model: nn.Module) -> dict[str, float]:
+    def probe(model: nn.Module) -> dict[str, float]:
         out = {"val_pgd_acc": robust_accuracy(model, attack(), val.x, val.y, device=device)}
-        if guard is not None:
+        if watch is not None:
             # Both: catastrophic overfitting shows as FGSM accuracy high while PGD accuracy collapses.
-            out["guard_pgd_acc"] = robust_accuracy(model, attack(), guard[0], guard[1], device=device)
-            out["guard_fgsm_acc"] = robust_accuracy(model, FGSM(eps), guard[0], guard[1], device=device)
+            out["watch_pgd_acc"] = robust_accuracy(model, attack(), watch[0], watch[1], device=device)
+            out["watch_fgsm_acc"] = robust_accuracy(model, FGSM(eps), watch[0], watch[1], device=device)
         return out
 
-    return monitor
+    return probe
 
 
-__all__ = ["AdversarialObjective", "robust_monitor"]
+__all__ = ["AdversarialObjective", "robust_probe"]

@@ -39,7 +39,7 @@ def corrupt_batch(
 def augmix(x: torch.Tensor, cfg: AugmentConfig, gen: torch.Generator) -> torch.Tensor:
     """One AugMix view of the batch: Dirichlet-weighted chains, Beta-blended with the original."""
     n = len(x)
-    # torch.distributions takes no generator: make_loss seeds the global stream per batch instead.
+    # torch.distributions takes no generator: make_transform seeds the global stream per batch instead.
     alpha = torch.full((cfg.width,), cfg.alpha)
     w = torch.distributions.Dirichlet(alpha).sample((n,)) if n else torch.zeros(0, cfg.width)
     m = torch.distributions.Beta(cfg.alpha, cfg.alpha).sample((n,))

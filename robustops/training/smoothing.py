@@ -14,7 +14,7 @@ from torch import nn
 
 from robustops.data import Dataset
 from robustops.training.augment import Transform
-from robustops.training.standard import Monitor
+from robustops.training.standard import EpochProbe
 
 
 class NoiseCE:
@@ -33,18 +33,19 @@ class NoiseCE:
         return F.cross_entropy(model(x + self.sigma * noise), y, label_smoothing=self.smoothing)
 
 
-def noise_monitor(val: Dataset, sigma: float, seed: int, device: str, copies: int = 4) -> Monitor:
-    """Validation accuracy under the training noise (``val_noise_acc``, fixed draws), which
-    picks the epoch whose base classifier the smoothed one will vote with."""
+def noise_probe(val: Dataset, sigma: float, seed: int, device: str, copies: int = 4) -> EpochProbe:
+    """Validation accuracy under the training noise (``val_noise_acc``) on ``copies`` noisy copies
+    of the validation split, drawn once, so every epoch is scored on the same draws (smoothing
+    selects the best epoch on it)."""
     gen = torch.Generator().manual_seed(seed + 4)
     x = torch.from_numpy(val.x).repeat(copies, 1, 1, 1)
     noisy = (x + sigma * torch.randn(x.shape, generator=gen)).to(device)
     y = np.tile(val.y, copies)
 
     @torch.no_grad()
-    def monitor(model: nn.Module) -> dict[str, float]:
+    def probe(model: nn.Module) -> dict[str, float]:
         model.eval()
         pred = torch.cat([model(noisy[i : i + 2048]).argmax(1).cpu() for i in range(0, len(noisy), 2048)])
         return {"val_noise_acc": float((pred.numpy() == y).mean())}
 
-    return monitor
+    return probe

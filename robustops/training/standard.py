@@ -1,4 +1,5 @@
-"""Baseline training: seeded, deterministic on CPU, early stopping on validation accuracy."""
+"""The training loop every method shares (:func:`fit`: seeded, the best epoch and early stopping
+on a validation metric), the model's construction, and baseline training."""
 
 from __future__ import annotations
 
@@ -37,11 +38,12 @@ class TrainResult:
 
     Attributes:
         model: the weights of the selected epoch, in eval mode.
-        history: one row per epoch (loss, train/val accuracy, lr, and any monitored metric).
+        history: one row per epoch (loss, train/val accuracy, val loss, lr, and the probe's metrics).
         best_epoch: the selected epoch (1-based).
         best_val_acc: clean validation accuracy of the selected epoch.
         stopped_early: training ended before ``epochs`` (patience or a stop rule).
-        seconds: wall time of the whole training, teacher or generator included.
+        seconds: wall time of :func:`fit`; :func:`robustops.defences.train_defence` sets it to the
+            whole defence's (a distillation teacher included).
         stop_reason: why a stop rule ended training (e.g. catastrophic overfitting), else None.
         extras: defence-specific numbers worth logging (e.g. the teacher's accuracy).
         blueprint: what rebuilds the model for a checkpoint (see ``robustops.training.checkpoint``).
@@ -81,7 +83,8 @@ def make_scheduler(
     return None
 
 
-Monitor = Callable[[nn.Module], dict[str, float]]
+# Extra per-epoch metrics of the model in eval mode (validation accuracy under attack or noise).
+EpochProbe = Callable[[nn.Module], dict[str, float]]
 StopRule = Callable[[list[dict[str, float]]], str | None]
 
 
@@ -94,7 +97,7 @@ def fit(
     loss_fn: LossFn = cross_entropy,
     device: str = "cpu",
     desc: str = "train",
-    monitor: Monitor | None = None,
+    probe: EpochProbe | None = None,
     select: str = "val_acc",
     stop: StopRule | None = None,
 ) -> TrainResult:
@@ -109,12 +112,12 @@ def fit(
             ``begin_epoch(epoch, epochs)`` method, that is called before each epoch (eps warm-up).
         device: torch device.
         desc: label of the progress bar.
-        monitor: extra per-epoch metrics of the model in eval mode, e.g. validation accuracy under
+        probe: extra per-epoch metrics of the model in eval mode, e.g. validation accuracy under
             attack; they join the history rows.
         select: the history metric (higher is better) that picks the best epoch and drives early
             stopping; ties go to the lower validation loss.
         stop: called with the history after each epoch; a returned reason ends training and
-            restores the best epoch so far (the catastrophic-overfitting guard uses it).
+            restores the best epoch so far (FGSM-RS's catastrophic-overfitting stop uses it).
     """
     gen = torch.Generator().manual_seed(seed)
     model.to(device)
@@ -159,8 +162,8 @@ def fit(
             "val_loss": val_loss,
             "lr": opt.param_groups[0]["lr"],
         }
-        if monitor is not None:
-            row |= monitor(model)
+        if probe is not None:
+            row |= probe(model)
             model.eval()
         result.history.append(row)
         bar.set_postfix(loss=f"{total / seen:.3f}", **{select: f"{row[select]:.3f}"})
