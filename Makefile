@@ -53,7 +53,7 @@ format: $(VENV)/.dev
 	$(BIN)/ruff check --fix .
 
 # The printed link opens the experiment in MLflow 3's model-training view (its GenAI view otherwise).
-UI_URL := from robustops.config import MlflowConfig; from tasks.tracking import experiment_url; \
+UI_URL := from robustops.config import MlflowConfig; from adapters.tracking import experiment_url; \
   print(experiment_url(MlflowConfig(tracking_uri="sqlite:///mlflow.db")))
 ui: $(VENV)/.run
 	@echo "MLflow UI: open $$($(BIN)/python -c '$(UI_URL)' 2>/dev/null || echo http://127.0.0.1:5000)"

@@ -1,7 +1,4 @@
-"""Adapters to external systems that more than one flow talks to.
-
-- :mod:`adapters.prefect_server`: whether a Prefect server answers at ``PREFECT_API_URL``, and
-  the temporary server a flow run starts when none is named.
-
-MLflow's adapter is ``tasks/tracking.py``.
-"""
+"""Adapters to the external systems: the MLflow store and registry (``tracking``), the guarded
+model as an MLflow pyfunc (``pyfunc``), registered models loaded back (``registered``), Prefect's
+task runner, result cache, logger and server (``runner``, ``caching``, ``log``,
+``prefect_server``), and what retries a task (``retries``)."""

@@ -72,7 +72,7 @@ def own_temporary_server() -> None:
     manager may send SIGTERM to all of a unit's processes: the temporary server, a child in our
     group, stopped at once, and the run's teardown then hung on API retries for minutes instead
     of marking its runs. In its own session only this process stops it (at exit), and the
-    watchdog (``flows.watchdog``) ends it if this process dies. Prefect's test harness registers
+    watchdog (``app.watchdog``) ends it if this process dies. Prefect's test harness registers
     its server the same way (under the ``None`` key that every client looks up).
     """
     import functools

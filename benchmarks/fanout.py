@@ -42,25 +42,23 @@ def main() -> None:
     from prefect import flow
     from prefect.testing.utilities import prefect_test_harness
 
-    from flows.pipeline import model_specs
-    from robustops.catalog import load_config
+    from adapters.runner import task_runner
+    from robustops.catalog import load_config, models_of
     from robustops.config import RunnerConfig
     from robustops.data import load_dataset, split_dataset
-    from robustops.defences import Context, train_defence
-    from robustops.defences.smoothing import SmoothingConfig
+    from robustops.defences import Context, scorecard_parts, train_defence
     from robustops.evaluation.scorecard import plan
     from tasks.evaluation import score_part
-    from tasks.runner import task_runner
 
     cfg = load_config(ROOT / "configs/default.yaml", args.sets)
     split = split_dataset(load_dataset(cfg.data), cfg.data.val_fraction, cfg.data.test_fraction, cfg.seed)
     ctx = Context(cfg.model, cfg.train, cfg.augment, cfg.regularize, cfg.seed, "cpu")
     start = time.perf_counter()
     # In a thread of its own that then ends: this thread must not hold an OpenMP team of torch's
-    # threads when the default runner's row runs (see tasks/runner.task_runner), or that row slows.
+    # threads when the default runner's row runs (see adapters/runner.task_runner), or that row slows.
     with ThreadPoolExecutor(1) as pool:
         trained = pool.submit(
-            lambda: {s.run_name: (s, train_defence(split.train, split.val, ctx, s)) for s in model_specs(cfg)}
+            lambda: {s.run_name: (s, train_defence(split.train, split.val, ctx, s)) for s in models_of(cfg)}
         ).result()
     print(f"trained {len(trained)} models in {time.perf_counter() - start:.0f} s (not timed below)")
 
@@ -69,10 +67,9 @@ def main() -> None:
         with task_runner(RunnerConfig(kind=kind, workers=workers), split.train.values_per_image) as submit:
             futures = {}
             for name, (spec, result) in trained.items():
-                smoothing = spec if isinstance(spec, SmoothingConfig) else None
-                for part in plan(cfg.evaluation, smoothing):
-                    futures[(name, part)] = submit(
-                        score_part, result, split, cfg.evaluation, cfg.seed, "cpu", name, part, smoothing
+                for part in plan(cfg.evaluation, scorecard_parts(spec)):
+                    futures[(name, part.label)] = submit(
+                        score_part, result, split, cfg.evaluation, cfg.seed, "cpu", name, part, spec
                     )
             cards = {k: f.result() for k, f in futures.items()}
             return {k: (c.metrics, sum(c.seconds.values())) for k, c in cards.items()}

@@ -53,7 +53,7 @@ def main() -> None:
     os.environ.pop("MLFLOW_TRACKING_URI", None)
     import importlib
 
-    import tasks.caching as caching
+    import adapters.caching as caching
     from flows.pipeline import robustness_pipeline
     from robustops.catalog import load_config
 

@@ -10,10 +10,10 @@ from typing import Any
 from prefect import Flow
 from prefect.runtime import flow_run
 
+from adapters import tracking
 from adapters.prefect_server import check_server
 from robustops.config import Config
 from robustops.cpus import torch_threads, use_threads
-from tasks import tracking
 from tasks.monitoring import detect_drift, emit_drift, load_champion, log_monitoring, read_batch, score_batch
 
 
@@ -42,7 +42,7 @@ def _name_after_verdict(batch: str, drift: bool) -> None:
     list of runs reads as a log of batches and verdicts. A failure is a warning."""
     from prefect.client.orchestration import get_client
 
-    from tasks.log import logger
+    from adapters.log import logger
 
     name = f"monitor {Path(batch).name}: {'drift' if drift else 'no drift'}"
     try:

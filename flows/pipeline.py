@@ -8,6 +8,7 @@ from typing import Any
 from prefect import flow
 from prefect.runtime import flow_run
 
+from adapters.runner import task_runner
 from robustops import catalog
 from robustops.config import Config
 from robustops.cpus import use_threads
@@ -19,7 +20,7 @@ from robustops.evaluation.scorecard import plan
 from robustops.training import resolve_device
 from tasks.adversarial import generate_adversarial_set
 from tasks.data import load_data, synthesize_data
-from tasks.evaluation import load_eval_sets, merge_scorecard, score_part
+from tasks.evaluation import load_eval_sets, merge_scorecard, score_inputs, score_part
 from tasks.gate import log_report, promote
 from tasks.record import (
     close_pipeline_run,
@@ -29,7 +30,6 @@ from tasks.record import (
     open_pipeline_run,
     register_model,
 )
-from tasks.runner import task_runner
 from tasks.sweep import sweep_killed_runs
 from tasks.training import train_model
 
@@ -155,10 +155,8 @@ def _stages(
         for spec in specs:
             name = spec.run_name
             result = trained[name].result()
-            card = merge_scorecard(
-                [f.result() for f in parts[name]], split, cfg.evaluation, cfg.seed, name,
-                cards.get("baseline"),
-            )  # fmt: skip
+            inputs = score_inputs(result, split, cfg.evaluation, cfg.seed, device, spec, shift, ood)
+            card = merge_scorecard([f.result() for f in parts[name]], inputs, name, cards.get("baseline"))
             aset = asets[name].result() if name in asets else None
             run_id, model_uri = log_model_run(cfg, parent, spec, result, card, split, aset)
             version = (

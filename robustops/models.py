@@ -57,7 +57,8 @@ class Normalize(nn.Module):
 def small_cnn(
     shape: tuple[int, int, int], num_classes: int, width: int = 32, hidden: int = 128, dropout: float = 0.25
 ) -> nn.Sequential:
-    """Two conv blocks with max pooling (one block's pool is skipped for tiny images)."""
+    """Two conv blocks, each followed by 2x2 max pooling unless that would leave less than 2x2
+    (tiny images), then two dense layers with dropout."""
     c, h, w = shape
     layers: list[nn.Module] = []
     cin, side_h, side_w = c, h, w

@@ -4,7 +4,7 @@ A tracking URI may carry a password (``postgresql://user:secret@host/db``,
 ``http://user:secret@host``) or a token in its query. :func:`redact` replaces them by ``***``.
 Where it is applied:
 
-- MLflow params: ``tasks.tracking.log_params`` passes every param through :func:`redact_params`
+- MLflow params: ``adapters.tracking.log_params`` passes every param through :func:`redact_params`
   (the flattened config of every pipeline and model run, a monitored batch, a model URI);
 - log records: :func:`install_log_redaction`, which the CLI installs, redacts every log record of
   the process, Prefect's and MLflow's included, exception text too;

@@ -8,12 +8,12 @@ import numpy as np
 from prefect import task
 from torch import nn
 
+from adapters.caching import hash_inputs
+from adapters.log import logger
 from robustops.attacks import ATTACKS, Attack
 from robustops.data import Dataset
 from robustops.data.adversarial import AdversarialSet, generate
 from robustops.training import TrainResult
-from tasks.caching import hash_inputs
-from tasks.log import logger
 
 
 def build_attack(name: str, eps: float, steps: int, rel_step: float, seed: int) -> Attack:

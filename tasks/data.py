@@ -7,13 +7,14 @@ from typing import Any
 
 from prefect import task
 
+from adapters.caching import file_fingerprint, hash_inputs
+from adapters.log import logger
+from adapters.retries import is_io_error
 from robustops.config import DataConfig, LimitsConfig, SynthesisConfig
 from robustops.data import Split, load_split
 from robustops.data.synthesis import SynthesisResult, synthesize
 from robustops.errors import DataWarning
 from robustops.evaluation.synthetic import judge_synthetic
-from tasks.caching import file_fingerprint, hash_inputs
-from tasks.log import logger
 
 
 def _data_key(context: Any, parameters: dict[str, Any]) -> str:
@@ -21,17 +22,6 @@ def _data_key(context: Any, parameters: dict[str, Any]) -> str:
     cfg = parameters["cfg"]
     files = "-".join(file_fingerprint(p) for p in [cfg.path, cfg.test_path, *cfg.extra_train])
     return f"{hash_inputs(context, parameters)}-{files}"
-
-
-def is_io_error(task: Any, task_run: Any, state: Any) -> bool:
-    """Retry only I/O failures; a validation error will fail the same way again."""
-    try:
-        state.result()
-    except OSError:
-        return True
-    except Exception:
-        return False
-    return False
 
 
 @task(

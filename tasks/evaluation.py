@@ -3,22 +3,32 @@
 from __future__ import annotations
 
 import time
+import warnings
+from typing import Any
 
 import numpy as np
 from prefect import task
 from torch import nn
 
-from robustops.config import DefenceConfig, EvalConfig, LimitsConfig
+from adapters import registered
+from adapters.caching import file_fingerprint, hash_inputs
+from adapters.log import logger
+from adapters.retries import RETRY, is_io_error
+from robustops.config import Config, DefenceConfig, EvalConfig, LimitsConfig
 from robustops.data import Dataset, Split
-from robustops.data.loaders import load_for_model, load_images
-from robustops.defences import scorecard_parts
-from robustops.evaluation import Scorecard, evaluate
+from robustops.data.loaders import load_for_blueprint, load_for_model, load_images
+from robustops.defences import scorecard_parts, settings_from
 from robustops.evaluation.report import headline
-from robustops.evaluation.scorecard import evaluate_part, merge, relative_corruption_metrics
+from robustops.evaluation.scorecard import (
+    Part,
+    Scorecard,
+    ScoreInputs,
+    merge,
+    relative_corruption_metrics,
+    score,
+)
+from robustops.models import Blueprint
 from robustops.training import TrainResult
-from tasks.caching import file_fingerprint, hash_inputs
-from tasks.data import is_io_error
-from tasks.log import logger
 
 
 def read_eval_sets(
@@ -60,34 +70,31 @@ def load_eval_sets(
     return read_eval_sets(cfg, shape, classes, limits)
 
 
-@task(
-    name="evaluate-model",
-    task_run_name="evaluate-{name}",
-    cache_key_fn=hash_inputs,
-    persist_result=True,
-)
-def evaluate_model(
-    model: nn.Module,
+def score_inputs(
+    model: nn.Module | TrainResult,
     split: Split,
     cfg: EvalConfig,
     seed: int,
     device: str,
-    name: str = "model",
     defence: DefenceConfig | None = None,
     shift: Dataset | None = None,
     ood: np.ndarray | None = None,
-    baseline: Scorecard | None = None,
-    relative: bool = True,
-) -> Scorecard:
-    """The scorecard of one model on the test split (thresholds chosen on validation), with mCE
-    against ``baseline`` when given; the baseline itself passes None and scores 1. With
-    ``relative=False`` (a model scored on its own) there is no mCE. Scores the parts one after
-    another; the pipeline fans them out instead (:func:`score_part`, :func:`merge_scorecard`)."""
-    start = time.perf_counter()
-    train = split.train if len(split.train.y) else None
-    extra = scorecard_parts(defence)
-    card = evaluate(model, split.test, cfg, seed, device, extra, split.val, train, shift, ood)
-    return _finish(card, name, baseline, relative, time.perf_counter() - start)
+) -> ScoreInputs:
+    """The inputs of one model's scorecard: the test split scored, thresholds chosen on
+    validation, class counts (and Mahalanobis means) from training when the split has one, and
+    the own parts of the model's ``defence``."""
+    return ScoreInputs(
+        model.model if isinstance(model, TrainResult) else model,
+        split.test,
+        cfg,
+        seed,
+        device,
+        val=split.val,
+        train=split.train if len(split.train.y) else None,
+        shift=shift,
+        ood_x=ood,
+        extra=scorecard_parts(defence),
+    )
 
 
 @task(
@@ -97,51 +104,45 @@ def evaluate_model(
     persist_result=True,
 )
 def score_part(
-    trained: TrainResult,
+    model: nn.Module | TrainResult,
     split: Split,
     cfg: EvalConfig,
     seed: int,
     device: str,
     name: str,
-    part: str,
+    part: Part,
     defence: DefenceConfig | None = None,
     shift: Dataset | None = None,
     ood: np.ndarray | None = None,
 ) -> Scorecard:
     """One part of a model's scorecard (an eps group of attacks, a corruption, the noise curves,
     ...; see ``robustops.evaluation.scorecard.plan``), so a runner can spread them over workers.
-    ``defence``: the model's defence settings, whose own parts (e.g. certificates) it may score."""
+    ``model``: the model, or the training result that holds it (the pipeline passes the training
+    task's future); ``defence``: the model's defence settings, whose own parts (e.g.
+    certificates) it may score. The inputs travel as pieces, each hashed for the result cache
+    and, on Dask, the data sent to the workers once (see ``adapters.runner``)."""
     start = time.perf_counter()
-    train = split.train if len(split.train.y) else None
-    extra = scorecard_parts(defence)
-    card = evaluate_part(
-        part, trained.model, split.test, cfg, seed, device, extra, split.val, train, shift, ood
-    )
-    card.seconds[part] = time.perf_counter() - start
+    card = score(part, score_inputs(model, split, cfg, seed, device, defence, shift, ood))
+    card.seconds[part.label] = time.perf_counter() - start
     return card
 
 
 @task(name="merge-scorecard", task_run_name="merge-{name}")
 def merge_scorecard(
     parts: list[Scorecard],
-    split: Split,
-    cfg: EvalConfig,
-    seed: int,
+    inputs: ScoreInputs,
     name: str,
     baseline: Scorecard | None = None,
+    relative: bool = True,
 ) -> Scorecard:
-    """One model's scorecard from its parts, with mCE against ``baseline`` (None: the model is the
-    baseline). ``eval/seconds`` is the parts' compute time, summed."""
-    card = merge(parts, split.test, cfg, seed)
-    return _finish(card, name, baseline, True, sum(card.seconds.values()))
-
-
-def _finish(
-    card: Scorecard, name: str, baseline: Scorecard | None, relative: bool, seconds: float
-) -> Scorecard:
+    """One model's scorecard from its parts (in plan order), with mCE against ``baseline`` (None:
+    the model is the baseline and scores 1). With ``relative=False`` (a model scored on its own,
+    as by ``robustops evaluate``) there is no mCE. ``eval/seconds`` is the parts' compute time,
+    summed."""
+    card = merge(parts, inputs)
     if relative:
         card.metrics |= relative_corruption_metrics(card, baseline or card)
-    card.metrics["eval/seconds"] = seconds
+    card.metrics["eval/seconds"] = sum(card.seconds.values())
     flags = [c.name for c in card.masking if not c.passed]
     logger().info(
         "%s scores: %s%s",
@@ -150,3 +151,32 @@ def _finish(
         f"; MASKING SUSPECTED ({', '.join(flags)})" if flags else "",
     )
     return card
+
+
+@task(name="load-registered-model", **RETRY)
+def load_registered(cfg: Config, uri: str) -> tuple[nn.Module, dict[str, Any], DefenceConfig]:
+    """The model a URI names, rebuilt from its checkpoint, with facts about it for the run's tags
+    (its blueprint included) and the settings of the defence that trained it."""
+    model, blueprint, info = registered.load_checkpoint(cfg.mlflow, uri)
+    return model, info | {"blueprint": blueprint}, recorded_defence(blueprint, info["tag"], uri)
+
+
+def recorded_defence(blueprint: Blueprint, tag: str | None, uri: str) -> DefenceConfig:
+    """The defence settings a checkpoint's blueprint records. A checkpoint from before blueprints
+    recorded them gets the defaults of the defence its run's tag names, with a warning."""
+    if blueprint.defence is not None:
+        return settings_from(blueprint.defence, f"{uri}: the checkpoint's defence")
+    warnings.warn(
+        f"{uri}: its checkpoint does not record its defence's settings (it predates that); scored "
+        f"with the defaults of {tag or 'standard'}: retrain it to score it with its own",
+        stacklevel=2,
+    )
+    return settings_from(tag or "standard", f"{uri}: the run's defence")
+
+
+@task(name="load-evaluation-data", retries=2, retry_delay_seconds=1, retry_condition_fn=is_io_error)
+def load_evaluation_data(
+    path: str, blueprint: Blueprint, limits: LimitsConfig, convert: bool = False
+) -> Dataset:
+    """The data in the model's input shape; other channels or sizes are refused unless ``convert``."""
+    return load_for_blueprint(path, blueprint, limits, convert)

@@ -24,23 +24,22 @@ from typing import Any
 import numpy as np
 from prefect import task
 
+from adapters import tracking
+from adapters.log import logger
+from adapters.retries import RETRY
 from robustops.config import Config, MlflowConfig
 from robustops.errors import PromotionConflict, RobustopsError
 from robustops.evaluation import Scorecard
 from robustops.evaluation.gate import Candidate, Champion, DataSignature, Decision, decide
-from robustops.evaluation.html import png, render
-from robustops.evaluation.plots import scorecard_figures
-from tasks import tracking
-from tasks.log import logger
+from robustops.evaluation.html import report_meta, scorecard_report
+from robustops.evaluation.scorecard import small_test_note
 from tasks.record import (
     DIGEST_TAG,
     FINGERPRINT_TAG,
     GATE_NOTE,
     OUTCOMES,
-    RETRY,
     describe_version,
     outcomes_of,
-    scorecard_json,
     version_description,
 )
 
@@ -233,7 +232,9 @@ def promote(cfg: Config, parent_id: str, cards: dict[str, Scorecard], versions: 
     """
     m, g = cfg.mlflow, cfg.gate
     candidates = [
-        Candidate(n, c.metrics, c.masking_passed, {s.name: s.passed for s in c.spec}, outcomes_of(c, cfg))
+        Candidate(
+            n, c.metrics, c.masking_passed, {s.name: s.passed for s in c.specification}, outcomes_of(c, cfg)
+        )
         for n, c in cards.items()
     ]
     with promotion_lock(m):
@@ -280,38 +281,10 @@ def promote(cfg: Config, parent_id: str, cards: dict[str, Scorecard], versions: 
 @task(name="log-report", **RETRY)
 def log_report(cfg: Config, parent_id: str, cards: dict[str, Scorecard], decision: Decision | None) -> None:
     """The self-contained HTML scorecard and ``report/scorecard.json``, on the parent run."""
-    from robustops.evaluation.scorecard import small_test_note
-
-    plots = {
-        name: {path.removeprefix("plots/").removesuffix(".png").replace("_", " "): png(fig)
-               for path, fig in scorecard_figures(card, name).items()}
-        for name, card in cards.items()
-    }  # fmt: skip
     first = next(iter(cards.values()))
-    meta = {
-        "data": cfg.data.source.value,
-        "test images": str(first.n_test),
-        "attacked images": str(first.n_attacked),
-        "seed": str(cfg.seed),
-    }
     note = small_test_note(first.n_test)
     if note:
         logger().warning("%s", note)
-    page = render(
-        "robustops scorecard",
-        {n: c.metrics for n, c in cards.items()},
-        {n: [x.as_dict() for x in c.masking] for n, c in cards.items()},
-        {n: [x.as_dict() for x in c.spec] for n, c in cards.items()},
-        plots,
-        decision,
-        meta,
-        gate=cfg.gate,
-        intervals={n: c.intervals() for n, c in cards.items()},
-    )
+    page, doc = scorecard_report(cards, decision, report_meta(cfg, first), cfg.gate)
     tracking.log_text(cfg.mlflow, parent_id, page, "report/scorecard.html")
-    doc = {
-        # n per dimension and a 95 % interval for every accuracy, beside each model's scores
-        "models": {n: scorecard_json(c) | c.stats() for n, c in cards.items()},
-        "gate": decision.as_dict() if decision else None,
-    }
     tracking.log_json(cfg.mlflow, parent_id, doc, "report/scorecard.json")

@@ -11,49 +11,24 @@ import numpy as np
 import pandas as pd
 from prefect import task
 
+from adapters import registered, tracking
+from adapters.caching import fingerprint
+from adapters.events import DRIFT_EVENT
+from adapters.log import logger
+from adapters.retries import RETRY, is_io_error
 from robustops.config import Config, LimitsConfig
 from robustops.data.loaders import load_batch
-from robustops.errors import ModelNotFoundError, RobustopsError
 from robustops.monitoring.drift import DriftResult, DriftSettings
 from robustops.monitoring.monitor import batch_scores, drift, score
-from robustops.monitoring.reference import Reference, load_reference
+from robustops.monitoring.reference import Reference
 from robustops.serving import GuardedModel
 from robustops.spreadsheet import write_csv
-from tasks import tracking
-from tasks.caching import fingerprint
-from tasks.data import is_io_error
-from tasks.log import logger
-from tasks.record import RETRY
-
-DRIFT_EVENT = "robustops.drift.detected"
 
 
 @task(name="load-champion", **RETRY)
 def load_champion(cfg: Config, uri: str) -> tuple[GuardedModel, Reference, dict[str, Any]]:
     """The guarded model a URI names and its drift reference."""
-    import mlflow
-
-    from robustops.training import checkpoint
-    from tasks.pyfunc import data_folder, load_guarded
-
-    mv = tracking.resolve_model(cfg.mlflow, uri)
-    with tempfile.TemporaryDirectory() as tmp:
-        try:
-            local = Path(mlflow.artifacts.download_artifacts(mv.source, dst_path=f"{tmp}/model"))
-            ref = load_reference(Path(tracking.download(cfg.mlflow, mv.run_id, "monitoring", tmp)))
-        except RobustopsError:  # the tracking server went away: say so
-            raise
-        except Exception as e:  # noqa: BLE001 - any other failure: not a robustops guarded model
-            raise ModelNotFoundError(
-                f"{uri}: not a robustops guarded model with a drift reference ({e})"
-            ) from None
-        try:
-            guarded = load_guarded(data_folder(local))
-        except checkpoint.CheckpointError as e:  # name the registered version, not a temporary folder
-            raise checkpoint.CheckpointError(
-                f"{uri} ({mv.name} version {mv.version}): {str(e).replace(str(local) + '/', '')}"
-            ) from None
-    return guarded, ref, {"uri": uri, "name": mv.name, "version": str(mv.version), "run_id": mv.run_id}
+    return registered.load_champion(cfg.mlflow, uri)
 
 
 @task(name="load-batch", retries=2, retry_delay_seconds=1, retry_condition_fn=is_io_error)

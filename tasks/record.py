@@ -15,55 +15,23 @@ import numpy as np
 import torch
 from prefect import task
 
+from adapters import tracking
+from adapters.log import logger
+from adapters.retries import RETRY
 from robustops.config import AugmentPolicy, Config, DefenceConfig, GateConfig, MlflowConfig, flatten, to_yaml
 from robustops.corruptions import CORRUPTIONS, describe
 from robustops.data import Dataset, Split
 from robustops.data.adversarial import AdversarialSet, save_npz
 from robustops.data.synthesis import SynthesisResult
-from robustops.errors import PromotionConflict, RobustopsError
 from robustops.evaluation import Scorecard
 from robustops.evaluation.gate import outcome_images, worst_case_key
+from robustops.evaluation.html import report_meta, scorecard_report
 from robustops.evaluation.plots import image_grid, scorecard_figures
 from robustops.evaluation.report import markdown_table
 from robustops.names import segment
 from robustops.training import TrainResult, checkpoint
 from robustops.training.augment import augmix
-from tasks import tracking
-from tasks.log import logger
 from tasks.sweep import OWNER_TAG, owner
-
-# MLflow errors that say the request itself is wrong: the same request fails the same way again.
-_DETERMINISTIC = {"INVALID_PARAMETER_VALUE", "BAD_REQUEST", "RESOURCE_ALREADY_EXISTS",
-                  "RESOURCE_DOES_NOT_EXIST", "INVALID_STATE", "PERMISSION_DENIED", "UNAUTHENTICATED",
-                  "NOT_FOUND", "ENDPOINT_NOT_FOUND", "FEATURE_DISABLED", "NOT_IMPLEMENTED"}  # fmt: skip
-
-
-def _worth_retrying(task: Any, task_run: Any, state: Any) -> bool:
-    """Retry a tracking task after a blip, and only then. Not after a robustops error: those
-    repeat as they are (a missing model, a corrupt file, an artifact folder that cannot be
-    written), and a tracking server that does not answer has already been retried with backoff
-    by MLflow's HTTP layer (about 15 s, see ``tasks.tracking.HTTP_RETRIES``), which a task retry
-    would only multiply. Not after an MLflow error about the request itself (a bad name, a
-    missing version), nor a programming error. A champion that moved while the gate decided is
-    retried: the retry decides against the new one."""
-    from mlflow.exceptions import MlflowException
-
-    try:
-        state.result()
-    except PromotionConflict:
-        return True
-    except RobustopsError:
-        return False
-    except MlflowException as e:
-        return e.error_code not in _DETERMINISTIC
-    except (OSError, TimeoutError):  # a connection or a file that may work on the next try
-        return True
-    except Exception as e:  # noqa: BLE001 - a database that was busy, or a bug: only the first retries
-        return "locked" in str(e).lower() or "busy" in str(e).lower()
-    return False
-
-
-RETRY = {"retries": 3, "retry_delay_seconds": [1, 2, 4], "retry_condition_fn": _worth_retrying}
 
 
 def _fail_quietly(m: MlflowConfig, run_id: str, killed: bool = False) -> None:
@@ -199,9 +167,9 @@ def _log_model(
     m: MlflowConfig, run_id: str, result: TrainResult, card: Scorecard, split: Split, defence: DefenceConfig
 ) -> str:
     """The checkpoint, the drift reference and the guarded model; returns the guarded model's URI."""
+    from adapters.pyfunc import log_guarded
     from robustops.monitoring.reference import build_reference, save_reference
     from robustops.serving import settings_for
-    from tasks.pyfunc import log_guarded
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = checkpoint.save(result.model, result.blueprint, Path(tmp) / "checkpoint")
@@ -210,7 +178,7 @@ def _log_model(
         ref = build_reference(result.model, split.val, split.train.classes)
         for f in save_reference(ref, Path(tmp) / "monitoring"):
             tracking.log_file(m, run_id, f, "monitoring")
-        settings = settings_for(result.blueprint, card.guard, defence)
+        settings = settings_for(result.blueprint, card.thresholds, defence)
         return log_guarded(run_id, folder, settings, split.test.x)
 
 
@@ -255,7 +223,7 @@ def log_model_run(
             failed = ", ".join(c.name for c in card.masking if not c.passed)
             tracking.set_tag(m, run_id, "robustops.masking", f"FAILED: {failed}")
         tracking.log_json(m, run_id, card.attacks, "evaluation/attacks.json")
-        tracking.log_json(m, run_id, scorecard_json(card), "evaluation/scorecard.json")
+        tracking.log_json(m, run_id, card.as_json(), "evaluation/scorecard.json")
         for path, fig in scorecard_figures(card, name).items():
             tracking.log_figure(m, run_id, fig, path)
         _log_certificates(m, run_id, card)
@@ -283,20 +251,6 @@ def log_model_run(
         else:
             _fail_quietly(m, run_id, killed)
     return run_id, model_uri
-
-
-def scorecard_json(card: Scorecard) -> dict:
-    """A model's scorecard as JSON: metrics, check results and the guard's thresholds."""
-    return {
-        "metrics": card.metrics,
-        "masking": [c.as_dict() for c in card.masking],
-        "specification": [c.as_dict() for c in card.spec],
-        "masking_passed": card.masking_passed,
-        "specification_passed": card.spec_passed,
-        "guard": vars(card.guard) if card.guard else None,
-        "n_test": card.n_test,
-        "n_attacked": card.n_attacked,
-    } | card.stats()
 
 
 OUTCOMES = "gate/primary_outcomes.npz"  # on a model's run: per-image correctness on gate.primary
@@ -571,3 +525,36 @@ def close_pipeline_run(
         "MLflow run robustness-pipeline",
         [f"Gate: {d['summary']}"] if d else ["Gate: not run."],
     )
+
+
+@task(name="log-evaluation", **RETRY)
+def log_evaluation(
+    cfg: Config, info: dict[str, Any], uri: str, data: str, card: Scorecard, flow_run_id: str | None
+) -> str:
+    """One MLflow run tagged with the model URI: the scorecard's metrics, JSON, plots and report."""
+    m = cfg.mlflow
+    tags = {"robustops.kind": "evaluation", "robustops.model_uri": uri, "robustops.data": data,
+            "robustops.model": info["model"], "robustops.source_run": info["run_id"]}  # fmt: skip
+    if flow_run_id:
+        tags["prefect.flow_run_id"] = flow_run_id
+    run_id = tracking.start_run(m, f"evaluate {info['name']} v{info['version']}", tags=tags)
+    ok = False
+    try:
+        tracking.log_params(m, run_id, {"model_uri": uri, "data": data, "model_version": info["version"]})
+        # Curves as stepped metrics, as on a pipeline's model runs; the gate's metrics stay scalars.
+        tracking.log_scorecard(m, run_id, card.metrics, keep=tracking.gate_metrics(cfg.gate))
+        tracking.log_json(m, run_id, card.as_json(), "evaluation/scorecard.json")
+        tracking.log_json(m, run_id, card.attacks, "evaluation/attacks.json")
+        for path, fig in scorecard_figures(card, info["model"]).items():
+            tracking.log_figure(m, run_id, fig, path)
+        page, doc = scorecard_report({info["model"]: card}, None, report_meta(cfg, card), cfg.gate)
+        tracking.log_text(m, run_id, page, "report/scorecard.html")
+        tracking.log_json(m, run_id, doc, "report/scorecard.json")
+        ok = True
+    finally:
+        tracking.end_run(m, run_id, ok)
+    tracking.link_in_prefect(
+        m, run_id, "evaluation", f"MLflow run evaluate {info['name']} v{info['version']}",
+        [f"{uri} on {data}: {card.n_test} images scored."],
+    )  # fmt: skip
+    return run_id

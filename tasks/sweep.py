@@ -15,9 +15,9 @@ import psutil
 from mlflow.entities import RunStatus
 from prefect import task
 
+from adapters import tracking
+from adapters.log import logger
 from robustops.config import MlflowConfig
-from tasks import tracking
-from tasks.log import logger
 
 OWNER_TAG = "robustops.owner"
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from prefect import task
 
+from adapters.caching import hash_inputs
+from adapters.log import logger
 from robustops.config import AugmentConfig, DefenceConfig, ModelConfig, RegularizeConfig, TrainConfig
 from robustops.data import Dataset
 from robustops.defences import Context, train_defence
 from robustops.training import TrainResult
-from tasks.caching import hash_inputs
-from tasks.log import logger
 
 
 @task(

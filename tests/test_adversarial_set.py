@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 import torch
 
+from adapters.caching import fingerprint
 from robustops import data
 from robustops.attacks import FGSM, PGD, PGDL2
 from robustops.data.adversarial import AdversarialSet, generate, load_npz, save_npz
 from robustops.errors import DataValidationError
 from tasks.adversarial import build_attack, generate_adversarial_set
-from tasks.caching import fingerprint
 
 N = 96
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from flows.cli import main
+from app.cli import main
 
 
 def test_config_command_prints_the_resolved_config(capsys):
@@ -71,7 +71,7 @@ def test_console_script_bad_data_no_traceback(tmp_path):
     bad = tmp_path / "bad.npz"
     np.savez(bad, x=np.full((10, 8, 8), np.nan), y=np.arange(10) % 2)
     proc = subprocess.run(
-        [sys.executable, "-m", "flows.cli", "run", "--set", "data.source=npz", "--set", f"data.path={bad}"],
+        [sys.executable, "-m", "app.cli", "run", "--set", "data.source=npz", "--set", f"data.path={bad}"],
         capture_output=True,
         text=True,
         cwd=tmp_path,

@@ -75,8 +75,8 @@ def _worker(inbox: Any, outbox: Any, barrier: Any) -> None:
 def _registry(root: Path):
     from mlflow.tracking import MlflowClient
 
+    from adapters import tracking
     from robustops.catalog import load_config
-    from tasks import tracking
 
     cfg = load_config(None, _overrides(root, "unused"))
     return MlflowClient(tracking.tracking_uri(cfg.mlflow)), tracking.experiment_id(cfg.mlflow)
@@ -249,9 +249,9 @@ def test_without_the_lock_the_same_trials_do_race(tmp_path, monkeypatch):
 def test_a_champion_moved_during_the_decision_is_not_overwritten(tmp_path):
     """The compare-and-set: someone outside the lock (the MLflow UI) moves the alias between the
     decision and the write; the stale decision does not land and leaves no history link."""
+    from adapters import tracking
     from robustops.catalog import load_config
     from robustops.errors import PromotionConflict
-    from tasks import tracking
     from tasks.gate import PROMOTED_FROM
 
     c, exp = _registry(tmp_path)

@@ -145,3 +145,23 @@ def test_errors_suggest_the_key_and_how_to_write_a_list(overrides, message):
     with pytest.raises(ConfigError) as e:
         load_config(None, overrides)
     assert message in str(e.value)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["defences=[{name: fgsm_rs, guard_samples: 64}]"], "defences.0: guard_samples: unknown key (did you mean overfit_samples?"),
+        (["defences.1.guard_drop=0.4"], "defences.1: guard_drop: unknown key (did you mean overfit_drop?"),
+        (["defences=[pgd_at, {name: fgsm_rs, guard_gap: 0.2}]"], "defences.1: guard_gap: unknown key (did you mean overfit_gap?"),
+        (["defences=[{name: fgsm_rs, guard_min: 0.2}]"], "guard_min: unknown key (did you mean overfit_min?"),
+    ],
+)  # fmt: skip
+def test_an_old_fgsm_rs_overfitting_key_names_its_new_name(overrides, message):
+    """Issue 16, point 7: FGSM-RS's guard_* settings are now overfit_*; an old key is refused with
+    the new one named. A defence without the new key is not sent to it."""
+    with pytest.raises(ConfigError) as e:
+        load_config(None, overrides)
+    assert message in str(e.value)
+    with pytest.raises(ConfigError) as e:
+        load_config(None, ["defences=[{name: pgd_at, guard_samples: 64}]"])
+    assert "overfit_samples" not in str(e.value)

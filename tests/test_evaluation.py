@@ -5,6 +5,7 @@ import pytest
 
 from robustops.evaluation import confusion_matrix, evaluate, per_class_recall
 from robustops.evaluation.plots import accuracy_vs_eps_figure, confusion_figure
+from robustops.evaluation.scorecard import ScoreInputs
 from robustops.names import segment
 from tests.helpers.models import quick
 
@@ -25,7 +26,9 @@ def test_confusion_matrix_and_recall_by_hand():
 @pytest.fixture(scope="module")
 def card(trained, digits_split):
     return evaluate(
-        trained.model, digits_split.test, quick(), seed=0, val=digits_split.val, train=digits_split.train
+        ScoreInputs(
+            trained.model, digits_split.test, quick(), seed=0, val=digits_split.val, train=digits_split.train
+        )
     )
 
 
@@ -136,20 +139,14 @@ def test_parts_scored_in_any_order_merge_to_the_same_card(card, trained, digits_
     """A runner may score the parts in any order, on any worker: merged back, they give exactly
     the card evaluate() gives, with each ensemble member its own part and the worst cases taken
     per example across parts."""
-    from robustops.evaluation.scorecard import evaluate_part, merge, plan
+    from robustops.evaluation.scorecard import Part, merge, plan, score
 
     cfg, s = quick(), digits_split
+    inputs = ScoreInputs(trained.model, s.test, cfg, 0, "cpu", val=s.val, train=s.train)
     parts = plan(cfg)
-    assert {
-        "adv/eps_0.2/apgd",
-        "adv/eps_0.2/apgd_dlr",
-        "adv/eps_0.2/square",
-        "adv/eps_0.2/more_steps",
-    } <= set(parts)
-    scored = {
-        p: evaluate_part(p, trained.model, s.test, cfg, 0, "cpu", None, s.val, s.train) for p in parts[::-1]
-    }
-    merged = merge([scored[p] for p in parts], s.test, cfg, 0)
+    assert {Part("linf", 0.2, m) for m in ("apgd", "apgd_dlr", "square", "more_steps")} <= set(parts)
+    scored = {p: score(p, inputs) for p in parts[::-1]}
+    merged = merge([scored[p] for p in parts], inputs)
     assert merged.metrics == card.metrics
     assert merged.attacks == card.attacks
     labels = [a["label"] for a in merged.attacks if a["eps"] == 0.2]
@@ -157,6 +154,40 @@ def test_parts_scored_in_any_order_merge_to_the_same_card(card, trained, digits_
     # The ensemble is the per-example worst case, not the weakest member's number.
     members = [merged.masks[f"eps_0.2/{a}"] for a in ("apgd", "apgd_dlr", "square")]
     assert merged.metrics["adv/autoattack/eps_0.2/acc"] == float(np.logical_and.reduce(members).mean())
+
+
+def test_parts_are_typed_and_labelled_as_task_runs_name_them():
+    """A part is a kind, an eps and a member, never a string parsed back; its label names the
+    Prefect task run and the card's ``seconds`` entry. A defence's own parts come last, and one
+    named like a common part is left out."""
+    from robustops.evaluation.scorecard import KINDS, Part, plan
+
+    cfg = quick(corruptions=["fog"])
+    parts = plan(cfg, ["certify", "post"], shift=True)
+    assert [p.label for p in parts] == [
+        "clean", "adv/eps_0.05", "adv/eps_0.2", "adv/eps_0.2/apgd", "adv/eps_0.2/apgd_dlr",
+        "adv/eps_0.2/square", "adv/eps_0.2/more_steps", "adv/l2", "adv/large_eps", "lipschitz", "noise",
+        "corruption/fog", "shift", "post", "certify",
+    ]  # fmt: skip
+    assert parts[3] == Part("linf", 0.2, "apgd") and parts[-1] == Part("defence", member="certify")
+    assert parts[-3] == Part("shift") and f"score-m-{parts[3]}" == "score-m-adv/eps_0.2/apgd"
+    assert {p.kind for p in parts} == set(KINDS)  # every kind is planned somewhere
+    with pytest.raises(ValueError, match="unknown scorecard part kind 'adv'"):
+        Part("adv", 0.2)
+
+
+def test_a_part_of_a_defence_the_model_lacks_is_refused(trained, digits_split):
+    from robustops.evaluation.scorecard import Part, score
+
+    inputs = ScoreInputs(trained.model, digits_split.test, quick())
+    with pytest.raises(ValueError, match="no scorecard part 'certify' \\(its parts: none\\)"):
+        score(Part("defence", member="certify"), inputs)
+    seen = []
+    extra = {"mine": lambda card, model, test, seed, device: seen.append((len(test.y), seed, device))}
+    card = score(
+        Part("defence", member="mine"), ScoreInputs(trained.model, digits_split.test, quick(), 3, extra=extra)
+    )
+    assert seen == [(len(digits_split.test.y), 3, "cpu")] and card.n_test == len(digits_split.test.y)
 
 
 def test_features_of_a_shared_model_are_this_calls_own(trained, digits_split):

@@ -122,7 +122,7 @@ def mlflow_server(tmp_path):
 
 def _fake_champion(m, metric: float = 0.9) -> str:
     """A registered version holding the champion alias (the gate reads its run's metrics)."""
-    from tasks import tracking
+    from adapters import tracking
 
     run_id = tracking.start_run(m, "earlier champion")
     tracking.log_metrics(m, run_id, {"clean/acc": metric})
@@ -147,7 +147,7 @@ def _versions(c: MlflowClient) -> list[str]:
 def test_a_closed_port_is_a_clear_error_and_never_reads_as_no_champion(monkeypatch):
     """Fast: no server at all. The adapter names the URI and the fix, and the gate's read of the
     champion fails instead of taking "no answer" for "no champion" (which would promote)."""
-    from tasks import tracking
+    from adapters import tracking
     from tasks.gate import promote
 
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")  # the bound is checked with a server below
@@ -188,8 +188,8 @@ def test_tracking_server_stops_mid_run_bounded_retries_then_clear_error(mlflow_s
     """The record tasks against a real server that is stopped after the run opened: MLflow's HTTP
     layer retries 4 times with backoff (0 + 2 + 4 + 8 s, plus jitter), then one robustops error
     names the URI and the fix; the champion is where it was when the server comes back."""
+    from adapters import tracking
     from robustops.evaluation.scorecard import Scorecard
-    from tasks import tracking
     from tasks.gate import promote
     from tasks.record import close_pipeline_run, open_pipeline_run
 
@@ -314,6 +314,7 @@ def store(tmp_path_factory, trained, digits_split):
     """A sqlite store whose champion is a real guarded model, logged and registered by the record
     tasks and promoted by the gate; a batch to monitor beside it."""
     from robustops.evaluation import evaluate
+    from robustops.evaluation.scorecard import ScoreInputs
     from tasks.gate import promote
     from tasks.record import close_pipeline_run, log_model_run, open_pipeline_run, register_model
 
@@ -322,7 +323,9 @@ def store(tmp_path_factory, trained, digits_split):
             "mlflow.experiment=faults", *BASELINE_RUN]  # fmt: skip
     cfg = load_config(TINY_CONFIG, sets)
     card = evaluate(
-        trained.model, digits_split.test, EvalConfig.model_validate(QUICK_EVAL), val=digits_split.val
+        ScoreInputs(
+            trained.model, digits_split.test, EvalConfig.model_validate(QUICK_EVAL), val=digits_split.val
+        )
     )
     parent = open_pipeline_run.fn(cfg, None)
     run_id, uri = log_model_run.fn(cfg, parent, StandardConfig(label="baseline"), trained, card, digits_split)
@@ -379,7 +382,7 @@ def test_unwritable_artifact_folder_fails_the_model_run_and_registers_nothing(st
                                                                               digits_split):  # fmt: skip
     """The record tasks with a new experiment whose artifact folder cannot be written: one error
     naming the folder, the runs marked FAILED, no model version, the champion unchanged."""
-    from tasks import tracking
+    from adapters import tracking
     from tasks.record import log_model_run, open_pipeline_run
 
     folder = _unwritable(tmp_path, how)
@@ -455,7 +458,7 @@ def corrupt(store):
 def test_corrupt_weights_are_a_clear_error_and_keep_the_champion(
     store, corrupt, capsys, tmp_path, how, command
 ):
-    from flows.cli import main
+    from app.cli import main
 
     corrupt("state_dict.pt", how)
     batch = str(store["root"] / "batch.npz")
@@ -473,7 +476,7 @@ def test_corrupt_weights_are_a_clear_error_and_keep_the_champion(
 
 
 def test_corrupt_guard_settings_are_a_clear_error(store, corrupt, capsys, tmp_path):
-    from flows.cli import main
+    from app.cli import main
 
     corrupt("guard.json", "truncated")
     args = ["predict", "--data", str(store["root"] / "batch.npz"), "--out", str(tmp_path / "pred")]
@@ -484,7 +487,7 @@ def test_corrupt_guard_settings_are_a_clear_error(store, corrupt, capsys, tmp_pa
 
 def test_the_champion_is_intact_after_the_faults(store, tmp_path, capsys):
     """After every fault above, with the originals back: the champion still loads and predicts."""
-    from flows.cli import main
+    from app.cli import main
 
     args = ["predict", "--data", str(store["root"] / "batch.npz"), "--out", str(tmp_path / "pred")]
     assert main([*args, *_cli_sets(store)]) == 0

@@ -12,7 +12,7 @@ import torch
 import yaml
 from mlflow.tracking import MlflowClient
 
-from flows.cli import main
+from app.cli import main
 from flows.pipeline import robustness_pipeline
 from robustops.catalog import load_config, resolve
 from robustops.config import Config

@@ -662,7 +662,7 @@ def test_guard_answers_each_row_or_refuses_the_request(guarded, digits_split, da
 @pytest.fixture(scope="module")
 def pyfunc(guarded, trained, tmp_path_factory):
     """The guarded model as MLflow serves it, from a real sqlite store."""
-    from tasks.pyfunc import log_guarded
+    from adapters.pyfunc import log_guarded
 
     root = tmp_path_factory.mktemp("pyfunc")
     folder = checkpoint.save(trained.model, trained.blueprint, root / "checkpoint")
@@ -759,7 +759,7 @@ def test_empty_request_gets_an_empty_answer(guarded):
 
 def _cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "flows.cli", *args],
+        [sys.executable, "-m", "app.cli", *args],
         capture_output=True,
         text=True,
         cwd=cwd,
@@ -843,7 +843,7 @@ def _fuzz_names_end_to_end(root: Path, case: dict, capsys) -> str:
     """One ``robustops run`` with the case's values: returns 'refused' or 'ran'."""
     import json
 
-    from flows.cli import main
+    from app.cli import main
 
     folder = root / f"img{next(_names)}"
     for c in case["classes"]:

@@ -31,7 +31,7 @@ from robustops.evaluation.gate import (
     model_lines,
     primary_outcomes,
 )
-from robustops.evaluation.scorecard import Scorecard, ensemble_for
+from robustops.evaluation.scorecard import Scorecard, ScoreInputs, ensemble_for
 from tests.helpers.models import quick
 from tests.helpers.runs import TINY_CONFIG, tiny_args
 
@@ -131,7 +131,9 @@ def test_a_challenger_of_other_data_is_refused_with_the_reason(data, said):
 @pytest.fixture(scope="module")
 def card(trained, digits_split) -> Scorecard:
     return evaluate(
-        trained.model, digits_split.test, quick(corruptions=["fog"], severities=[1]), val=digits_split.val
+        ScoreInputs(
+            trained.model, digits_split.test, quick(corruptions=["fog"], severities=[1]), val=digits_split.val
+        )
     )
 
 
@@ -162,7 +164,7 @@ def _store(root: Path, *extra: str) -> Config:
 def _register(cfg: Config, card: Scorecard, name: str, test: Dataset) -> tuple[str, str, str]:
     """A parent run, a model run and a registered version of it, as the pipeline records them
     (the model files themselves are not needed by the gate)."""
-    from tasks import tracking
+    from adapters import tracking
     from tasks.record import open_pipeline_run, register_model
 
     m = cfg.mlflow
@@ -260,8 +262,8 @@ def test_versions_carry_scores_data_and_outcomes_and_the_gate_pairs_them(tmp_pat
 
 
 def test_scorecard_link_is_an_mlflow_ui_url_without_credentials(monkeypatch):
+    from adapters.tracking import ui_url
     from robustops.config import MlflowConfig
-    from tasks.tracking import ui_url
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "https://ml:secret@mlflow.example:5000/")
     url = ui_url(MlflowConfig(), "abc", "7", artifact="report/scorecard.html")
@@ -344,8 +346,8 @@ OWN_DATA_RUN = [
 def test_a_run_on_own_data_registers_under_its_name_and_prints_a_line_per_model(
     prefect_harness, tmp_path, digits, capsys
 ):
-    from flows.cli import main
-    from tasks import tracking
+    from adapters import tracking
+    from app.cli import main
 
     path = tmp_path / "writers.npz"
     np.savez(path, x=digits.x[:, 0], y=digits.y)  # the digits, as a user's own .npz file

@@ -34,7 +34,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
-from flows.cli import main
+from app.cli import main
 from robustops.catalog import load_config
 from robustops.config import EvalConfig, LimitsConfig
 from robustops.data import load_folder, load_npz
@@ -95,8 +95,8 @@ class _Payload:
 @pytest.fixture(scope="module")
 def logged(tmp_path_factory, trained, digits_split):
     """A guarded model logged by the pipeline's own adapter, downloaded as a server would."""
+    from adapters.pyfunc import log_guarded
     from robustops.serving import settings_for
-    from tasks.pyfunc import log_guarded
 
     root = tmp_path_factory.mktemp("logged")
     folder = checkpoint.save(trained.model, trained.blueprint, root / "checkpoint")
@@ -109,7 +109,7 @@ def logged(tmp_path_factory, trained, digits_split):
 
 
 def test_the_served_model_holds_no_pickle_and_a_planted_one_never_runs(logged, tmp_path, digits_split):
-    from tasks.pyfunc import check_model_folder
+    from adapters.pyfunc import check_model_folder
 
     local = Path(mlflow.artifacts.download_artifacts(logged["uri"], dst_path=str(tmp_path / "model")))
     assert not [p for p in local.rglob("*") if p.suffix in (".pkl", ".pickle")]
@@ -328,8 +328,8 @@ class _State:
 
 
 def test_deterministic_mlflow_errors_are_not_retried(tmp_path):
+    from adapters.retries import worth_retrying
     from robustops.errors import PromotionConflict, TrackingUnavailable
-    from tasks.record import _worth_retrying
 
     c = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
     with pytest.raises(MlflowException) as bad_name:
@@ -346,11 +346,11 @@ def test_deterministic_mlflow_errors_are_not_retried(tmp_path):
         (PromotionConflict("moved"), True),
         (ValueError("a bug"), False),
     ]:
-        assert _worth_retrying(None, None, _State(error)) is retry, error
+        assert worth_retrying(None, None, _State(error)) is retry, error
 
 
 def test_the_sweep_deletes_a_killed_runs_version_whatever_the_model_is_called(tmp_path):
-    from tasks import tracking
+    from adapters import tracking
     from tasks.sweep import OWNER_TAG, sweep_killed_runs
 
     for name in ("it's", 'say "hi"', "end\\"):
@@ -375,6 +375,7 @@ def test_the_sweep_deletes_a_killed_runs_version_whatever_the_model_is_called(tm
 def champion(tmp_path_factory, trained, digits_split):
     """A sqlite store whose champion is a real guarded model, recorded by the pipeline's tasks."""
     from robustops.evaluation import evaluate
+    from robustops.evaluation.scorecard import ScoreInputs
     from tasks.gate import promote
     from tasks.record import close_pipeline_run, log_model_run, open_pipeline_run, register_model
 
@@ -384,7 +385,9 @@ def champion(tmp_path_factory, trained, digits_split):
     cfg = load_config(None, sets)
     quick = {"eps": [0.1], "l2_eps": [0.5], "pgd_steps": 2, "max_samples": 32, "autoattack": {"enabled": False},
              "masking": {"more_steps": 4}}  # fmt: skip
-    card = evaluate(trained.model, digits_split.test, EvalConfig.model_validate(quick), val=digits_split.val)
+    card = evaluate(
+        ScoreInputs(trained.model, digits_split.test, EvalConfig.model_validate(quick), val=digits_split.val)
+    )
     parent = open_pipeline_run.fn(cfg, None)
     run_id, uri = log_model_run.fn(cfg, parent, StandardConfig(label="baseline"), trained, card, digits_split)
     version = str(register_model.fn(cfg, uri, run_id, card, "baseline", digits_split.test, parent))
@@ -572,7 +575,7 @@ def test_the_watchdog_ends_what_a_killed_command_started(tmp_path):
     script = (
         "import subprocess, sys, time\n"
         f"sys.path.insert(0, {str(REPO)!r})\n"
-        "from flows import watchdog\n"
+        "from app import watchdog\n"
         "watchdog.start()\n"
         "child = subprocess.Popen(['sleep', '600'])\n"
         "print(child.pid, flush=True)\n"
@@ -607,7 +610,7 @@ def _start_long_run(
 ) -> tuple[subprocess.Popen, list[psutil.Process], str]:
     """``robustops run`` training for minutes, as a process with its own temporary Prefect server;
     returns it once training is under way, with its child processes and the champion's version."""
-    from tasks import tracking
+    from adapters import tracking
 
     (root / "c.yaml").write_text(LONG_RUN.format(root=root))
     m = load_config(root / "c.yaml").mlflow

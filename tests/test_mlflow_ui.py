@@ -18,13 +18,14 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
+from adapters import tracking
 from robustops.catalog import load_config
 from robustops.config import Config, EvalConfig, GateConfig
 from robustops.defences.standard import StandardConfig
 from robustops.evaluation import evaluate
 from robustops.evaluation.gate import Candidate, decide
 from robustops.evaluation.report import summary
-from tasks import tracking
+from robustops.evaluation.scorecard import ScoreInputs
 from tests.helpers.net import free_port, wait_until_answers
 from tests.helpers.runs import TINY_CONFIG
 
@@ -158,7 +159,7 @@ def test_model_runs_log_curves_as_stepped_metrics(cfg, trained, digits_split):
         }  # fmt: skip
     )
     ev = EvalConfig.model_validate(QUICK_EVAL)
-    card = evaluate(trained.model, digits_split.test, ev, val=digits_split.val)
+    card = evaluate(ScoreInputs(trained.model, digits_split.test, ev, val=digits_split.val))
     parent = open_pipeline_run.fn(cfg, None)
     run, _ = log_model_run.fn(cfg, parent, StandardConfig(label="baseline"), trained, card, digits_split)
     c, m = _client(cfg), card.metrics

@@ -174,7 +174,8 @@ def test_extra_training_data_joins_the_training_split_only(tmp_path, digits):
 
 
 def test_serve_registers_three_deployments_with_schedule_and_trigger():
-    from flows.serve import DRIFT_EVENT, deployments
+    from adapters.events import DRIFT_EVENT
+    from app.serve import deployments
 
     cfg = load_config(
         None,

@@ -23,7 +23,7 @@ from robustops.errors import DataWarning
 from robustops.evaluation import evaluate
 from robustops.evaluation.html import eps_figure, render
 from robustops.evaluation.report import text_table
-from robustops.evaluation.scorecard import SMALL_TEST_SPLIT, metric_intervals, small_test_note
+from robustops.evaluation.scorecard import SMALL_TEST_SPLIT, ScoreInputs, metric_intervals, small_test_note
 from robustops.inference import predict
 from robustops.monitoring.monitor import PLAIN_COLUMN, batch_scores
 
@@ -47,10 +47,14 @@ def _subset(d: Dataset, n: int) -> Dataset:
 
 @pytest.fixture(scope="module")
 def card(trained, digits_split):
-    return evaluate(
-        trained.model, digits_split.test, EvalConfig.model_validate(FAST), val=digits_split.val,
+    inputs = ScoreInputs(
+        trained.model,
+        digits_split.test,
+        EvalConfig.model_validate(FAST),
+        val=digits_split.val,
         train=digits_split.train,
-    )  # fmt: skip
+    )
+    return evaluate(inputs)
 
 
 def _wilson(acc: float, n: int) -> tuple[float, float]:
@@ -106,14 +110,20 @@ def test_the_scorecard_json_holds_n_and_intervals(card):
 def test_a_small_test_split_warns_in_the_run_and_the_report(trained, digits_split):
     small = _subset(digits_split.test, 120)
     with pytest.warns(DataWarning, match=r"only 120 images.*at least 200"):
-        card = evaluate(trained.model, small, EvalConfig.model_validate(FAST), val=digits_split.val)
+        card = evaluate(
+            ScoreInputs(trained.model, small, EvalConfig.model_validate(FAST), val=digits_split.val)
+        )
     assert card.stats()["small_test_split"] == small_test_note(120)
     page = render("t", {"m": card.metrics}, {}, {}, {})
     assert '<div class="warn"><b>Small test split.</b> The test split has only 120 images' in page
     with warnings.catch_warnings():
         warnings.simplefilter("error", DataWarning)  # 200 images and more: no warning
-        evaluate(trained.model, _subset(digits_split.test, SMALL_TEST_SPLIT),
-                 EvalConfig.model_validate(FAST | {"eps": [0.05], "l2_eps": []}), val=digits_split.val)  # fmt: skip
+        cfg = EvalConfig.model_validate(FAST | {"eps": [0.05], "l2_eps": []})
+        evaluate(
+            ScoreInputs(
+                trained.model, _subset(digits_split.test, SMALL_TEST_SPLIT), cfg, val=digits_split.val
+            )
+        )
     assert 'class="warn"' not in render("t", {"m": {"clean/acc": 0.9, "clean/n": 359.0}}, {}, {}, {})
 
 
@@ -253,7 +263,7 @@ def test_abstentions_are_not_counted_as_errors():
 def test_the_guard_in_the_scorecard_reports_coverage_and_answered_accuracy(card, trained, digits_split):
     test = digits_split.test
     logits = predict(trained.model, test.x)
-    answered = ~card.guard.abstain(logits)
+    answered = ~card.thresholds.abstain(logits)
     correct = logits.argmax(1) == test.y
     assert 0 < answered.mean() < 1
     assert card.metrics["guard/coverage"] == pytest.approx(answered.mean())
@@ -302,7 +312,7 @@ def test_the_logged_report_holds_intervals_and_the_gate_marks(registered, card):
 
 
 def test_predict_names_coverage_answered_and_plain_accuracy(registered, trained, digits_split, capsys):
-    from flows.cli import main
+    from app.cli import main
 
     test = digits_split.test
     noise = np.random.default_rng(0).random((20, 8, 8), dtype=np.float32)  # the guard abstains on most

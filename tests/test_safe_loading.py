@@ -198,8 +198,8 @@ def test_tracking_uri_password_never_reaches_mlflow_or_prefect_logs(mlflow_serve
     from prefect.logging.handlers import APILogHandler
     from prefect.testing.utilities import prefect_test_harness
 
+    from adapters.tracking import tracking_uri
     from tasks.record import open_pipeline_run
-    from tasks.tracking import tracking_uri
 
     # Credentials live in the environment only (a config holding them is refused, above).
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
@@ -210,7 +210,7 @@ def test_tracking_uri_password_never_reaches_mlflow_or_prefect_logs(mlflow_serve
     def check() -> tuple[str, str]:
         from prefect.runtime import flow_run
 
-        from tasks.log import logger
+        from adapters.log import logger
 
         run_id = open_pipeline_run(cfg, flow_run.id)
         logger().info(f"tracking at {tracking_uri(cfg.mlflow)}")

@@ -13,12 +13,12 @@ from prefect import flow, task
 from prefect.client.orchestration import get_client
 from prefect.settings import PREFECT_TASKS_REFRESH_CACHE, temporary_settings
 
+from adapters.runner import task_runner
 from flows.pipeline import robustness_pipeline
 from robustops.catalog import load_config
 from robustops.config import RunnerConfig
 from robustops.data import load_digits, split_dataset
 from tasks.data import load_data
-from tasks.runner import task_runner
 from tests.helpers.runs import TINY_CONFIG
 
 # On top of tests/tiny.yaml: two models (one with certificates) and every scorecard part; no
@@ -111,8 +111,8 @@ def _training_span(k: int) -> tuple[float, float, int]:
 def test_small_images_get_one_thread_per_task_and_a_task_per_cpu(monkeypatch):
     """Small images: one torch thread per task, one scoring task per CPU beside the training
     lane; large ones: two scoring tasks sharing the CPUs. Set values are kept."""
+    from adapters.runner import resolve
     from robustops import cpus
-    from tasks.runner import resolve
 
     monkeypatch.setattr(cpus, "usable_cpus", lambda: 8)
     assert resolve(RunnerConfig(), 64) == (8, 1)  # the digits: 8 scoring beside training, 1 thread

@@ -22,11 +22,11 @@ from robustops.evaluation.gate import Candidate, decide
 from robustops.evaluation.html import render
 from robustops.evaluation.masking import masking_checks
 from robustops.evaluation.perturbation import flip_rate, noise_curves
-from robustops.evaluation.scorecard import Scorecard, relative_corruption_metrics
+from robustops.evaluation.scorecard import Scorecard, ScoreInputs, relative_corruption_metrics
 from robustops.evaluation.specification import (
     SPEC_CHECKS,
-    Guard,
-    SpecContext,
+    CheckContext,
+    Thresholds,
     edge_inputs,
     run_checks,
     shift_images,
@@ -88,8 +88,10 @@ def test_masking_checks_flag_a_planted_gradient_mask(trained, digits_split):
     cfg = quick(
         eps=[0.1, 0.2], max_samples=150, autoattack={"eps": [0.2], "apgd_steps": 20, "square_queries": 300}
     )
-    honest = evaluate(trained.model, digits_split.test, cfg, val=digits_split.val)
-    masked = evaluate(Quantized(trained.model).eval(), digits_split.test, cfg, val=digits_split.val)
+    honest = evaluate(ScoreInputs(trained.model, digits_split.test, cfg, val=digits_split.val))
+    masked = evaluate(
+        ScoreInputs(Quantized(trained.model).eval(), digits_split.test, cfg, val=digits_split.val)
+    )
     assert honest.masking_passed, [c.detail for c in honest.masking if not c.passed]
     failed = {c.name for c in masked.masking if not c.passed}
     assert {"chance_at_large_eps", "white_box_beats_black_box"} <= failed
@@ -160,7 +162,9 @@ def test_shift_data_in_the_scorecard(trained, digits_split, digits):
     shifted = Dataset(
         np.clip(digits_split.test.x * 0.6 + 0.3, 0, 1), digits_split.test.y, digits.classes, "shift"
     )
-    card = evaluate(trained.model, digits_split.test, quick(autoattack={"enabled": False}), shift=shifted)
+    card = evaluate(
+        ScoreInputs(trained.model, digits_split.test, quick(autoattack={"enabled": False}), shift=shifted)
+    )
     assert card.metrics["shift/acc"] < card.metrics["clean/acc"]
 
 
@@ -188,8 +192,10 @@ def test_calibration_and_auroc_by_hand():
 
 
 def test_ood_scores_separate_noise_from_digits(trained, digits_split):
-    m = evaluate(trained.model, digits_split.test, quick(autoattack={"enabled": False}), val=digits_split.val,
-                 train=digits_split.train).metrics  # fmt: skip
+    cfg = quick(autoattack={"enabled": False})
+    m = evaluate(
+        ScoreInputs(trained.model, digits_split.test, cfg, val=digits_split.val, train=digits_split.train)
+    ).metrics
     assert m["ood/uniform_noise/auroc_energy"] > 0.8 and m["ood/uniform_noise/auroc_mahalanobis"] > 0.8
     assert m["selective/risk"] <= 0.05 and m["selective/coverage"] > 0.5
 
@@ -197,13 +203,13 @@ def test_ood_scores_separate_noise_from_digits(trained, digits_split):
 # ---- specification -----------------------------------------------------------------------------
 
 
-NO_GUARD = Guard(0.0, -np.inf)  # answers everything
+NO_GUARD = Thresholds(0.0, -np.inf)  # answers everything
 
 
-def _ctx(model, split, guard=NO_GUARD, **cfg) -> SpecContext:
+def _ctx(model, split, thresholds=NO_GUARD, **cfg) -> CheckContext:
     counts = dict(zip(split.train.classes, map(int, np.bincount(split.train.y)), strict=True))
-    return SpecContext(
-        model, split.test.x, split.test.y, split.test.classes, counts, guard, SpecificationConfig(**cfg)
+    return CheckContext(
+        model, split.test.x, split.test.y, split.test.classes, counts, thresholds, SpecificationConfig(**cfg)
     )
 
 
@@ -214,7 +220,7 @@ def test_spec_checks_on_a_trained_model(trained, digits_split):
     assert got["invariance_brightness"].passed and got["recall_floor"].passed
     # With no guard every edge input is answered: noise images confidently, so the check fails.
     assert not got["edge_noise"].passed
-    guarded = {c.name: c for c in run_checks(_ctx(trained.model, digits_split, Guard(1.01, np.inf)))}
+    guarded = {c.name: c for c in run_checks(_ctx(trained.model, digits_split, Thresholds(1.01, np.inf)))}
     assert all(guarded[f"edge_{k}"].passed for k in ("blank", "constant", "inverted", "saturated", "noise"))
 
 
@@ -313,7 +319,9 @@ def test_html_report_is_self_contained(trained, digits_split):
     from robustops.evaluation.plots import scorecard_figures
 
     card = evaluate(
-        trained.model, digits_split.test, quick(autoattack={"enabled": False}), val=digits_split.val
+        ScoreInputs(
+            trained.model, digits_split.test, quick(autoattack={"enabled": False}), val=digits_split.val
+        )
     )
     d = decide(
         [Candidate("mlp", card.metrics, card.masking_passed, {})],
@@ -322,7 +330,7 @@ def test_html_report_is_self_contained(trained, digits_split):
     )
     plots = {"mlp": {k: png(f) for k, f in scorecard_figures(card, "mlp").items()}}
     page = render("t", {"mlp": card.metrics, "other": {"clean/acc": 0.5}}, {"mlp": [c.as_dict() for c in card.masking]},
-                  {"mlp": [c.as_dict() for c in card.spec]}, plots, d)  # fmt: skip
+                  {"mlp": [c.as_dict() for c in card.specification]}, plots, d)  # fmt: skip
     parser = html.parser.HTMLParser()
     parser.feed(page)
     assert page.count("data:image/png;base64,") == len(plots["mlp"]) + 1  # and accuracy over eps, every model

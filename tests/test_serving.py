@@ -10,6 +10,7 @@ import pytest
 from robustops.config import ModelConfig, TrainConfig
 from robustops.defences.smoothing import SmoothingConfig
 from robustops.evaluation import evaluate
+from robustops.evaluation.scorecard import ScoreInputs
 from robustops.evaluation.specification import edge_inputs
 from robustops.serving import GuardedModel, RequestError, settings_for
 from robustops.training import train_baseline
@@ -27,8 +28,10 @@ def cnn(digits_split):
 
 @pytest.fixture(scope="module")
 def guarded(cnn, digits_split):
-    card = evaluate(cnn.model, digits_split.test, quick(autoattack={"enabled": False}), val=digits_split.val)
-    return GuardedModel(cnn.model, settings_for(cnn.blueprint, card.guard))
+    card = evaluate(
+        ScoreInputs(cnn.model, digits_split.test, quick(autoattack={"enabled": False}), val=digits_split.val)
+    )
+    return GuardedModel(cnn.model, settings_for(cnn.blueprint, card.thresholds))
 
 
 @pytest.mark.parametrize(

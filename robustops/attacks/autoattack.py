@@ -3,7 +3,7 @@ black-box Square attack (Andriushchenko et al., 2020), under the attack contract
 
 Written here rather than wrapped from torchattacks: its implementations reseed torch's global
 random stream, and ours draw from a seeded generator of their own so a score is reproducible
-without side effects on training. ``tests/test_autoattack.py`` checks them against torchattacks.
+without side effects on training. ``tests/test_scorecard.py`` checks them against torchattacks.
 """
 
 from __future__ import annotations
@@ -34,8 +34,9 @@ def _checkpoints(steps: int) -> list[int]:
 
 @ATTACKS.register("apgd")
 class APGD(Attack):
-    """Auto-PGD in the L-inf ball: PGD with momentum and a step size that halves whenever the
-    loss stops rising, restarting from the best point found (Croce & Hein, 2020).
+    """Auto-PGD in the L-inf ball: PGD with momentum and a step size that halves at a checkpoint
+    where the loss has stalled, the halved inputs restarting from the best point found (Croce &
+    Hein, 2020).
 
     Args:
         eps: radius of the L-inf ball.

@@ -103,10 +103,10 @@ def model_layout(x: torch.Tensor) -> torch.Tensor:
 
     One channel makes the two layouts the same bytes: the batch stays contiguous (``view``
     still works) and only the strides torch reads the layout from change. torch then runs its
-    channels-last convolution and pooling kernels, and a forward and backward pass of the
-    registry's CNNs on CPU takes 10-40% less time (measured with torch 2.13; none for the MLP).
-    The values, and so the attack, are the same. Not done for several channels (a real
-    transpose, and a model's ``view`` could fail) nor on GPUs (not measured)."""
+    channels-last convolution and pooling kernels, which are faster for the registry's CNNs on
+    CPU (``benchmarks/attack_speed.py`` times the attacks). The values, and so the attack, are the
+    same. Not done for several channels (a real transpose, and a model's ``view`` could fail)
+    nor on GPUs."""
     if x.device.type == "cpu" and x.ndim == 4 and x.shape[1] == 1 and x.is_contiguous():
         return torch.empty_like(x, memory_format=torch.channels_last).copy_(x)
     return x

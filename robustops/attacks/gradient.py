@@ -73,8 +73,8 @@ class PGD(Attack):
             unclipped and only the stepped point is projected. On images with a black background
             such as MNIST, clipping would zero half of the start's noise on every background pixel
             and the step would land on the ball's edge there; training on those less diverse
-            examples drifted into gradient masking (AutoAttack-grade accuracy 0.56 instead of
-            0.71 on MNIST at eps 0.3, benchmarks/mnist.py).
+            examples drifted into gradient masking on MNIST at eps 0.3 (``benchmarks/mnist.py``;
+            docs/defences.md holds the figures).
     """
 
     name = "pgd_linf"

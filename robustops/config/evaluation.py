@@ -26,7 +26,7 @@ class AutoAttackConfig(Strict):
     """The AutoAttack-grade ensemble: APGD-CE, APGD-DLR and Square, worst case per example."""
 
     enabled: bool = True
-    eps: list[float] = Field([0.1], description="L-inf radii to run it at (it costs about 6 s per radius)")
+    eps: list[float] = Field([0.1], description="L-inf radii to run the whole ensemble at")
 
     @field_validator("eps")
     @classmethod

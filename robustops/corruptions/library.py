@@ -79,7 +79,7 @@ def _gaussian_noise(x, sigma, gen):
 @register("shot_noise", Family.NOISE, (500, 250, 100, 75, 50), "photons at full intensity")
 def _shot_noise(x, photons, gen):
     lam = (x * photons).float().cpu()
-    # torch.poisson is slow on the CPU (about 5x randn). From 10 expected photons up, a rounded
+    # torch.poisson is much slower than randn on the CPU. From 10 expected photons up, a rounded
     # normal N(lam, lam) has the Poisson mean and variance and lies within 0.04 of its law in
     # total variation, so only the dark pixels pay for exact sampling.
     counts = (lam + lam.sqrt() * torch.randn(lam.shape, generator=gen)).round_().clamp_(min=0)

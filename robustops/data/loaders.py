@@ -527,3 +527,13 @@ def load_batch(
     if unknown:
         _fail(path, f"the batch has label(s) {unknown[:5]} the model does not know (its classes: {classes})")
     return x, np.array([classes.index(n) for n in names], dtype=np.int64)
+
+
+def load_for_blueprint(
+    path: str | Path, blueprint: Any, limits: LimitsConfig, convert: bool = False
+) -> Dataset:
+    """An .npz file or an image folder (``--data``) in a model's input shape and labelled with its
+    classes (``blueprint``: a :class:`robustops.models.Blueprint`); other channels or sizes are
+    refused unless ``convert``."""
+    source = DataSource.FOLDER if Path(path).is_dir() else DataSource.NPZ
+    return load_for_model(source, Path(path), blueprint.shape, blueprint.classes, "--data", limits, convert)

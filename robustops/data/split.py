@@ -125,3 +125,18 @@ def load_split(cfg: DataConfig, seed: int, limits: LimitsConfig | None = None) -
     split.train = thin_classes(split.train, cfg.train_class_fraction, seed)
     split.train = add_training_data(split.train, cfg.extra_train, limits)
     return split
+
+
+def split_for_thresholds(ds: Dataset, seed: int, share: float = 0.25) -> Split:
+    """A seeded, stratified ``share`` of each class (at least one image of classes with two or more)
+    picks the thresholds; the rest is scored. Classes with one image go to the scored part."""
+    rng = np.random.default_rng(seed)
+    val, test = [], []
+    for c in np.unique(ds.y):
+        idx = rng.permutation(np.flatnonzero(ds.y == c))
+        k = max(1, round(len(idx) * share)) if len(idx) >= 2 else 0
+        val.append(idx[:k])
+        test.append(idx[k:])
+    v, t = np.sort(np.concatenate(val)), np.sort(np.concatenate(test))
+    part = lambda i: Dataset(ds.x[i], ds.y[i], ds.classes, ds.source)  # noqa: E731
+    return Split(part(t[:0]), part(v), part(t))

@@ -40,7 +40,7 @@ class Candidate:
     name: str
     metrics: dict[str, float]
     masking_passed: bool
-    spec: dict[str, bool]  # check name -> passed
+    specification: dict[str, bool]  # specification check name -> passed
     outcomes: np.ndarray | None = None  # per test image: correct on the primary metric
 
 
@@ -192,7 +192,7 @@ def gate_failures(c: Candidate, cfg: GateConfig) -> list[str]:
     if cfg.require_masking and not c.masking_passed:
         out.append("failed a gradient-masking check: its adversarial score is not trusted")
     for check in cfg.spec_checks:
-        if check in c.spec and not c.spec[check]:
+        if check in c.specification and not c.specification[check]:
             out.append(f"failed specification check {check}")
     if cfg.primary not in c.metrics:
         out.append(f"primary score {cfg.primary} missing from the scorecard")

@@ -13,14 +13,15 @@ import html
 import io
 import re
 from datetime import UTC, datetime
+from typing import Any
 
 from matplotlib.figure import Figure
 
 from robustops.config import GateConfig
 from robustops.evaluation.gate import Decision
-from robustops.evaluation.plots import models_vs_eps_figure
+from robustops.evaluation.plots import models_vs_eps_figure, scorecard_figures
 from robustops.evaluation.report import Intervals, headline, intervals_of, row_n
-from robustops.evaluation.scorecard import small_test_note
+from robustops.evaluation.scorecard import Scorecard, small_test_note
 
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px;color:#1d2433}
@@ -279,7 +280,7 @@ def render(
     title: str,
     metrics: dict[str, dict[str, float]],
     masking: dict[str, list[dict]],
-    spec: dict[str, list[dict]],
+    specification: dict[str, list[dict]],
     plots: dict[str, dict[str, str]],
     decision: Decision | None = None,
     meta: dict[str, str] | None = None,
@@ -291,7 +292,7 @@ def render(
     Args:
         title: the page title.
         metrics: model -> its metrics.
-        masking, spec: model -> its checks as dicts (name, passed, detail).
+        masking, specification: model -> its checks as dicts (name, passed, detail).
         plots: model -> caption -> data URI (see :func:`png`).
         decision: the promotion gate's decision, if the gate ran.
         meta: extra lines for the header (run id, data, config).
@@ -346,7 +347,7 @@ def render(
         parts.append(f"<div class='plots'><figure><img src='{png(fig)}' alt='accuracy over eps, every model'>"
                      "</figure></div>")  # fmt: skip
     parts.append(_checks("Gradient-masking checks", masking))
-    parts.append(_checks("Specification checks", spec))
+    parts.append(_checks("Specification checks", specification))
     for name, figs in plots.items():
         parts.append(f"<h2>{html.escape(name)}</h2><div class='plots'>")
         parts += [f"<figure><img src='{uri}' alt='{html.escape(cap)}'><figcaption>{html.escape(cap)}</figcaption></figure>"
@@ -354,3 +355,45 @@ def render(
         parts.append("</div>")
     parts.append("</body></html>")
     return "\n".join(parts)
+
+
+def report_meta(cfg: Any, card: Scorecard) -> dict[str, str]:
+    """The report's header facts: the data, the test and attacked images, the seed."""
+    return {
+        "data": cfg.data.source.value,
+        "test images": str(card.n_test),
+        "attacked images": str(card.n_attacked),
+        "seed": str(cfg.seed),
+    }
+
+
+def scorecard_report(
+    cards: dict[str, Scorecard],
+    decision: Decision | None,
+    meta: dict[str, str],
+    gate: GateConfig | None = None,
+    title: str = "robustops scorecard",
+) -> tuple[str, dict[str, Any]]:
+    """The run's report: the self-contained HTML page and its JSON (every model's scorecard with
+    n and intervals, and the gate's decision)."""
+    plots = {
+        name: {path.removeprefix("plots/").removesuffix(".png").replace("_", " "): png(fig)
+               for path, fig in scorecard_figures(card, name).items()}
+        for name, card in cards.items()
+    }  # fmt: skip
+    page = render(
+        title,
+        {n: c.metrics for n, c in cards.items()},
+        {n: [x.as_dict() for x in c.masking] for n, c in cards.items()},
+        {n: [x.as_dict() for x in c.specification] for n, c in cards.items()},
+        plots,
+        decision,
+        meta,
+        gate=gate,
+        intervals={n: c.intervals() for n, c in cards.items()},
+    )
+    doc = {
+        "models": {n: c.as_json() for n, c in cards.items()},
+        "gate": decision.as_dict() if decision else None,
+    }
+    return page, doc

@@ -22,7 +22,7 @@ import torch
 from robustops.config import Config
 from robustops.data import Dataset
 from robustops.errors import ConfigError
-from robustops.evaluation.scorecard import ScorePart, evaluate, relative_corruption_metrics
+from robustops.evaluation.scorecard import ScoreInputs, ScorePart, evaluate, relative_corruption_metrics
 from robustops.models import build_model
 
 # Logged beside the scorecard for every model (tasks/evaluation.py, flows/pipeline.py).
@@ -89,10 +89,10 @@ def _dry_run(
         torch.manual_seed(0)
         model = build_model("mlp", shape, k, hidden=8, dropout=0.0).eval()
         names: set[str] = set(ALWAYS)
-        for extra in [None, *extras]:
-            card = evaluate(
-                model, data, ev, 0, "cpu", extra, data, data, data if shift else None, x if ood else None
-            )
+        for extra in [{}, *extras]:
+            inputs = ScoreInputs(model, data, ev, 0, "cpu", data, data, data if shift else None, x if ood else None,
+                                 extra)  # fmt: skip
+            card = evaluate(inputs)
             names |= set(card.metrics) | set(relative_corruption_metrics(card, card))
     return names | {m for shown, extra in SOMETIMES.items() if shown in names for m in extra}
 

@@ -24,7 +24,7 @@ import warnings
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from scipy.stats import binomtest
@@ -41,7 +41,7 @@ from robustops.evaluation.lipschitz import input_grad_norm, lipschitz_bound
 from robustops.evaluation.masking import Check, masking_checks
 from robustops.evaluation.metrics import adv_key, confusion_matrix, per_class_recall
 from robustops.evaluation.perturbation import flip_rate, noise_curves, noise_metrics
-from robustops.evaluation.specification import Guard, SpecContext, run_checks
+from robustops.evaluation.specification import CheckContext, Thresholds, run_checks
 from robustops.inference import predict, robust_mask
 from robustops.names import number, segment
 
@@ -67,10 +67,10 @@ class Scorecard:
     certificates: Certificates | None = None
     noise: dict[str, dict[float, float]] = field(default_factory=dict)
     masking: list[Check] = field(default_factory=list)
-    spec: list[Check] = field(default_factory=list)
+    specification: list[Check] = field(default_factory=list)  # the specification checks
     risk_coverage: tuple[np.ndarray, np.ndarray] | None = None
     calibration: pp.Calibration | None = None
-    guard: Guard | None = None
+    thresholds: Thresholds | None = None  # what the served guard abstains below
     seconds: dict[str, float] = field(default_factory=dict)  # compute time of each scored part
     # Per L-inf attack, which attacked images stayed correct ("eps_0.1/apgd", ...): the parts
     # score attacks apart and merge() takes the per-example worst cases from these.
@@ -81,8 +81,8 @@ class Scorecard:
         return all(c.passed for c in self.masking)
 
     @property
-    def spec_passed(self) -> bool:
-        return all(c.passed for c in self.spec)
+    def specification_passed(self) -> bool:
+        return all(c.passed for c in self.specification)
 
     def class_counts(self) -> dict[str, int]:
         """Test images per class (the metric segment of its name): the n of each class's recall."""
@@ -92,6 +92,20 @@ class Scorecard:
     def intervals(self, level: float = CONFIDENCE) -> dict[str, dict[str, float]]:
         """The Wilson interval and n of every accuracy of the card (see :func:`metric_intervals`)."""
         return metric_intervals(self.metrics, self.class_counts(), level)
+
+    def as_json(self) -> dict[str, Any]:
+        """The card as JSON (``evaluation/scorecard.json``): metrics, check results, the guard's
+        thresholds, and n per dimension with every interval."""
+        return {
+            "metrics": self.metrics,
+            "masking": [c.as_dict() for c in self.masking],
+            "specification": [c.as_dict() for c in self.specification],
+            "masking_passed": self.masking_passed,
+            "specification_passed": self.specification_passed,
+            "guard": vars(self.thresholds) if self.thresholds else None,
+            "n_test": self.n_test,
+            "n_attacked": self.n_attacked,
+        } | self.stats()
 
     def stats(self) -> dict[str, Any]:
         """What the scorecard JSON holds about sampling: n per dimension and every interval."""
@@ -106,6 +120,77 @@ class Scorecard:
 # A defence's own part of its scorecard: fills the partial card (metrics, and e.g. certificates)
 # for a model on the test split, with a seed and a device.
 ScorePart = Callable[[Scorecard, nn.Module, Dataset, int, str], None]
+
+
+@dataclass(frozen=True, eq=False)
+class ScoreInputs:
+    """What one model's scorecard is computed from: every part of :func:`plan` is scored from the
+    same inputs (:func:`score`), and :func:`merge` joins the parts with them.
+
+    Attributes:
+        model: the classifier (eval mode is set when a part is scored).
+        test: the split everything is scored on.
+        cfg: the evaluation settings.
+        seed: seeds every attack, noise draw and subsample.
+        device: torch device.
+        val: chooses the confidence and OOD thresholds (None: the test split, optimistic).
+        train: training split: class means for Mahalanobis and the counts that name the rarest
+            class (None: no Mahalanobis, rarest class by test counts).
+        shift: a naturally shifted labelled set (``shift/acc``).
+        ood_x: images of a second dataset for OOD AUROC (``ood/ood_data/...``).
+        extra: a defence's own parts by name (:meth:`robustops.defences.Defence.scorecard_parts`),
+            e.g. smoothing's certificates.
+    """
+
+    model: nn.Module
+    test: Dataset
+    cfg: EvalConfig
+    seed: int = 0
+    device: str = "cpu"
+    val: Dataset | None = None
+    train: Dataset | None = None
+    shift: Dataset | None = None
+    ood_x: np.ndarray | None = None
+    extra: Mapping[str, ScorePart] = field(default_factory=dict)
+
+    def attacked(self) -> tuple[np.ndarray, np.ndarray]:
+        """The images the attacks run on: a seeded subsample of ``evaluation.max_samples``."""
+        return subsample(self.test, self.cfg.max_samples, self.seed)
+
+
+@dataclass(frozen=True)
+class Part:
+    """One independent part of a scorecard (see :func:`plan`), scored by :func:`score`.
+
+    Attributes:
+        kind: what the part scores, a key of :data:`KINDS` (``clean``, ``linf``, ``l2``,
+            ``large_eps``, ``lipschitz``, ``noise``, ``corruption``, ``shift``, ``post``,
+            ``defence``).
+        eps: the L-inf radius of a ``linf`` part.
+        member: which one of its kind: for ``linf`` a member of the AutoAttack-grade ensemble
+            (its attack label) or ``more_steps`` (the masking check's PGD with more steps), None
+            for the config's FGSM and PGD; for ``corruption`` the corruption's name; for
+            ``defence`` the name of the defence's own part.
+    """
+
+    kind: str
+    eps: float | None = None
+    member: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"unknown scorecard part kind {self.kind!r}; the kinds: {', '.join(KINDS)}")
+
+    @property
+    def label(self) -> str:
+        """The part's name, as in Prefect's task-run names and :attr:`Scorecard.seconds`:
+        ``clean``, ``adv/eps_0.1``, ``adv/eps_0.1/apgd_dlr``, ``corruption/fog``, ``certify``."""
+        eps = number(self.eps) if self.eps is not None else ""
+        member = self.member or ""
+        return KINDS[self.kind].label.format(eps=eps, member=member, sub=f"/{member}" if member else "")
+
+    def __str__(self) -> str:
+        return self.label
 
 
 # The count each accuracy is a share of: the n metric of its dimension. A mean over noise levels,
@@ -240,34 +325,43 @@ def _score(card: Scorecard, attack: Attack, acc: float, n: int) -> None:
     card.attacks.append(attack.settings() | {"label": attack.label, "acc": acc, "n": n})
 
 
-def _linf_part(
-    model: nn.Module, card: Scorecard, x: np.ndarray, y: np.ndarray, cfg: EvalConfig, eps: float,
-    member: str, seed: int, device: str,
-) -> None:  # fmt: skip
-    """One part of the L-inf attacks at ``eps``: with ``member`` empty the config's FGSM and PGD;
+def _clean(card: Scorecard, part: Part, s: ScoreInputs) -> None:
+    test, m = s.test, card.metrics
+    pred = predict(s.model, test.x, s.cfg.batch_size, s.device).argmax(1)
+    card.confusion = confusion_matrix(test.y, pred, test.num_classes)
+    recall = per_class_recall(card.confusion)
+    m["clean/acc"] = float((pred == test.y).mean())
+    m |= {f"clean/recall/class_{segment(c)}": float(r) for c, r in zip(test.classes, recall, strict=True)}
+    m["clean/recall/min"] = float(np.nanmin(recall))
+
+
+def _linf(card: Scorecard, part: Part, s: ScoreInputs) -> None:
+    """One part of the L-inf attacks at ``part.eps``: with no member the config's FGSM and PGD;
     else one member of the AutoAttack-grade ensemble (its label), or ``more_steps``, the PGD with
     more steps of the masking check. Each is its own part so a runner spreads the ensemble,
     the slowest work of a scorecard, over workers; :func:`merge` takes the worst cases."""
+    cfg, eps, seed = s.cfg, part.eps, s.seed
+    x, y = s.attacked()
     group = f"eps_{number(eps)}"
 
     def run(attack: Attack, name: str | None = None) -> float:
         """Scores ``attack`` and keeps its mask for merge(); a named run (the masking check's
         more-steps PGD) is kept out of the attack list and the curves."""
-        mask = robust_mask(model, attack, x, y, cfg.batch_size, device)
+        mask = robust_mask(s.model, attack, x, y, cfg.batch_size, s.device)
         card.masks[f"{group}/{name or attack.label}"] = mask
         if name is None:
             _score(card, attack, float(mask.mean()), len(mask))
         return float(mask.mean())
 
-    if not member:
+    if not part.member:
         for attack in attacks_for(cfg, seed):
             if attack.threat.value == "Linf" and attack.eps == eps:
                 run(attack)
-    elif member == "more_steps":
+    elif part.member == "more_steps":
         more = run(_pgd(cfg, eps, seed, steps=cfg.masking.more_steps), name="more_steps")
         card.metrics[f"masking/pgd_{cfg.masking.more_steps}_steps/eps_{number(eps)}/acc"] = more
     else:
-        run(next(a for a in ensemble_for(cfg, eps, seed) if a.label == member))
+        run(next(a for a in ensemble_for(cfg, eps, seed) if a.label == part.member))
 
 
 def _worst_cases(card: Scorecard, cfg: EvalConfig) -> None:
@@ -290,13 +384,45 @@ def _worst_cases(card: Scorecard, cfg: EvalConfig) -> None:
         card.metrics[adv_key("worst", eps)] = float(np.logical_and.reduce(list(masks.values())).mean())
 
 
-def _l2(model: nn.Module, card: Scorecard, x: np.ndarray, y: np.ndarray, cfg: EvalConfig, seed: int,
-        device: str) -> None:  # fmt: skip
-    for attack in attacks_for(cfg, seed):
+def _l2(card: Scorecard, part: Part, s: ScoreInputs) -> None:
+    x, y = s.attacked()
+    for attack in attacks_for(s.cfg, s.seed):
         if attack.threat.value != "Linf":
-            _score(
-                card, attack, float(robust_mask(model, attack, x, y, cfg.batch_size, device).mean()), len(y)
-            )
+            acc = float(robust_mask(s.model, attack, x, y, s.cfg.batch_size, s.device).mean())
+            _score(card, attack, acc, len(y))
+
+
+def _large_eps(card: Scorecard, part: Part, s: ScoreInputs) -> None:
+    x, y = s.attacked()
+    big = _pgd(s.cfg, s.cfg.masking.large_eps, s.seed)
+    card.metrics[f"masking/large_eps_{number(s.cfg.masking.large_eps)}/acc"] = float(
+        robust_mask(s.model, big, x, y, s.cfg.batch_size, s.device).mean()
+    )
+
+
+def _lipschitz(card: Scorecard, part: Part, s: ScoreInputs) -> None:
+    x, y = s.attacked()
+    card.metrics["lipschitz/bound"] = lipschitz_bound(s.model, s.test.shape)
+    card.metrics["lipschitz/input_grad_l2"] = input_grad_norm(s.model, x, y, s.cfg.batch_size, s.device)
+
+
+def _noise(card: Scorecard, part: Part, s: ScoreInputs) -> None:
+    test = s.test
+    card.noise = noise_curves(s.model, test.x, test.y, s.cfg.noise, s.seed, s.device)
+    card.metrics |= noise_metrics(card.noise, flip_rate(s.model, test.x, s.cfg.noise, s.seed, s.device))
+
+
+def _corruption(card: Scorecard, part: Part, s: ScoreInputs) -> None:
+    card.corruption = corruption_accuracy(
+        s.model, s.test.x, s.test.y, [part.member], s.cfg.severities, s.seed, s.cfg.batch_size, s.device
+    )
+
+
+def _shift(card: Scorecard, part: Part, s: ScoreInputs) -> None:
+    if s.shift is not None:
+        pred = predict(s.model, s.shift.x, device=s.device).argmax(1)
+        card.metrics["shift/acc"] = float((pred == s.shift.y).mean())
+        card.metrics["shift/n"] = float(len(s.shift.y))
 
 
 def _masking(card: Scorecard, y: np.ndarray, cfg: EvalConfig) -> None:
@@ -324,10 +450,28 @@ def _masking(card: Scorecard, y: np.ndarray, cfg: EvalConfig) -> None:
     m["masking/pass"] = float(card.masking_passed)
 
 
-def _postprocess(
-    model: nn.Module, card: Scorecard, test: Dataset, val: Dataset, train: Dataset | None,
-    logits: np.ndarray, cfg: EvalConfig, seed: int, device: str, ood_x: np.ndarray | None,
-) -> None:  # fmt: skip
+def _post(card: Scorecard, part: Part, s: ScoreInputs) -> None:
+    """The post-processing layer (thresholds, OOD, calibration), then the specification checks of
+    the model guarded by those thresholds."""
+    test, train, m = s.test, s.train, card.metrics
+    logits = predict(s.model, test.x, s.cfg.batch_size, s.device)
+    _postprocess(card, s, logits)
+    counts = (
+        train.counts()
+        if train is not None
+        else dict(zip(test.classes, map(int, np.bincount(test.y, minlength=test.num_classes)), strict=True))
+    )
+    ctx = CheckContext(
+        s.model, test.x, test.y, test.classes, counts, card.thresholds, s.cfg.specification, s.seed, s.device
+    )
+    card.specification = run_checks(ctx)
+    for c in card.specification:
+        m[f"spec/{c.name}/pass"] = float(c.passed)
+    m["spec/pass"] = float(card.specification_passed)
+
+
+def _postprocess(card: Scorecard, s: ScoreInputs, logits: np.ndarray) -> None:
+    model, test, val, train, cfg, device = s.model, s.test, s.val or s.test, s.train, s.cfg, s.device
     m = card.metrics
     conf = pp.softmax(logits).max(1)
     correct = logits.argmax(1) == test.y
@@ -344,17 +488,17 @@ def _postprocess(
     m["calibration/ece"] = card.calibration.ece
     # OOD flag at the energy that keeps ood_tpr of the validation images.
     e_thr = float(np.quantile(pp.energy(val_logits), 1 - cfg.ood_tpr))
-    card.guard = Guard(thr, e_thr)
+    card.thresholds = Thresholds(thr, e_thr)
     m["ood/energy_threshold"] = e_thr
     # The served guard abstains on either threshold: its coverage, and its accuracy on the images
     # it answers (abstentions are no answer, not errors; the plain model's accuracy is clean/acc).
-    answered = ~card.guard.abstain(logits)
+    answered = ~card.thresholds.abstain(logits)
     m["guard/coverage"] = float(answered.mean()) if len(answered) else 0.0
     if answered.any():
         m["guard/acc_answered"] = float(correct[answered].mean())
-    sets = pp.noise_ood(test.shape, min(len(test.y), 200), seed)
-    if ood_x is not None:
-        sets["ood_data"] = ood_x
+    sets = pp.noise_ood(test.shape, min(len(test.y), 200), s.seed)
+    if s.ood_x is not None:
+        sets["ood_data"] = s.ood_x
     maha = None
     if cfg.mahalanobis and train is not None:
         f = pp.features(model, train.x, device=device)
@@ -367,9 +511,39 @@ def _postprocess(
         scores = {"msp": pp.softmax(lo).max(1), "energy": pp.energy(lo)}
         if maha is not None:
             scores["mahalanobis"] = maha.score(pp.features(model, xo, device=device))
-        for s, v in scores.items():
-            m[f"ood/{name}/auroc_{s}"] = pp.auroc(test_scores[s], v)
-        m[f"ood/{name}/flagged"] = float(card.guard.abstain(lo).mean())
+        for sc, v in scores.items():
+            m[f"ood/{name}/auroc_{sc}"] = pp.auroc(test_scores[sc], v)
+        m[f"ood/{name}/flagged"] = float(card.thresholds.abstain(lo).mean())
+
+
+def _defence(card: Scorecard, part: Part, s: ScoreInputs) -> None:
+    if part.member not in s.extra:
+        known = ", ".join(s.extra) or "none"
+        raise ValueError(f"the model's defence has no scorecard part {part.member!r} (its parts: {known})")
+    s.extra[part.member](card, s.model, s.test, s.seed, s.device)
+
+
+class Kind(NamedTuple):
+    """One kind of scorecard part: its label (a format of ``eps``, ``member`` and ``sub``, the
+    member after a slash) and the function that fills a partial card with its numbers."""
+
+    label: str
+    score: Callable[[Scorecard, Part, ScoreInputs], None]
+
+
+# Every kind of part, in report order: what :func:`score` dispatches on.
+KINDS: dict[str, Kind] = {
+    "clean": Kind("clean", _clean),
+    "linf": Kind("adv/eps_{eps}{sub}", _linf),
+    "l2": Kind("adv/l2", _l2),
+    "large_eps": Kind("adv/large_eps", _large_eps),
+    "lipschitz": Kind("lipschitz", _lipschitz),
+    "noise": Kind("noise", _noise),
+    "corruption": Kind("corruption/{member}", _corruption),
+    "shift": Kind("shift", _shift),
+    "post": Kind("post", _post),
+    "defence": Kind("{member}", _defence),
+}
 
 
 def _linf_eps(cfg: EvalConfig) -> list[float]:
@@ -379,123 +553,60 @@ def _linf_eps(cfg: EvalConfig) -> list[float]:
     )
 
 
-def plan(cfg: EvalConfig, extra: Iterable[str] = (), shift: bool = False) -> list[str]:
+def plan(cfg: EvalConfig, extra: Iterable[str] = (), shift: bool = False) -> list[Part]:
     """The independent parts of one model's scorecard, in report order: a runner may score them
     in any order or in parallel (each part seeds its own randomness), and :func:`merge` joins
-    them into the same card. ``extra``: the names of a defence's own parts, scored last."""
-    parts = ["clean"]
+    them into the same card. ``extra``: the names of a defence's own parts, scored last (one
+    named like a common part is left out); ``shift``: the run has a shifted set."""
+    parts = [Part("clean")]
     for e in _linf_eps(cfg):
-        parts += [f"adv/eps_{number(e)}"] if e in cfg.eps else []
+        parts += [Part("linf", e)] if e in cfg.eps else []
         if cfg.autoattack.enabled and e in cfg.autoattack.eps:
             members = [a.label for a in ensemble_for(cfg, e, 0)]
-            parts += [f"adv/eps_{number(e)}/{m}" for m in [*members, "more_steps"]]
-    parts += ["adv/l2"] if any(e > 0 for e in cfg.l2_eps) else []
-    parts += ["adv/large_eps", "lipschitz", "noise", *(f"corruption/{c}" for c in cfg.corruptions)]
-    parts += ["shift"] if shift else []
-    parts += ["post"]
-    return parts + [p for p in extra if p not in parts]
+            parts += [Part("linf", e, m) for m in [*members, "more_steps"]]
+    parts += [Part("l2")] if any(e > 0 for e in cfg.l2_eps) else []
+    parts += [Part("large_eps"), Part("lipschitz"), Part("noise")]
+    parts += [Part("corruption", member=c) for c in cfg.corruptions]
+    parts += [Part("shift")] if shift else []
+    parts += [Part("post")]
+    common = {p.label for p in parts}
+    return parts + [Part("defence", member=name) for name in extra if name not in common]
 
 
-def evaluate_part(
-    part: str,
-    model: nn.Module,
-    test: Dataset,
-    cfg: EvalConfig,
-    seed: int = 0,
-    device: str = "cpu",
-    extra: Mapping[str, ScorePart] | None = None,
-    val: Dataset | None = None,
-    train: Dataset | None = None,
-    shift: Dataset | None = None,
-    ood_x: np.ndarray | None = None,
-) -> Scorecard:
+def score(part: Part, inputs: ScoreInputs) -> Scorecard:
     """One part of :func:`plan`: a partial card that holds only that part's numbers."""
-    model.eval()
-    card = Scorecard({}, np.zeros((0, 0), dtype=np.int64), test.classes, n_test=len(test.y))
-    m = card.metrics
-    x, y = subsample(test, cfg.max_samples, seed)
-    kind, _, arg = part.partition("/")
-    if part == "clean":
-        pred = predict(model, test.x, cfg.batch_size, device).argmax(1)
-        card.confusion = confusion_matrix(test.y, pred, test.num_classes)
-        recall = per_class_recall(card.confusion)
-        m["clean/acc"] = float((pred == test.y).mean())
-        m |= {f"clean/recall/class_{segment(c)}": float(r) for c, r in zip(test.classes, recall, strict=True)}
-        m["clean/recall/min"] = float(np.nanmin(recall))
-    elif kind == "adv" and arg.startswith("eps_"):
-        group, _, member = arg.partition("/")
-        eps = next(e for e in [*cfg.eps, *cfg.autoattack.eps] if number(e) == group.removeprefix("eps_"))
-        _linf_part(model, card, x, y, cfg, eps, member, seed, device)
-    elif part == "adv/l2":
-        _l2(model, card, x, y, cfg, seed, device)
-    elif part == "adv/large_eps":
-        big = _pgd(cfg, cfg.masking.large_eps, seed)
-        m[f"masking/large_eps_{number(cfg.masking.large_eps)}/acc"] = float(
-            robust_mask(model, big, x, y, cfg.batch_size, device).mean()
-        )
-    elif part == "lipschitz":
-        m["lipschitz/bound"] = lipschitz_bound(model, test.shape)
-        m["lipschitz/input_grad_l2"] = input_grad_norm(model, x, y, cfg.batch_size, device)
-    elif part == "noise":
-        card.noise = noise_curves(model, test.x, test.y, cfg.noise, seed, device)
-        m |= noise_metrics(card.noise, flip_rate(model, test.x, cfg.noise, seed, device))
-    elif kind == "corruption":
-        card.corruption = corruption_accuracy(
-            model, test.x, test.y, [arg], cfg.severities, seed, cfg.batch_size, device
-        )
-    elif part == "shift":
-        if shift is not None:
-            m["shift/acc"] = float((predict(model, shift.x, device=device).argmax(1) == shift.y).mean())
-            m["shift/n"] = float(len(shift.y))
-    elif part == "post":
-        logits = predict(model, test.x, cfg.batch_size, device)
-        _postprocess(model, card, test, val or test, train, logits, cfg, seed, device, ood_x)
-        counts = (
-            train.counts()
-            if train is not None
-            else dict(
-                zip(test.classes, map(int, np.bincount(test.y, minlength=test.num_classes)), strict=True)
-            )
-        )
-        ctx = SpecContext(
-            model, test.x, test.y, test.classes, counts, card.guard, cfg.specification, seed, device
-        )
-        card.spec = run_checks(ctx)
-        for c in card.spec:
-            m[f"spec/{c.name}/pass"] = float(c.passed)
-        m["spec/pass"] = float(card.spec_passed)
-    elif extra and part in extra:
-        extra[part](card, model, test, seed, device)
-    else:
-        raise ValueError(f"unknown scorecard part {part!r}; the parts are those of plan()")
+    inputs.model.eval()
+    card = Scorecard({}, np.zeros((0, 0), dtype=np.int64), inputs.test.classes, n_test=len(inputs.test.y))
+    KINDS[part.kind].score(card, part, inputs)
     return card
 
 
-def merge(parts: list[Scorecard], test: Dataset, cfg: EvalConfig, seed: int = 0) -> Scorecard:
+def merge(cards: list[Scorecard], inputs: ScoreInputs) -> Scorecard:
     """One card from the partial cards of :func:`plan` (in plan order): their numbers, the
-    corruption summaries and the gradient-masking checks, which need every eps group."""
-    clean = parts[0]
-    _, y = subsample(test, cfg.max_samples, seed)  # the attacked images: their count and chance level
-    card = Scorecard({}, clean.confusion, test.classes, n_test=len(test.y), n_attacked=len(y))
-    for p in parts:
+    corruption summaries and the gradient-masking checks, which need every eps group. Reads only
+    the test split, the settings and the seed of ``inputs``."""
+    test = inputs.test
+    _, y = inputs.attacked()  # the attacked images: their count and chance level
+    card = Scorecard({}, cards[0].confusion, test.classes, n_test=len(test.y), n_attacked=len(y))
+    for p in cards:
         card.metrics |= p.metrics
         card.attacks += p.attacks
         for label, curve in p.curves.items():
             card.curves.setdefault(label, {}).update(curve)
         card.corruption |= p.corruption
         card.noise |= p.noise
-        card.spec += p.spec
+        card.specification += p.specification
         card.risk_coverage = card.risk_coverage or p.risk_coverage
         card.calibration = card.calibration or p.calibration
-        card.guard = card.guard or p.guard
+        card.thresholds = card.thresholds or p.thresholds
         card.certificates = card.certificates or p.certificates
         card.seconds |= p.seconds
         card.masks |= p.masks
     for label in card.curves:
         card.curves[label] = dict(sorted(card.curves[label].items()))
     card.metrics |= corruption_metrics(card.corruption)
-    _worst_cases(card, cfg)
-    _masking(card, y, cfg)
+    _worst_cases(card, inputs.cfg)
+    _masking(card, y, inputs.cfg)
     card.metrics |= _sample_sizes(card)
     note = small_test_note(card.n_test)
     if note:
@@ -519,38 +630,12 @@ def _sample_sizes(card: Scorecard) -> dict[str, float]:
     return out
 
 
-def evaluate(
-    model: nn.Module,
-    test: Dataset,
-    cfg: EvalConfig,
-    seed: int = 0,
-    device: str = "cpu",
-    extra: Mapping[str, ScorePart] | None = None,
-    val: Dataset | None = None,
-    train: Dataset | None = None,
-    shift: Dataset | None = None,
-    ood_x: np.ndarray | None = None,
-) -> Scorecard:
-    """Every score of one model: the parts of :func:`plan`, scored one after another and merged.
-
-    Args:
-        model: the classifier (eval mode is set here).
-        test: the split everything is scored on.
-        cfg: the evaluation settings.
-        seed: seeds every attack, noise draw and subsample.
-        device: torch device.
-        extra: a defence's own parts by name (:meth:`robustops.defences.Defence.scorecard_parts`),
-            e.g. smoothing's certificates.
-        val: chooses the confidence and OOD thresholds (default: the test split, optimistic).
-        train: training split: class means for Mahalanobis and the counts that name the rarest
-            class (default: no Mahalanobis, rarest class by test counts).
-        shift: a naturally shifted labelled set (``shift/acc``).
-        ood_x: images of a second dataset for OOD AUROC (``ood/ood_data/...``).
-    """
-    args = (model, test, cfg, seed, device, extra, val, train, shift, ood_x)
-    return merge(
-        [evaluate_part(p, *args) for p in plan(cfg, extra or (), shift is not None)], test, cfg, seed
-    )
+def evaluate(inputs: ScoreInputs) -> Scorecard:
+    """Every score of one model: each part of :func:`plan` scored (:func:`score`) and the parts
+    merged (:func:`merge`), the one route to a scorecard. Here the parts run one after another;
+    the flows' tasks (``tasks/evaluation.py``) spread the same parts over the runner's workers."""
+    parts = plan(inputs.cfg, inputs.extra, inputs.shift is not None)
+    return merge([score(p, inputs) for p in parts], inputs)
 
 
 def relative_corruption_metrics(card: Scorecard, baseline: Scorecard) -> dict[str, float]:

@@ -29,9 +29,10 @@ from robustops.registry import Registry
 
 
 @dataclass
-class Guard:
-    """Layer 3's decision: abstain when the confidence is below ``threshold`` or the energy score
-    below ``energy_threshold`` (an OOD flag)."""
+class Thresholds:
+    """The post-processing layer's thresholds (layer 3 of the guarded model), chosen on the
+    validation split by the scorecard: abstain when the confidence is below ``threshold`` or the
+    energy score below ``energy_threshold`` (an OOD flag)."""
 
     threshold: float
     energy_threshold: float
@@ -43,13 +44,17 @@ class Guard:
 
 
 @dataclass
-class SpecContext:
+class CheckContext:
+    """What a specification check is run on: the model and the test images, the training counts
+    per class (the rarest class), the thresholds the guarded model abstains with, the checks'
+    settings, a seed and a device."""
+
     model: nn.Module
     x: np.ndarray
     y: np.ndarray
     classes: list[str]
     train_counts: dict[str, int]
-    guard: Guard
+    thresholds: Thresholds
     cfg: SpecificationConfig
     seed: int = 0
     device: str = "cpu"
@@ -58,11 +63,11 @@ class SpecContext:
         return predict(self.model, x, device=self.device)
 
 
-SpecFn = Callable[[SpecContext], Check]
-SPEC_CHECKS: Registry[SpecFn] = Registry("specification check")
+CheckFn = Callable[[CheckContext], Check]
+SPEC_CHECKS: Registry[CheckFn] = Registry("specification check")
 
 
-def _keep(ctx: SpecContext, changed: np.ndarray, name: str, what: str) -> Check:
+def _keep(ctx: CheckContext, changed: np.ndarray, name: str, what: str) -> Check:
     """Passes when ``changed`` (``k`` changed copies of each test image, stacked copy by copy)
     keeps the label of at least ``invariance_keep`` of the images the model gets right."""
     clean = ctx.logits(ctx.x).argmax(1)
@@ -107,7 +112,7 @@ def translate_pixels(cfg: SpecificationConfig, shape: tuple[int, ...]) -> tuple[
 
 
 @SPEC_CHECKS.register("invariance_translate")
-def invariance_translate(ctx: SpecContext) -> Check:
+def invariance_translate(ctx: CheckContext) -> Check:
     py, px = translate_pixels(ctx.cfg, ctx.x.shape)
     moved = np.concatenate([shift_images(ctx.x, dy, dx) for dy, dx in ((py, 0), (-py, 0), (0, px), (0, -px))])
     h, w = ctx.x.shape[-2:]
@@ -117,13 +122,13 @@ def invariance_translate(ctx: SpecContext) -> Check:
 
 
 @SPEC_CHECKS.register("invariance_brightness")
-def invariance_brightness(ctx: SpecContext) -> Check:
+def invariance_brightness(ctx: CheckContext) -> Check:
     b = ctx.cfg.brightness
     return _keep(ctx, np.clip(ctx.x + b, 0, 1), "invariance_brightness", f"brightness +{b:g}")
 
 
 @SPEC_CHECKS.register("recall_floor")
-def recall_floor(ctx: SpecContext) -> Check:
+def recall_floor(ctx: CheckContext) -> Check:
     pred = ctx.logits(ctx.x).argmax(1)
     recall = {
         c: float((pred[ctx.y == i] == i).mean()) for i, c in enumerate(ctx.classes) if (ctx.y == i).any()
@@ -137,7 +142,7 @@ def recall_floor(ctx: SpecContext) -> Check:
 
 
 @SPEC_CHECKS.register("rare_class")
-def rare_class(ctx: SpecContext) -> Check:
+def rare_class(ctx: CheckContext) -> Check:
     rarest = min(ctx.train_counts, key=ctx.train_counts.get)
     i = ctx.classes.index(rarest)
     pred = ctx.logits(ctx.x[ctx.y == i]).argmax(1)
@@ -163,10 +168,10 @@ def edge_inputs(x: np.ndarray, seed: int) -> dict[str, np.ndarray]:
     }
 
 
-def _edge(kind: str) -> SpecFn:
-    def check(ctx: SpecContext) -> Check:
+def _edge(kind: str) -> CheckFn:
+    def check(ctx: CheckContext) -> Check:
         images = edge_inputs(ctx.x, ctx.seed)[kind]
-        confident = float((~ctx.guard.abstain(ctx.logits(images))).mean())
+        confident = float((~ctx.thresholds.abstain(ctx.logits(images))).mean())
         limit = ctx.cfg.edge_confident_max
         return Check(
             f"edge_{kind}",
@@ -181,10 +186,10 @@ for _kind in ("blank", "constant", "inverted", "saturated", "noise"):
     SPEC_CHECKS.register(f"edge_{_kind}")(_edge(_kind))
 
 
-def _corruption_invariance(spec: str) -> SpecFn:
+def _corruption_invariance(spec: str) -> CheckFn:
     name, _, sev = spec.partition(":")
 
-    def check(ctx: SpecContext) -> Check:
+    def check(ctx: CheckContext) -> Check:
         changed = CORRUPTIONS.get(name)(torch.from_numpy(ctx.x), int(sev or 1), ctx.seed).numpy()
         return _keep(
             ctx,
@@ -196,7 +201,7 @@ def _corruption_invariance(spec: str) -> SpecFn:
     return check
 
 
-def run_checks(ctx: SpecContext) -> list[Check]:
+def run_checks(ctx: CheckContext) -> list[Check]:
     """Every check named in ``cfg.checks``, then the configured corruption invariances."""
     out = [SPEC_CHECKS.get(name)(ctx) for name in ctx.cfg.checks]
     out += [_corruption_invariance(s)(ctx) for s in ctx.cfg.invariances]

@@ -1,8 +1,8 @@
 """Drift features of an image batch: what the images look like, and what the model makes of them.
 
 - Image statistics per image: brightness (mean), contrast (std), sharpness (variance of the
-  Laplacian), noise level (std of the residual after a 3x3 median-free box blur), and the shares
-  of pixels saturated at 0 and at 1.
+  Laplacian), noise level (std of the residual after a 3x3 box blur), and the shares of pixels
+  within 0.02 of 0 and of 1 (saturated).
 - Model outputs: the top confidence, the predictive entropy and the predicted class.
 - Embeddings: the penultimate features, projected onto the reference's first principal
   components (numpy SVD: one small matrix, no estimator to pickle).

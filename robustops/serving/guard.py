@@ -27,6 +27,7 @@ from robustops.config import DefenceConfig
 from robustops.defences import DEFENCES, settings_of
 from robustops.errors import RobustopsError
 from robustops.evaluation.postprocess import energy, softmax
+from robustops.evaluation.specification import Thresholds
 from robustops.inference import predict
 from robustops.models import Blueprint
 
@@ -194,16 +195,17 @@ class GuardedModel:
 
 def settings_for(
     blueprint: Blueprint,
-    guard: Any,
+    thresholds: Thresholds | None,
     defence: DefenceConfig | None = None,
     max_batch: int = 10_000,
     max_bytes: int = 256 * 2**20,
 ) -> GuardSettings:
-    """Guard settings from a model's blueprint, a scorecard's
-    :class:`~robustops.evaluation.specification.Guard` and the model's defence settings."""
+    """Guard settings from a model's blueprint, its scorecard's thresholds
+    (:class:`~robustops.evaluation.specification.Thresholds`, ``Scorecard.thresholds``; None:
+    answer everything) and the model's defence settings."""
     answer = DEFENCES.get(defence.name).serving(settings_of(defence)) if defence is not None else None
-    thr = float(guard.threshold) if guard is not None else 0.0
-    e_thr = float(guard.energy_threshold) if guard is not None else -math.inf
+    thr = float(thresholds.threshold) if thresholds is not None else 0.0
+    e_thr = float(thresholds.energy_threshold) if thresholds is not None else -math.inf
     return GuardSettings(
         list(blueprint.classes),
         list(blueprint.shape),

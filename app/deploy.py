@@ -2,7 +2,7 @@
 
 ``robustops serve`` registers the three deployments and runs their flow runs in its own process.
 ``deploy`` registers the same three (the same parameters, schedules, drift trigger and concurrency
-limits: they come from :func:`flows.serve.deployments`) to a work pool, and a ``prefect worker``
+limits: they come from :func:`app.serve.deployments`) to a work pool, and a ``prefect worker``
 of that pool runs them: the worker of the compose stack (``docker/compose.yaml``), or the jobs of
 a Kubernetes work pool (``docs/deployment.md``). A missing pool is created as a process pool.
 
@@ -87,7 +87,7 @@ def deploy(cfg: Config, pool: str, image: str | None = None) -> list[str]:
         RobustopsError: ``image`` given to a process pool, or missing for a container pool.
     """
     from adapters.prefect_server import check_server
-    from flows.serve import deployments
+    from app.serve import deployments
 
     url = check_server()
     work_pool, created = ensure_pool(pool)

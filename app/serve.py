@@ -17,10 +17,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from adapters.events import DRIFT_EVENT
 from robustops.config import Config
 from robustops.errors import ConfigError
-
-DRIFT_EVENT = "robustops.drift.detected"
 
 
 def _cron_schedule(section: str, cron: str, timezone: str | None) -> Any:

@@ -595,7 +595,7 @@ def link_in_prefect(cfg: MlflowConfig, run_id: str, kind: str, title: str, lines
         with get_client(sync_client=True) as c:
             c.create_artifact(artifact)
     except Exception as e:  # noqa: BLE001 - a link is a convenience: the run itself succeeded
-        from tasks.log import logger
+        from adapters.log import logger
 
         logger().warning("could not attach the MLflow link to the Prefect flow run: %s", e)
 

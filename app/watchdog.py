@@ -7,7 +7,7 @@ port open) would live on. The watchdog is a small separate process in its own se
 the terminal does not reach it) that notes the command's descendants every second and, once the
 command is gone, terminates the ones still alive (then kills those that ignore SIGTERM for 3 s).
 
-    python -m flows.watchdog PID START_TIME   # started by flows.cli; reads a pipe on stdin
+    python -m app.watchdog PID START_TIME   # started by app.cli; reads a pipe on stdin
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ def start() -> None:
     me = psutil.Process()
     _started.append(
         subprocess.Popen(
-            [sys.executable, "-m", "flows.watchdog", str(me.pid), f"{me.create_time():.3f}"],
+            [sys.executable, "-m", "app.watchdog", str(me.pid), f"{me.create_time():.3f}"],
             stdin=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

@@ -5,7 +5,7 @@ caught before Prefect or MLflow start, so nothing is written for a run that coul
 SIGTERM (``docker stop``, an eviction) and Ctrl-C stop the work under way within a batch: the
 runs are marked KILLED, the run's unpromoted model versions deleted, and the command ends with one
 ``error:`` line and exit code 143 (SIGTERM) or 130 (Ctrl-C). A command that runs flows starts a
-watchdog (:mod:`flows.watchdog`), so that even a SIGKILL leaves no temporary server behind.
+watchdog (:mod:`app.watchdog`), so that even a SIGKILL leaves no temporary server behind.
 """
 
 from __future__ import annotations
@@ -147,22 +147,6 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _check_run_inputs(cfg: Any) -> Any:
-    """Everything a pipeline run reads, validated before any server starts (one ``error:`` line
-    otherwise): the data, its test file and extra training data, the shifted and OOD sets, and
-    the gate's names against the metrics the run will produce. Returns the split."""
-    from robustops.catalog import check_gate
-    from robustops.data import load_split
-    from robustops.training import resolve_device
-    from tasks.evaluation import read_eval_sets
-
-    resolve_device(cfg.device)
-    split = load_split(cfg.data, cfg.seed, cfg.limits)
-    shift, ood = read_eval_sets(cfg.evaluation, split.test.shape, split.test.classes, cfg.limits)
-    check_gate(cfg, split.test.shape, split.test.classes, shift is not None, ood is not None)
-    return split
-
-
 def _print_counts(split: Any) -> None:
     parts = [split.train, split.val, split.test]
     total = sum(len(p.y) for p in parts)
@@ -175,10 +159,10 @@ def _print_counts(split: Any) -> None:
 
 
 def _run(cfg: Any) -> int:
+    from adapters.tracking import end_of_run_hints, tracking_uri
     from flows.pipeline import robustness_pipeline
     from robustops.evaluation.gate import model_lines
     from robustops.evaluation.report import text_table
-    from tasks.tracking import end_of_run_hints, tracking_uri
 
     start = time.perf_counter()
     out = robustness_pipeline(cfg)
@@ -200,17 +184,12 @@ def _run(cfg: Any) -> int:
 
 
 def _evaluate(cfg: Any, uri: str, data: str, convert: bool) -> int:
-    from pathlib import Path
+    from app.checks import evaluate_inputs
+    from flows.evaluate import robustness_evaluation
 
-    from robustops.errors import DataValidationError
-
-    if not Path(data).exists():
-        raise DataValidationError(f"{data}: not found; pass an .npz file or an image folder with --data")
-    from flows.evaluate import check_inputs, robustness_evaluation
-
-    check_inputs(cfg, uri, data, convert)  # bad model URI or data: one line, before any server starts
+    evaluate_inputs(cfg, uri, data, convert)  # bad model URI or data: one line, before any server starts
+    from adapters.tracking import end_of_run_hints, tracking_uri
     from robustops.evaluation.report import text_table
-    from tasks.tracking import end_of_run_hints, tracking_uri
 
     out = robustness_evaluation(uri, data, cfg, convert)
     print(f"\nrobustops: {uri} (version {out['model']['version']}) on {data}: {out['n']} images scored")
@@ -220,34 +199,15 @@ def _evaluate(cfg: Any, uri: str, data: str, convert: bool) -> int:
     return 0
 
 
-def _champion_and_batch(cfg: Any, uri: str, data: str, convert: bool) -> tuple[Any, Any, Any, Any, Any]:
-    """The guarded model and the batch, validated before any flow starts."""
-    from pathlib import Path
-
-    from robustops.errors import DataValidationError
-    from tasks.monitoring import load_champion, read_batch
-
-    if not Path(data).exists():
-        raise DataValidationError(f"{data}: not found; pass an .npz file or an image folder with --data")
-    guarded, ref, champion = load_champion.fn(cfg, uri)
-    x, y = read_batch.fn(data, guarded, cfg.limits, convert)
-    return guarded, ref, champion, x, y
-
-
-def _check_drift_batch(cfg: Any, data: str, x: Any) -> None:
-    from robustops.monitoring.monitor import check_batch_size
-
-    check_batch_size(len(x), cfg.monitor.min_batch, data)
-
-
 def _predict(cfg: Any, uri: str, data: str, out: str, convert: bool) -> int:
     from pathlib import Path
 
+    from app.checks import champion_and_batch
     from robustops.cpus import torch_threads, use_threads
     from robustops.monitoring.monitor import batch_scores, score
     from robustops.spreadsheet import write_csv
 
-    guarded, ref, champion, x, y = _champion_and_batch(cfg, uri, data, convert)
+    guarded, ref, champion, x, y = champion_and_batch(cfg, uri, data, convert)
     with use_threads(torch_threads(x[0].size)):
         predictions, features = score(guarded, ref, x, cfg.monitor.chunk)
     folder = Path(out)
@@ -264,12 +224,11 @@ def _predict(cfg: Any, uri: str, data: str, out: str, convert: bool) -> int:
 
 
 def _monitor(cfg: Any, uri: str, data: str, convert: bool) -> int:
+    from adapters.tracking import tracking_uri
+    from app.checks import monitor_inputs
     from flows.monitor import robustness_monitor
-    from tasks.tracking import tracking_uri
 
-    # A bad model or batch: one line, before any server starts.
-    x = _champion_and_batch(cfg, uri, data, convert)[3]
-    _check_drift_batch(cfg, data, x)
+    monitor_inputs(cfg, uri, data, convert)  # a bad model or batch: one line, before any server starts
     out = robustness_monitor(data, cfg, uri, convert)
     verdict = "DRIFT DETECTED: " + "; ".join(out["reasons"]) if out["drift"] else "no drift"
     print(
@@ -282,7 +241,7 @@ def _monitor(cfg: Any, uri: str, data: str, convert: bool) -> int:
     print(
         f"MLflow:     {redact(tracking_uri(cfg.mlflow))}  run {out['run_id']} (drift/report.html: the Evidently report)"
     )
-    from tasks.tracking import end_of_run_hints
+    from adapters.tracking import end_of_run_hints
 
     print("\n".join(end_of_run_hints(cfg, out["run_id"])))
     return 0
@@ -321,7 +280,7 @@ def main(argv: list[str] | None = None) -> int:
     warnings.showwarning = _show_warning
     if args.command in FLOW_COMMANDS:
         from adapters.prefect_server import own_temporary_server
-        from flows import watchdog
+        from app import watchdog
 
         watchdog.start()
         own_temporary_server()  # used only when PREFECT_API_URL names no server
@@ -344,21 +303,23 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "monitor":
             return _monitor(cfg, args.model or cfg.monitored_model, args.data, args.convert)
         if args.command == "serve":
-            from flows.serve import serve
+            from app.serve import serve
 
             serve(cfg)
             return 0
         if args.command == "deploy":
-            from flows.deploy import deploy
+            from app.deploy import deploy
 
             print("\n".join(deploy(cfg, args.pool, args.image)))
             return 0
         if args.command == "serve-model":
-            from tasks.pyfunc import serve_model
+            from adapters.pyfunc import serve_model
 
             serve_model(cfg, args.model or cfg.monitored_model, args.host, args.port)
             return 0
-        split = _check_run_inputs(cfg)
+        from app.checks import run_inputs
+
+        split = run_inputs(cfg)
         if args.command == "check-data":
             _print_counts(split)
             return 0

@@ -1,0 +1,1 @@
+"""The application: the robustops command, the Prefect deployments it serves, and its pre-flight checks."""

@@ -1,0 +1,58 @@
+"""Pre-flight checks: what a command reads, validated before any Prefect server starts, so a bad
+input ends in one ``error:`` line. A model is checked by its version and blueprint (no weights)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from adapters import registered
+from robustops.catalog import check_gate
+from robustops.config import Config
+from robustops.data import Split, load_split
+from robustops.data.loaders import load_batch, load_for_blueprint
+from robustops.errors import DataValidationError
+from robustops.monitoring.monitor import check_batch_size
+from robustops.training import resolve_device
+from tasks.evaluation import read_eval_sets
+
+
+def run_inputs(cfg: Config) -> Split:
+    """Everything a pipeline run reads: the data, its test file and extra training data, the
+    shifted and OOD sets, and the gate's names against the metrics the run will produce.
+    Returns the split."""
+    resolve_device(cfg.device)
+    split = load_split(cfg.data, cfg.seed, cfg.limits)
+    shift, ood = read_eval_sets(cfg.evaluation, split.test.shape, split.test.classes, cfg.limits)
+    check_gate(cfg, split.test.shape, split.test.classes, shift is not None, ood is not None)
+    return split
+
+
+def _exists(data: str) -> None:
+    if not Path(data).exists():
+        raise DataValidationError(f"{data}: not found; pass an .npz file or an image folder with --data")
+
+
+def evaluate_inputs(cfg: Config, uri: str, data: str, convert: bool = False) -> None:
+    """The model a URI names (its version and blueprint) and the data in its input shape."""
+    _exists(data)
+    blueprint, _ = registered.load_blueprint(cfg.mlflow, uri)
+    load_for_blueprint(data, blueprint, cfg.limits, convert)
+
+
+def monitor_inputs(cfg: Config, uri: str, data: str, convert: bool = False) -> None:
+    """The monitored model (its version and blueprint) and a batch the drift tests can use."""
+    _exists(data)
+    blueprint, _ = registered.load_blueprint(cfg.mlflow, uri)
+    x, _ = load_batch(data, blueprint.shape, blueprint.classes, cfg.limits, convert)
+    check_batch_size(len(x), cfg.monitor.min_batch, data)
+
+
+def champion_and_batch(cfg: Config, uri: str, data: str, convert: bool = False) -> tuple[Any, ...]:
+    """The guarded model a URI names with its reference and version facts, and the batch in its
+    input shape: what ``robustops predict`` scores."""
+    _exists(data)
+    guarded, ref, champion = registered.load_champion(cfg.mlflow, uri)
+    s = guarded.settings
+    x, y = load_batch(data, tuple(s.shape), s.classes, cfg.limits, convert)
+    return guarded, ref, champion, x, y
