@@ -642,7 +642,7 @@ def set_alias(cfg: MlflowConfig, alias: str, version: str, expected: str | None)
     """Points the alias at ``version`` if it still points at ``expected`` (None: unset).
 
     A compare-and-set in two calls, not atomic by itself: the gate calls it under its promotion
-    lock (``tasks.gate``), so among robustops runs it is atomic; against anyone else who moves
+    lock (``adapters.locks``), so among robustops runs it is atomic; against anyone else who moves
     the alias (the MLflow UI, a script) it still catches a champion changed while this run was
     deciding, so a decision made against a stale champion never lands.
 

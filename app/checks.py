@@ -1,20 +1,22 @@
 """Pre-flight checks: what a command reads, validated before any Prefect server starts, so a bad
-input ends in one ``error:`` line. A model is checked by its version and blueprint (no weights)."""
+input ends in one ``error:`` line. A model is checked by its version and blueprint (no weights);
+data is read in full once and handed on to the task that uses it (adapters/handoff.py)."""
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
-from adapters import registered
+from adapters import handoff, registered
 from robustops.catalog import check_gate
 from robustops.config import Config
 from robustops.data import Split, load_split
+from robustops.data.eval_sets import read_eval_sets
 from robustops.data.loaders import load_batch, load_for_blueprint
-from robustops.errors import DataValidationError
+from robustops.errors import DataValidationError, DataWarning
 from robustops.monitoring.monitor import check_batch_size
 from robustops.training import resolve_device
-from tasks.evaluation import read_eval_sets
 
 
 def run_inputs(cfg: Config) -> Split:
@@ -22,9 +24,17 @@ def run_inputs(cfg: Config) -> Split:
     shifted and OOD sets, and the gate's names against the metrics the run will produce.
     Returns the split."""
     resolve_device(cfg.device)
-    split = load_split(cfg.data, cfg.seed, cfg.limits)
-    shift, ood = read_eval_sets(cfg.evaluation, split.test.shape, split.test.classes, cfg.limits)
-    check_gate(cfg, split.test.shape, split.test.classes, shift is not None, ood is not None)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always", DataWarning)
+        split = load_split(cfg.data, cfg.seed, cfg.limits)
+    for w in seen:  # shown here, and handed on for the run's log
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    notes = [str(w.message) for w in seen if issubclass(w.category, DataWarning)]
+    shape, classes = split.test.shape, split.test.classes
+    shift, ood = read_eval_sets(cfg.evaluation, shape, classes, cfg.limits)
+    check_gate(cfg, shape, classes, shift is not None, ood is not None)
+    handoff.hold(handoff.split_key(cfg.data, cfg.seed, cfg.limits), (split, notes))
+    handoff.hold(handoff.sets_key(cfg.evaluation, shape, classes, cfg.limits), (shift, ood))
     return split
 
 
@@ -37,15 +47,17 @@ def evaluate_inputs(cfg: Config, uri: str, data: str, convert: bool = False) -> 
     """The model a URI names (its version and blueprint) and the data in its input shape."""
     _exists(data)
     blueprint, _ = registered.load_blueprint(cfg.mlflow, uri)
-    load_for_blueprint(data, blueprint, cfg.limits, convert)
+    ds = load_for_blueprint(data, blueprint, cfg.limits, convert)
+    handoff.hold(handoff.batch_key(data, blueprint.shape, blueprint.classes, cfg.limits, convert), ds)
 
 
 def monitor_inputs(cfg: Config, uri: str, data: str, convert: bool = False) -> None:
     """The monitored model (its version and blueprint) and a batch the drift tests can use."""
     _exists(data)
     blueprint, _ = registered.load_blueprint(cfg.mlflow, uri)
-    x, _ = load_batch(data, blueprint.shape, blueprint.classes, cfg.limits, convert)
+    x, y = load_batch(data, blueprint.shape, blueprint.classes, cfg.limits, convert)
     check_batch_size(len(x), cfg.monitor.min_batch, data)
+    handoff.hold(handoff.batch_key(data, blueprint.shape, blueprint.classes, cfg.limits, convert), (x, y))
 
 
 def champion_and_batch(cfg: Config, uri: str, data: str, convert: bool = False) -> tuple[Any, ...]:

@@ -345,6 +345,8 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_FAILED
     finally:
         warnings.showwarning = _default_showwarning
+        if "adapters.handoff" in sys.modules:  # loaded by a command that read data: drop what no task took
+            sys.modules["adapters.handoff"].clear()
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
 

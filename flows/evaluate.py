@@ -22,10 +22,10 @@ from robustops import catalog
 from robustops.config import Config
 from robustops.cpus import use_threads
 from robustops.data.split import split_for_thresholds
-from robustops.defences import scorecard_parts
+from robustops.defences import score_inputs, scorecard_parts
 from robustops.evaluation.scorecard import plan
 from robustops.training import resolve_device
-from tasks.evaluation import load_evaluation_data, load_registered, merge_scorecard, score_inputs, score_part
+from tasks.evaluation import load_evaluation_data, load_registered, merge_scorecard, score_part
 from tasks.record import log_evaluation
 
 

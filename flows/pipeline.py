@@ -12,19 +12,16 @@ from adapters.runner import task_runner
 from robustops import catalog
 from robustops.config import Config
 from robustops.cpus import use_threads
-from robustops.data import Split
-from robustops.data.synthesis import SynthesisResult
-from robustops.defences import scorecard_parts
-from robustops.evaluation.gate import Decision
+from robustops.defences import score_inputs, scorecard_parts
 from robustops.evaluation.scorecard import plan
+from robustops.stop import interrupted
 from robustops.training import resolve_device
 from tasks.adversarial import generate_adversarial_set
 from tasks.data import load_data, synthesize_data
-from tasks.evaluation import load_eval_sets, merge_scorecard, score_inputs, score_part
+from tasks.evaluation import load_eval_sets, merge_scorecard, score_part
 from tasks.gate import log_report, promote
 from tasks.record import (
     close_pipeline_run,
-    interrupted,
     log_data_stage,
     log_model_run,
     open_pipeline_run,
@@ -52,7 +49,99 @@ def robustness_pipeline(cfg: Config = Config()) -> dict[str, Any]:  # noqa: B008
         # the cores (see task_runner), so the heavy work goes through submit.
         with use_threads(1):
             split = load_data(cfg.data, cfg.seed, cfg.limits)
-            decision, synth = _stages(cfg, parent, device, split, models)
+            shift, ood = load_eval_sets(cfg.evaluation, split.test.shape, split.test.classes, cfg.limits)
+            # Before anything is trained: a gate naming a metric no model will have fails every model.
+            catalog.check_gate(cfg, split.test.shape, split.test.classes, shift is not None, ood is not None)
+            with task_runner(cfg.runner, split.train.values_per_image) as submit:
+                synth, quality = submit(synthesize_data, split, cfg.synthesis, cfg.seed).result()
+                log_data_stage(cfg, parent, split, synth, quality)
+                a = cfg.adversarial_set
+                cards, versions = {}, {}
+                specs = catalog.models_of(cfg)
+                # Everything is submitted up front: the runner decides what runs at once (see
+                # task_runner; Dask workers with runner.kind: dask). Futures passed on are dependencies.
+                trained = {
+                    s.run_name: submit(
+                        train_model,
+                        synth.train,
+                        split.val,
+                        s,
+                        cfg.model,
+                        cfg.train,
+                        cfg.augment,
+                        cfg.regularize,
+                        cfg.seed,
+                        device,
+                    )  # fmt: skip
+                    for s in specs
+                }
+                parts = {}
+                for s in specs:
+                    parts[s.run_name] = [
+                        submit(
+                            score_part,
+                            trained[s.run_name],
+                            split,
+                            cfg.evaluation,
+                            cfg.seed,
+                            device,
+                            s.run_name,
+                            part,
+                            s,
+                            shift,
+                            ood,
+                        )  # fmt: skip
+                        for part in plan(cfg.evaluation, scorecard_parts(s), shift is not None)
+                    ]
+                asets = {
+                    s.run_name: submit(
+                        generate_adversarial_set,
+                        trained[s.run_name],
+                        split.test,
+                        a.attack,
+                        a.eps,
+                        a.steps,
+                        a.rel_step,
+                        cfg.seed,
+                        device,
+                        a.max_samples,
+                    )  # fmt: skip
+                    for s in specs
+                    if a.enabled
+                }
+                # Recording starts once every model is trained: saving a model (its export and signature)
+                # may read and reset torch's global generator, which the training lane draws from, and
+                # the models must not depend on when the recording ran.
+                for f in trained.values():
+                    f.wait()
+                # Recorded in this process, in order: the baseline's card first (the others' mCE is
+                # relative to it), and MLflow is written from one place.
+                for spec in specs:
+                    name = spec.run_name
+                    result = trained[name].result()
+                    inputs = score_inputs(result, split, cfg.evaluation, cfg.seed, device, spec, shift, ood)
+                    card = merge_scorecard(
+                        [f.result() for f in parts[name]], inputs, name, cards.get("baseline")
+                    )
+                    aset = asets[name].result() if name in asets else None
+                    run_id, model_uri = log_model_run(cfg, parent, spec, result, card, split, aset)
+                    version = (
+                        register_model(cfg, model_uri, run_id, card, name, split.test, parent)
+                        if cfg.mlflow.register_model
+                        else None
+                    )
+                    cards[name] = card
+                    if version:
+                        versions[name] = version
+                    models[name] = {
+                        "run_id": run_id,
+                        "model_uri": model_uri,
+                        "version": version,
+                        "defence": spec.name,
+                        "metrics": card.metrics | {"train/seconds": result.seconds},
+                    }
+            decision = promote(cfg, parent, cards, versions) if cfg.gate.enabled and versions else None
+            log_report(cfg, parent, cards, decision)
         ok = True
     except BaseException as e:
         killed = interrupted(e)
@@ -78,102 +167,3 @@ def robustness_pipeline(cfg: Config = Config()) -> dict[str, Any]:  # noqa: B008
         "sizes": split.sizes(),
         "synthesized": synth.made,
     }
-
-
-def _stages(
-    cfg: Config, parent: str, device: str, split: Split, models: dict[str, Any]
-) -> tuple[Decision | None, SynthesisResult]:
-    """Everything after loading: fills ``models`` as each model is recorded (what a failed run
-    reports) and returns the gate's decision and the synthesis result."""
-    shift, ood = load_eval_sets(cfg.evaluation, split.test.shape, split.test.classes, cfg.limits)
-    # Before anything is trained: a gate naming a metric no model will have fails every model.
-    catalog.check_gate(cfg, split.test.shape, split.test.classes, shift is not None, ood is not None)
-    with task_runner(cfg.runner, split.train.values_per_image) as submit:
-        synth, quality = submit(synthesize_data, split, cfg.synthesis, cfg.seed).result()
-        log_data_stage(cfg, parent, split, synth, quality)
-        a = cfg.adversarial_set
-        cards, versions = {}, {}
-        specs = catalog.models_of(cfg)
-        # Everything is submitted up front: the runner decides what runs at once (see
-        # task_runner; Dask workers with runner.kind: dask). Futures passed on are dependencies.
-        trained = {
-            s.run_name: submit(
-                train_model,
-                synth.train,
-                split.val,
-                s,
-                cfg.model,
-                cfg.train,
-                cfg.augment,
-                cfg.regularize,
-                cfg.seed,
-                device,
-            )  # fmt: skip
-            for s in specs
-        }
-        parts = {}
-        for s in specs:
-            parts[s.run_name] = [
-                submit(
-                    score_part,
-                    trained[s.run_name],
-                    split,
-                    cfg.evaluation,
-                    cfg.seed,
-                    device,
-                    s.run_name,
-                    part,
-                    s,
-                    shift,
-                    ood,
-                )  # fmt: skip
-                for part in plan(cfg.evaluation, scorecard_parts(s), shift is not None)
-            ]
-        asets = {
-            s.run_name: submit(
-                generate_adversarial_set,
-                trained[s.run_name],
-                split.test,
-                a.attack,
-                a.eps,
-                a.steps,
-                a.rel_step,
-                cfg.seed,
-                device,
-                a.max_samples,
-            )  # fmt: skip
-            for s in specs
-            if a.enabled
-        }
-        # Recording starts once every model is trained: saving a model (its export and signature)
-        # may read and reset torch's global generator, which the training lane draws from, and
-        # the models must not depend on when the recording ran.
-        for f in trained.values():
-            f.wait()
-        # Recorded in this process, in order: the baseline's card first (the others' mCE is
-        # relative to it), and MLflow is written from one place.
-        for spec in specs:
-            name = spec.run_name
-            result = trained[name].result()
-            inputs = score_inputs(result, split, cfg.evaluation, cfg.seed, device, spec, shift, ood)
-            card = merge_scorecard([f.result() for f in parts[name]], inputs, name, cards.get("baseline"))
-            aset = asets[name].result() if name in asets else None
-            run_id, model_uri = log_model_run(cfg, parent, spec, result, card, split, aset)
-            version = (
-                register_model(cfg, model_uri, run_id, card, name, split.test, parent)
-                if cfg.mlflow.register_model
-                else None
-            )
-            cards[name] = card
-            if version:
-                versions[name] = version
-            models[name] = {
-                "run_id": run_id,
-                "model_uri": model_uri,
-                "version": version,
-                "defence": spec.name,
-                "metrics": card.metrics | {"train/seconds": result.seconds},
-            }
-    decision = promote(cfg, parent, cards, versions) if cfg.gate.enabled and versions else None
-    log_report(cfg, parent, cards, decision)
-    return decision, synth

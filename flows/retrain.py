@@ -9,25 +9,7 @@ from typing import Any
 from prefect import flow
 
 from flows.pipeline import robustness_pipeline
-from robustops.config import Config
-from robustops.errors import ConfigError
-
-
-def with_batch(cfg: Config, batch: str | None) -> Config:
-    """The config with the labelled data of a drifted batch appended to ``data.extra_train``."""
-    if not batch:
-        return cfg
-    r = cfg.retrain
-    if r.labels == "store":
-        if r.label_store is None:
-            raise ConfigError(
-                "retrain.labels is 'store' but retrain.label_store is not set; point it at labelled images"
-            )
-        extra = r.label_store
-    else:
-        extra = batch
-    data = cfg.data.model_copy(update={"extra_train": [*cfg.data.extra_train, extra]})
-    return cfg.model_copy(update={"data": data})
+from robustops.config import Config, with_batch
 
 
 @flow(name="robustness-retrain", log_prints=True)

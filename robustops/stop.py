@@ -57,3 +57,8 @@ def scope() -> Iterator[StopRequest]:
         raise
     finally:
         _current.reset(token)
+
+
+def interrupted(e: BaseException) -> bool:
+    """Whether ``e`` means the run was stopped (a signal, Ctrl-C) rather than failed."""
+    return isinstance(e, Stopped) or not isinstance(e, Exception)

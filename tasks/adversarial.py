@@ -2,31 +2,16 @@
 
 from __future__ import annotations
 
-import inspect
-
 import numpy as np
 from prefect import task
 from torch import nn
 
 from adapters.caching import hash_inputs
 from adapters.log import logger
-from robustops.attacks import ATTACKS, Attack
+from robustops.attacks import build_attack
 from robustops.data import Dataset
 from robustops.data.adversarial import AdversarialSet, generate
 from robustops.training import TrainResult
-
-
-def build_attack(name: str, eps: float, steps: int, rel_step: float, seed: int) -> Attack:
-    """Builds a registered attack, passing only the arguments its constructor takes.
-
-    FGSM takes only eps; the PGD attacks also take steps, a step size of ``rel_step * eps / steps``
-    (as in the scorecard) and the seed of their random start.
-    """
-    cls = ATTACKS.get(name)
-    # eps = 0 is the identity attack; a zero step size would be rejected for no reason.
-    extra = {"steps": steps, "step_size": rel_step * eps / steps if eps > 0 else None, "seed": seed}
-    accepted = inspect.signature(cls).parameters
-    return cls(eps, **{k: v for k, v in extra.items() if k in accepted})
 
 
 @task(name="generate-adversarial-set", cache_key_fn=hash_inputs, persist_result=True)

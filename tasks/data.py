@@ -7,6 +7,7 @@ from typing import Any
 
 from prefect import task
 
+from adapters import handoff
 from adapters.caching import file_fingerprint, hash_inputs
 from adapters.log import logger
 from adapters.retries import is_io_error
@@ -35,15 +36,21 @@ def _data_key(context: Any, parameters: dict[str, Any]) -> str:
 def load_data(cfg: DataConfig, seed: int, limits: LimitsConfig = LimitsConfig()) -> Split:  # noqa: B008
     """Loads and validates the configured data, makes the seeded stratified split, thins the
     training split of any class named in ``train_class_fraction`` and appends ``extra_train``.
-    What the loaders skipped (hidden folders, stray files) goes to the run's log."""
-    with warnings.catch_warnings(record=True) as seen:
-        warnings.simplefilter("always", DataWarning)
-        split = load_split(cfg, seed, limits)
-    for w in seen:
-        if issubclass(w.category, DataWarning):
-            logger().warning("%s", w.message)
-        else:
-            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    What the loaders skipped (hidden folders, stray files) goes to the run's log. Data the CLI's
+    pre-flight check already read is taken from it, not read again."""
+    held = handoff.take(handoff.split_key(cfg, seed, limits))
+    if held is not None:
+        split, notes = held
+    else:
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always", DataWarning)
+            split = load_split(cfg, seed, limits)
+        notes = [str(w.message) for w in seen if issubclass(w.category, DataWarning)]
+        for w in seen:
+            if not issubclass(w.category, DataWarning):
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    for note in notes:
+        logger().warning("%s", note)
     logger().info(
         "data %s: images of shape %s, %d classes, split %s%s",
         split.train.source,

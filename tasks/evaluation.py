@@ -3,21 +3,21 @@
 from __future__ import annotations
 
 import time
-import warnings
 from typing import Any
 
 import numpy as np
 from prefect import task
 from torch import nn
 
-from adapters import registered
+from adapters import handoff, registered
 from adapters.caching import file_fingerprint, hash_inputs
 from adapters.log import logger
 from adapters.retries import RETRY, is_io_error
 from robustops.config import Config, DefenceConfig, EvalConfig, LimitsConfig
 from robustops.data import Dataset, Split
-from robustops.data.loaders import load_for_blueprint, load_for_model, load_images
-from robustops.defences import scorecard_parts, settings_from
+from robustops.data.eval_sets import read_eval_sets
+from robustops.data.loaders import load_for_blueprint
+from robustops.defences import recorded_defence, score_inputs
 from robustops.evaluation.report import headline
 from robustops.evaluation.scorecard import (
     Part,
@@ -29,20 +29,6 @@ from robustops.evaluation.scorecard import (
 )
 from robustops.models import Blueprint
 from robustops.training import TrainResult
-
-
-def read_eval_sets(
-    cfg: EvalConfig, shape: tuple[int, int, int], classes: list[str], limits: LimitsConfig
-) -> tuple[Dataset | None, np.ndarray | None]:
-    """The optional shifted set (labelled with the training classes) and OOD images, in the model's
-    input shape; also the CLI's check before a run starts."""
-    shift = ood = None
-    if cfg.shift_data is not None:
-        s = cfg.shift_data
-        shift = load_for_model(s.source, s.path, shape, classes, "evaluation.shift_data", limits)
-    if cfg.ood_data is not None:
-        ood = load_images(cfg.ood_data.path, shape, limits)
-    return shift, ood
 
 
 def _sets_key(context, parameters) -> str:
@@ -66,35 +52,9 @@ def load_eval_sets(
     limits: LimitsConfig = LimitsConfig(),  # noqa: B008
 ) -> tuple[Dataset | None, np.ndarray | None]:
     """The optional shifted set (labelled with the training classes) and OOD set, in the model's
-    input shape."""
-    return read_eval_sets(cfg, shape, classes, limits)
-
-
-def score_inputs(
-    model: nn.Module | TrainResult,
-    split: Split,
-    cfg: EvalConfig,
-    seed: int,
-    device: str,
-    defence: DefenceConfig | None = None,
-    shift: Dataset | None = None,
-    ood: np.ndarray | None = None,
-) -> ScoreInputs:
-    """The inputs of one model's scorecard: the test split scored, thresholds chosen on
-    validation, class counts (and Mahalanobis means) from training when the split has one, and
-    the own parts of the model's ``defence``."""
-    return ScoreInputs(
-        model.model if isinstance(model, TrainResult) else model,
-        split.test,
-        cfg,
-        seed,
-        device,
-        val=split.val,
-        train=split.train if len(split.train.y) else None,
-        shift=shift,
-        ood_x=ood,
-        extra=scorecard_parts(defence),
-    )
+    input shape; taken from the CLI's pre-flight check when it read them."""
+    held = handoff.take(handoff.sets_key(cfg, shape, classes, limits))
+    return held if held is not None else read_eval_sets(cfg, shape, classes, limits)
 
 
 @task(
@@ -161,22 +121,11 @@ def load_registered(cfg: Config, uri: str) -> tuple[nn.Module, dict[str, Any], D
     return model, info | {"blueprint": blueprint}, recorded_defence(blueprint, info["tag"], uri)
 
 
-def recorded_defence(blueprint: Blueprint, tag: str | None, uri: str) -> DefenceConfig:
-    """The defence settings a checkpoint's blueprint records. A checkpoint from before blueprints
-    recorded them gets the defaults of the defence its run's tag names, with a warning."""
-    if blueprint.defence is not None:
-        return settings_from(blueprint.defence, f"{uri}: the checkpoint's defence")
-    warnings.warn(
-        f"{uri}: its checkpoint does not record its defence's settings (it predates that); scored "
-        f"with the defaults of {tag or 'standard'}: retrain it to score it with its own",
-        stacklevel=2,
-    )
-    return settings_from(tag or "standard", f"{uri}: the run's defence")
-
-
 @task(name="load-evaluation-data", retries=2, retry_delay_seconds=1, retry_condition_fn=is_io_error)
 def load_evaluation_data(
     path: str, blueprint: Blueprint, limits: LimitsConfig, convert: bool = False
 ) -> Dataset:
-    """The data in the model's input shape; other channels or sizes are refused unless ``convert``."""
-    return load_for_blueprint(path, blueprint, limits, convert)
+    """The data in the model's input shape; other channels or sizes are refused unless ``convert``.
+    Taken from the CLI's pre-flight check when it read it."""
+    held = handoff.take(handoff.batch_key(path, blueprint.shape, blueprint.classes, limits, convert))
+    return held if held is not None else load_for_blueprint(path, blueprint, limits, convert)

@@ -9,10 +9,10 @@ import torch
 
 from adapters.caching import fingerprint
 from robustops import data
-from robustops.attacks import FGSM, PGD, PGDL2
+from robustops.attacks import FGSM, PGD, PGDL2, build_attack
 from robustops.data.adversarial import AdversarialSet, generate, load_npz, save_npz
 from robustops.errors import DataValidationError
-from tasks.adversarial import build_attack, generate_adversarial_set
+from tasks.adversarial import generate_adversarial_set
 
 N = 96
 

@@ -1,4 +1,5 @@
-"""The house rules, checked on the source: who may import whom (see the README's Architecture).
+"""The house rules, checked on the source: who may import whom, and what ``tasks/`` and ``flows/``
+hold (see the README's Architecture).
 
 Every rule reads the ``ast`` of the project's own files (imports inside functions included), so a
 new import that breaks a rule fails here with the file and the name.
@@ -225,6 +226,68 @@ def test_tasks_are_called_as_tasks_outside_tests():
     assert not found, f".fn( on a task outside tests: {found}"
 
 
+def _decorator_name(node: ast.expr) -> str:
+    """``task`` for ``@task``, ``@task(...)`` and ``@prefect.task(...)``."""
+    node = node.func if isinstance(node, ast.Call) else node
+    return node.id if isinstance(node, ast.Name) else node.attr if isinstance(node, ast.Attribute) else ""
+
+
+def _only(layer: str, kind: str, decorated) -> list[str]:
+    """What stands at the top of ``layer``'s files besides imports, the module docstring,
+    ``__all__`` and functions with a decorator that ``decorated(name)`` accepts. In ``tasks/`` a
+    function that the same file passes as ``cache_key_fn=`` may stay beside its task."""
+    found = []
+    for module, path in FILES.items():
+        if not _under(module, layer):
+            continue
+        tree = ast.parse(path.read_text(), str(path))
+        keys = {
+            kw.value.id
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Call) and layer == "tasks"
+            for kw in node.keywords
+            if kw.arg == "cache_key_fn" and isinstance(kw.value, ast.Name)
+        }
+        for i, node in enumerate(tree.body):
+            where = f"{_where(path)}:{node.lineno}"
+            if isinstance(node, ast.Import | ast.ImportFrom):
+                continue
+            if i == 0 and isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant):
+                continue  # the module docstring
+            targets = (
+                node.targets
+                if isinstance(node, ast.Assign)
+                else [node.target]
+                if isinstance(node, ast.AnnAssign)
+                else []
+            )
+            if targets and all(isinstance(t, ast.Name) and t.id == "__all__" for t in targets):
+                continue
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                if node.name in keys or any(decorated(_decorator_name(d)) for d in node.decorator_list):
+                    continue
+                found.append(f"{where}: {node.name}() is not a {kind}")
+            elif isinstance(node, ast.ClassDef):
+                found.append(f"{where}: class {node.name}")
+            else:
+                found.append(f"{where}: a top-level {type(node).__name__.lower()} statement")
+    return found
+
+
+def test_tasks_hold_only_tasks():
+    """``tasks/`` holds ``@task`` functions (and the cache-key function a task names): a helper goes
+    to the core if it is pure, to ``adapters/`` if it talks to MLflow or Prefect; so do constants."""
+    found = _only("tasks", "@task function", lambda name: name == "task")
+    assert not found, "move these to robustops/ (pure) or adapters/ (MLflow, Prefect):\n" + "\n".join(found)
+
+
+def test_flows_hold_only_flows():
+    """``flows/`` holds ``@flow`` functions only (``@checked_flow`` and other ``*_flow`` decorators
+    from ``adapters`` make flows too); what they compose are tasks."""
+    found = _only("flows", "@flow function", lambda name: name == "flow" or name.endswith("_flow"))
+    assert not found, "move these to robustops/ (pure), adapters/ or tasks/:\n" + "\n".join(found)
+
+
 def test_loading_a_config_imports_no_torch():
     code = (
         "import sys; from robustops.config import load_config; "
@@ -244,3 +307,28 @@ def test_the_rules_catch_a_breach(rule, monkeypatch, tmp_path):
     monkeypatch.setitem(FILES, "robustops.config.bad", bad)
     with pytest.raises(AssertionError):
         rule()
+
+
+@pytest.mark.parametrize(
+    "layer, rule", [("tasks", test_tasks_hold_only_tasks), ("flows", test_flows_hold_only_flows)]
+)
+def test_the_layout_rules_catch_a_breach(layer, rule, monkeypatch, tmp_path):
+    """A helper, a class or a constant in ``tasks/`` or ``flows/`` fails its rule; a file of
+    decorated functions, imports, a docstring and ``__all__`` passes it."""
+    this = sys.modules[__name__]
+    decorator = "task" if layer == "tasks" else "flow"
+    key = ", cache_key_fn=_key" if layer == "tasks" else ""
+    good = tmp_path / "good.py"
+    good.write_text(
+        f'"""Doc."""\n\nfrom prefect import {decorator}\n\n__all__ = ["run"]\n\n\n'
+        + ("def _key(context, parameters):\n    return ''\n\n\n" if key else "")
+        + f"@{decorator}(name='run'{key})\ndef run():\n    pass\n"
+    )
+    monkeypatch.setattr(this, "FILES", {f"{layer}.good": good})
+    rule()
+    for bad in ("def helper():\n    pass\n", "class Helper:\n    pass\n", "LIMIT = 3\n"):
+        path = tmp_path / "bad.py"
+        path.write_text(f"from prefect import {decorator}\n\n{bad}")
+        monkeypatch.setattr(this, "FILES", {f"{layer}.bad": path})
+        with pytest.raises(AssertionError):
+            rule()

@@ -96,7 +96,7 @@ def _setup_trial(c: Any, exp: str, root: Path, model: str, n_jobs: int, rng: ran
     """A registered model with a champion (primary 0.5) and one job per concurrent run, each with
     a challenger that beats the champion alone (distinct primaries in (0.55, 0.95)); the first job
     also holds a version that fails the gate (clean/acc 0.2) with the best primary of all."""
-    from tasks.gate import PROMOTED_FROM
+    from adapters.registry import PROMOTED_FROM
 
     c.create_registered_model(model)
     v1 = _version(c, exp, model, 0.5, 0.9)
@@ -117,7 +117,7 @@ def _setup_trial(c: Any, exp: str, root: Path, model: str, n_jobs: int, rng: ran
 def _check_trial(c: Any, model: str, jobs: list[dict], results: list[dict]) -> dict[str, int]:
     """Checks one trial against the registry; returns its double promotions and whether the runs
     overlapped in time."""
-    from tasks.gate import PROMOTED_FROM
+    from adapters.registry import PROMOTED_FROM
 
     assert [r["error"] for r in results if r["error"]] == []
     versions = {str(mv.version): mv for mv in c.search_model_versions(f"name='{model}'")}
@@ -218,7 +218,7 @@ def test_without_the_lock_the_same_trials_do_race(tmp_path, monkeypatch):
     import tasks.gate
 
     monkeypatch.setattr(tasks.gate, "promotion_lock", lambda m, timeout=0: contextlib.nullcontext())
-    from tasks.gate import PROMOTED_FROM
+    from adapters.registry import PROMOTED_FROM
 
     c, exp = _registry(tmp_path)
     rng = random.Random(1)
@@ -250,9 +250,9 @@ def test_a_champion_moved_during_the_decision_is_not_overwritten(tmp_path):
     """The compare-and-set: someone outside the lock (the MLflow UI) moves the alias between the
     decision and the write; the stale decision does not land and leaves no history link."""
     from adapters import tracking
+    from adapters.registry import PROMOTED_FROM
     from robustops.catalog import load_config
     from robustops.errors import PromotionConflict
-    from tasks.gate import PROMOTED_FROM
 
     c, exp = _registry(tmp_path)
     jobs = _setup_trial(c, exp, tmp_path, "conc-cas", 1, random.Random(2))
@@ -273,8 +273,9 @@ def test_a_champion_moved_during_the_decision_is_not_overwritten(tmp_path):
 def test_the_lock_makes_a_waiting_promotion_decide_against_the_new_champion(tmp_path):
     """While one promotion holds the lock, another waits, and then decides against the champion
     the first one left, not the one it saw before it waited."""
+    from adapters.locks import file_lock, lock_path
+    from adapters.registry import PROMOTED_FROM
     from robustops.catalog import load_config
-    from tasks.gate import PROMOTED_FROM, file_lock, lock_path
 
     c, exp = _registry(tmp_path)
     jobs = _setup_trial(c, exp, tmp_path, "conc-wait", 1, random.Random(3))
@@ -296,8 +297,8 @@ def test_the_lock_makes_a_waiting_promotion_decide_against_the_new_champion(tmp_
 
 
 def test_lock_files_sit_beside_local_stores(tmp_path):
+    from adapters.locks import lock_path
     from robustops.config import MlflowConfig
-    from tasks.gate import lock_path
 
     db = tmp_path / "m.db"
     assert lock_path(MlflowConfig(tracking_uri=f"sqlite:///{db}")) == tmp_path / "m.db.promote.lock"
@@ -314,8 +315,8 @@ def test_prefect_global_concurrency_limit_excludes_promotions():
     from prefect.client.orchestration import get_client
     from prefect.testing.utilities import prefect_test_harness
 
+    from adapters.locks import prefect_lock, promotion_lock
     from robustops.config import MlflowConfig
-    from tasks.gate import prefect_lock, promotion_lock
 
     m = MlflowConfig(tracking_uri="http://127.0.0.1:9", registered_model="remote digits")
     name = "robustops-promote-remote-digits"

@@ -11,6 +11,7 @@ import pytest
 import torch
 import yaml
 from mlflow.tracking import MlflowClient
+from prefect import flow
 
 from app.cli import main
 from flows.pipeline import robustness_pipeline
@@ -215,14 +216,47 @@ def test_failed_run_is_marked_failed_and_registers_nothing(first_run, tiny, stor
     assert len(c.search_model_versions("name='tiny-digits'")) == before
 
 
-def test_cli_run_prints_summary_and_ui_commands(harness, store, capsys):
+def _count_calls(monkeypatch, target: str) -> list[int]:
+    """Counts calls of the function ``target`` names (module.attribute) by the code under test."""
+    module, name = target.rsplit(".", 1)
+    real = getattr(__import__(module, fromlist=[name]), name)
+    calls = [0]
+
+    def counted(*args, **kwargs):
+        calls[0] += 1
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(target, counted)
+    return calls
+
+
+def test_cli_run_prints_summary_and_ui_commands(harness, store, capsys, monkeypatch):
     sets = tiny_args([*store, "mlflow.register_model=false"])
+    reads = _count_calls(monkeypatch, "robustops.data.split.load_dataset")
     assert main(["run", *sets]) == 0
+    assert reads == [1]  # the pre-flight check read the data; the data stage did not read it again
     out = capsys.readouterr().out
     assert "pipeline finished in" in out and "clean/acc" in out and "baseline" in out
     assert "mlflow ui --backend-store-uri sqlite:///" in out and "?workflowType=machine_learning" in out
     assert "Prefect UI: http://127.0.0.1:" in out and "/runs/flow-run/" in out  # the harness's server
     assert "registered:" not in out
+
+
+def test_the_data_stage_takes_what_the_pre_flight_check_read(harness, tiny, monkeypatch):
+    from app.checks import run_inputs
+    from tasks.data import load_data
+
+    stage = load_data.with_options(refresh_cache=True)  # run the task, not its cached result
+
+    @flow
+    def data_stage() -> list:
+        return [stage(tiny.data, tiny.seed, tiny.limits) for _ in range(2)]
+
+    reads = _count_calls(monkeypatch, "robustops.data.split.load_dataset")
+    checked = run_inputs(tiny)
+    taken, read = data_stage()
+    assert reads == [2]  # the check's read and the second task's: the first took the check's
+    assert np.array_equal(taken.train.x, checked.train.x) and np.array_equal(read.train.x, checked.train.x)
 
 
 def test_runs_read_well_in_the_mlflow_ui(first_run, tiny):
@@ -323,12 +357,14 @@ def test_gate_moves_the_alias_only_on_a_win(first_run, tiny, harness):
     c.set_registered_model_alias("tiny-digits", "champion", before)  # leave the store as the run left it
 
 
-def test_evaluate_scores_the_champion_on_any_dataset(first_run, tiny, store, tmp_path, capsys):
+def test_evaluate_scores_the_champion_on_any_dataset(first_run, tiny, store, tmp_path, capsys, monkeypatch):
     test = split_dataset(load_digits(), tiny.data.val_fraction, tiny.data.test_fraction, tiny.seed).test
     path = tmp_path / "shifted.npz"
     np.savez(path, x=np.clip(test.x[:, 0] * 0.7 + 0.2, 0, 1), y=test.y)  # N,H,W float, dimmer and greyer
     sets = tiny_args(store)
+    reads = _count_calls(monkeypatch, "robustops.data.loaders.load_npz")
     assert main(["evaluate", "--model", "models:/tiny-digits@champion", "--data", str(path), *sets]) == 0
+    assert reads == [1]  # checked and scored from one read
     out = capsys.readouterr().out
     assert "models:/tiny-digits@champion" in out and "clean/acc" in out
     c = _client(tiny)
@@ -387,6 +423,16 @@ def test_monitor_flags_a_shifted_batch_and_emits_the_drift_event(first_run, tiny
         "batch/features.csv",
     } <= files
     assert c.get_run(clean["run_id"]).data.metrics["drift/detected"] == 0.0
+
+
+def test_cli_monitor_reads_the_batch_once(first_run, tiny, store, tmp_path, capsys, monkeypatch):
+    test = split_dataset(load_digits(), tiny.data.val_fraction, tiny.data.test_fraction, tiny.seed).test
+    idx = np.random.default_rng(0).choice(len(test.y), 200, replace=False)  # the clean batch above
+    np.savez(tmp_path / "batch.npz", x=test.x[idx, 0])
+    reads = _count_calls(monkeypatch, "robustops.data.loaders._read_npz")
+    assert main(["monitor", "--data", str(tmp_path / "batch.npz"), *tiny_args(store)]) == 0
+    assert reads == [1]  # checked and monitored from one read
+    assert "no drift" in capsys.readouterr().out
 
 
 def test_the_gate_check_knows_every_metric_the_run_logged(first_run, tiny):

@@ -351,7 +351,8 @@ def test_deterministic_mlflow_errors_are_not_retried(tmp_path):
 
 def test_the_sweep_deletes_a_killed_runs_version_whatever_the_model_is_called(tmp_path):
     from adapters import tracking
-    from tasks.sweep import OWNER_TAG, sweep_killed_runs
+    from adapters.sweep import OWNER_TAG
+    from tasks.sweep import sweep_killed_runs
 
     for name in ("it's", 'say "hi"', "end\\"):
         m = load_config(None, [f"mlflow.tracking_uri=sqlite:///{tmp_path}/mlflow.db", f"mlflow.artifact_root={tmp_path}/art",

@@ -149,7 +149,7 @@ def test_batches_in_every_format(tmp_path, digits):
 
 
 def test_retrain_adds_the_drifted_batch_to_training(tmp_path):
-    from flows.retrain import with_batch
+    from robustops.config import with_batch
 
     cfg = load_config(None, [])
     assert with_batch(cfg, None) == cfg

@@ -7,6 +7,7 @@ input outside [0, 1] raises ValueError.
 
 from __future__ import annotations
 
+import inspect
 import math
 from contextlib import contextmanager
 from enum import StrEnum
@@ -147,3 +148,16 @@ def input_grad(
 ) -> torch.Tensor:
     """Gradient of a summed attack loss w.r.t. the input; parameter gradients are untouched."""
     return loss_grad(model, x, y, loss, ref)[1]
+
+
+def build_attack(name: str, eps: float, steps: int, rel_step: float, seed: int) -> Attack:
+    """Builds a registered attack, passing only the arguments its constructor takes.
+
+    FGSM takes only eps; the PGD attacks also take steps, a step size of ``rel_step * eps / steps``
+    (as in the scorecard) and the seed of their random start.
+    """
+    cls = ATTACKS.get(name)
+    # eps = 0 is the identity attack; a zero step size would be rejected for no reason.
+    extra = {"steps": steps, "step_size": rel_step * eps / steps if eps > 0 else None, "seed": seed}
+    accepted = inspect.signature(cls).parameters
+    return cls(eps, **{k: v for k, v in extra.items() if k in accepted})

@@ -29,7 +29,7 @@ from robustops.config.evaluation import (
 from robustops.config.loading import build_config, flatten, load_config, parse_overrides, read_yaml, to_yaml
 from robustops.config.messages import format_errors
 from robustops.config.operations import GateConfig, MlflowConfig, MonitorConfig, RetrainConfig, RunnerConfig
-from robustops.config.root import DEFAULT_DEFENCES, Config, defence_block
+from robustops.config.root import DEFAULT_DEFENCES, Config, defence_block, with_batch
 from robustops.config.training import DefenceBlock, DefenceConfig, ModelConfig, RegularizeConfig, TrainConfig
 
 __all__ = [
@@ -74,4 +74,5 @@ __all__ = [
     "radii",
     "read_yaml",
     "to_yaml",
+    "with_batch",
 ]

@@ -18,6 +18,7 @@ from robustops.config.evaluation import EvalConfig
 from robustops.config.messages import format_errors
 from robustops.config.operations import GateConfig, MlflowConfig, MonitorConfig, RetrainConfig, RunnerConfig
 from robustops.config.training import DefenceBlock, DefenceConfig, ModelConfig, RegularizeConfig, TrainConfig
+from robustops.errors import ConfigError
 
 # The defences a config without a ``defences`` key trains beside the baseline.
 DEFAULT_DEFENCES = ["pgd_at", "fgsm_rs", "trades", "distillation", "smoothing"]
@@ -111,3 +112,20 @@ class Config(Strict):
                     "evaluation corruptions are held out and must never be trained on: remove them from one list"
                 )
         return self
+
+
+def with_batch(cfg: Config, batch: str | None) -> Config:
+    """The config with the labelled data of a drifted batch appended to ``data.extra_train``."""
+    if not batch:
+        return cfg
+    r = cfg.retrain
+    if r.labels == "store":
+        if r.label_store is None:
+            raise ConfigError(
+                "retrain.labels is 'store' but retrain.label_store is not set; point it at labelled images"
+            )
+        extra = r.label_store
+    else:
+        extra = batch
+    data = cfg.data.model_copy(update={"extra_train": [*cfg.data.extra_train, extra]})
+    return cfg.model_copy(update={"data": data})

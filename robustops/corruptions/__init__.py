@@ -16,4 +16,18 @@ def add_gaussian_noise(
     return corrupt(image, "gaussian_noise", severity, seed)
 
 
-__all__ = ["CORRUPTIONS", "SEVERITIES", "Corruption", "Family", "add_gaussian_noise", "corrupt", "describe"]
+def severity_rows(x: torch.Tensor, names: list[str], seed: int) -> dict[str, np.ndarray]:
+    """One row per corruption: the same image at severities 1..5."""
+    return {n: np.concatenate([CORRUPTIONS.get(n)(x, s, seed).numpy() for s in range(1, 6)]) for n in names}
+
+
+__all__ = [
+    "CORRUPTIONS",
+    "SEVERITIES",
+    "Corruption",
+    "Family",
+    "add_gaussian_noise",
+    "corrupt",
+    "describe",
+    "severity_rows",
+]

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import difflib
 import time
+import warnings
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -32,15 +33,17 @@ from torch import nn
 from robustops.config import (
     AugmentConfig,
     DefenceConfig,
+    EvalConfig,
     ModelConfig,
     RegularizeConfig,
     TrainConfig,
     defence_block,
     format_errors,
 )
-from robustops.data import Dataset
+from robustops.data import Dataset, Split
 from robustops.errors import ConfigError
-from robustops.evaluation.scorecard import ScorePart
+from robustops.evaluation.scorecard import ScoreInputs, ScorePart
+from robustops.models import Blueprint
 from robustops.registry import Registry
 from robustops.training.regularizers import with_grad_penalty
 from robustops.training.standard import LossFn, TrainResult, build, fit
@@ -132,6 +135,46 @@ def settings_from(block: DefenceConfig | dict[str, Any] | str, where: str = "def
 def scorecard_parts(cfg: DefenceConfig | None) -> dict[str, ScorePart]:
     """The scorecard parts of the defence ``cfg`` names (none for None)."""
     return {} if cfg is None else DEFENCES.get(cfg.name).scorecard_parts(settings_of(cfg))
+
+
+def score_inputs(
+    model: nn.Module | TrainResult,
+    split: Split,
+    cfg: EvalConfig,
+    seed: int,
+    device: str,
+    defence: DefenceConfig | None = None,
+    shift: Dataset | None = None,
+    ood: np.ndarray | None = None,
+) -> ScoreInputs:
+    """The inputs of one model's scorecard: the test split scored, thresholds chosen on
+    validation, class counts (and Mahalanobis means) from training when the split has one, and
+    the own parts of the model's ``defence``."""
+    return ScoreInputs(
+        model.model if isinstance(model, TrainResult) else model,
+        split.test,
+        cfg,
+        seed,
+        device,
+        val=split.val,
+        train=split.train if len(split.train.y) else None,
+        shift=shift,
+        ood_x=ood,
+        extra=scorecard_parts(defence),
+    )
+
+
+def recorded_defence(blueprint: Blueprint, tag: str | None, uri: str) -> DefenceConfig:
+    """The defence settings a checkpoint's blueprint records. A checkpoint from before blueprints
+    recorded them gets the defaults of the defence its run's tag names, with a warning."""
+    if blueprint.defence is not None:
+        return settings_from(blueprint.defence, f"{uri}: the checkpoint's defence")
+    warnings.warn(
+        f"{uri}: its checkpoint does not record its defence's settings (it predates that); scored "
+        f"with the defaults of {tag or 'standard'}: retrain it to score it with its own",
+        stacklevel=2,
+    )
+    return settings_from(tag or "standard", f"{uri}: the run's defence")
 
 
 def epochs_and_regularizers(ctx: Context, cfg: DefenceConfig) -> tuple[TrainConfig, RegularizeConfig]:

@@ -1,5 +1,5 @@
 """The promotion gate: which model, if any, may replace the champion. Pure: the registry I/O is
-in ``tasks/gate.py``.
+in ``tasks/gate.py`` and ``adapters/registry.py``.
 
 1. Each model passes or fails the gate: every ``min`` and ``max`` threshold, the gradient-masking
    checks (a masked model's adversarial score is not trusted) and the required specification

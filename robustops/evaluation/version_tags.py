@@ -1,0 +1,50 @@
+"""What a registered model version records for the gate, and reading it back: the data it was
+trained on (tags), its per-image outcomes on ``gate.primary`` (an artifact of its run, with the
+fingerprint of those test images as a tag) and the scores its tags show."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from robustops.config import Config
+from robustops.data import Dataset
+from robustops.evaluation.gate import DataSignature, classes_digest, classes_text, primary_outcomes
+from robustops.evaluation.scorecard import Scorecard, ensemble_for
+
+OUTCOMES = "gate/primary_outcomes.npz"  # on a model's run: per-image correctness on gate.primary
+FINGERPRINT_TAG = "robustops.test_fingerprint"  # the images those outcomes are on
+DIGEST_TAG = "robustops.data.classes_digest"  # the class names, in the model's output order
+
+
+def outcomes_of(card: Scorecard, cfg: Config) -> np.ndarray | None:
+    """The card's per-image correctness on ``gate.primary`` (None: the card does not keep it)."""
+    ev = cfg.evaluation
+    ensemble = [a.label for a in ensemble_for(ev, (ev.autoattack.eps or [0.1])[0], 0)]
+    return primary_outcomes(card.masks, cfg.gate.primary, ensemble)
+
+
+def data_tags(cfg: Config, test: Dataset) -> dict[str, str]:
+    """What a version was trained on; the gate reads shape and classes back (:func:`signature`)."""
+    d = cfg.data
+    return {
+        "data.source": d.source.value if d.path is None else f"{d.source.value}: {d.path}",
+        "data.shape": "x".join(map(str, test.shape)),
+        "data.classes": f"{test.num_classes}: {classes_text(test.classes)}",
+        DIGEST_TAG: classes_digest(test.classes),
+    }
+
+
+def signature(tags: dict[str, str]) -> DataSignature | None:
+    """The data a version was trained on, from its tags (:func:`data_tags`)."""
+    try:
+        shape = tuple(int(v) for v in tags["data.shape"].split("x"))
+        n = int(tags["data.classes"].split(":", 1)[0])
+    except (KeyError, ValueError):
+        return None
+    text = tags["data.classes"].split(":", 1)[1].strip()
+    return DataSignature(shape, n, tags.get(DIGEST_TAG), text, tags.get("data.source", ""))
+
+
+def score(metrics: dict[str, float], key: str | None) -> str:
+    """A score as a version's tag shows it: ``key = value``, or why there is none."""
+    return f"{key} = {metrics[key]:.4f}" if key and key in metrics else f"{key or 'none'} (not scored)"
