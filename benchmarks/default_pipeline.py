@@ -48,8 +48,12 @@ def once(sets: list[str], root: Path = ROOT) -> tuple[float, dict[str, dict[str,
         env = os.environ | {"PREFECT_LOCAL_STORAGE_PATH": f"{tmp}/prefect-results"}
         env.pop("MLFLOW_TRACKING_URI", None)
         env["PYTHONPATH"] = str(root)  # this checkout's code even where another is installed
+        # The checkout's own command module: checkouts from before app/ held it in flows/.
+        cli = "app.cli" if (root / "app" / "cli.py").exists() else "flows.cli"
         args = [
-            str(Path(sys.executable).parent / "robustops"),
+            sys.executable,
+            "-m",
+            cli,
             "run",
             "--config",
             str(root / "configs/default.yaml"),
