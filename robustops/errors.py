@@ -21,6 +21,10 @@ class ModelNotFoundError(RobustopsError, LookupError):
     """A model URI names no registered model, version or alias, or its run has no checkpoint."""
 
 
+class ModelSourceError(RobustopsError, ValueError):
+    """A user's model cannot be used as given: its weights file, its keys or its preprocessing."""
+
+
 class TrackingUnavailable(RobustopsError):
     """The MLflow tracking server or store does not answer (after bounded retries) or cannot be written."""
 
