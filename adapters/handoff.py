@@ -20,7 +20,9 @@ _lock = threading.Lock()
 
 def key(kind: str, *settings: Any, files: Iterable[str | Path | None] = ()) -> str:
     """Names one input: its kind, the settings it is read with and the files it is read from."""
-    return "-".join([kind, fingerprint(*settings), *(file_fingerprint(f and Path(f)) for f in files)])
+    return "-".join(
+        [kind, fingerprint(*settings), *(file_fingerprint(Path(f) if f else None) for f in files)]
+    )
 
 
 def hold(name: str, value: Any) -> None:
