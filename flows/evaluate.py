@@ -23,7 +23,7 @@ from robustops.config import Config
 from robustops.cpus import use_threads
 from robustops.data.split import split_for_thresholds
 from robustops.defences import score_inputs, scorecard_parts
-from robustops.evaluation.scorecard import plan
+from robustops.evaluation.scorecard import longest_first, plan
 from robustops.training import resolve_device
 from tasks.evaluation import load_evaluation_data, load_registered, merge_scorecard, score_part
 from tasks.record import log_evaluation
@@ -48,11 +48,12 @@ def robustness_evaluation(
         split = split_for_thresholds(ds, cfg.seed)
         name, ev = info["model"], cfg.evaluation
         with task_runner(cfg.runner, ds.values_per_image) as submit:
-            futures = [
-                submit(score_part, model, split, ev, cfg.seed, device, name, part, defence)
-                for part in plan(ev, scorecard_parts(defence))
-            ]
-            parts = [f.result() for f in futures]
+            planned = plan(ev, scorecard_parts(defence))
+            started = {
+                part: submit(score_part, model, split, ev, cfg.seed, device, name, part, defence)
+                for part in longest_first(planned)
+            }
+            parts = [started[part].result() for part in planned]
         inputs = score_inputs(model, split, ev, cfg.seed, device, defence)
         card = merge_scorecard(parts, inputs, name, relative=False)
     run_id = log_evaluation(cfg, info, model_uri, data, card, flow_run.get_id())

@@ -13,7 +13,7 @@ from robustops import catalog
 from robustops.config import Config
 from robustops.cpus import use_threads
 from robustops.defences import score_inputs, scorecard_parts
-from robustops.evaluation.scorecard import plan
+from robustops.evaluation.scorecard import longest_first, plan
 from robustops.stop import interrupted
 from robustops.training import resolve_device
 from tasks.adversarial import generate_adversarial_set
@@ -57,7 +57,15 @@ def robustness_pipeline(cfg: Config = Config()) -> dict[str, Any]:  # noqa: B008
                 log_data_stage(cfg, parent, split, synth, quality)
                 a = cfg.adversarial_set
                 cards, versions = {}, {}
-                specs = catalog.models_of(cfg)
+                plans = {
+                    s.run_name: plan(cfg.evaluation, scorecard_parts(s), shift is not None)
+                    for s in catalog.models_of(cfg)
+                }
+                # The training lane takes the models with the most scorecard parts (a defence's
+                # own, such as certificates) first: their long parts then overlap the training
+                # of the others instead of trailing after it. Each model seeds its own training,
+                # so the order changes no model.
+                specs = sorted(catalog.models_of(cfg), key=lambda s: -len(plans[s.run_name]))
                 # Everything is submitted up front: the runner decides what runs at once (see
                 # task_runner; Dask workers with runner.kind: dask). Futures passed on are dependencies.
                 trained = {
@@ -77,8 +85,8 @@ def robustness_pipeline(cfg: Config = Config()) -> dict[str, Any]:  # noqa: B008
                 }
                 parts = {}
                 for s in specs:
-                    parts[s.run_name] = [
-                        submit(
+                    started = {
+                        part: submit(
                             score_part,
                             trained[s.run_name],
                             split,
@@ -91,8 +99,9 @@ def robustness_pipeline(cfg: Config = Config()) -> dict[str, Any]:  # noqa: B008
                             shift,
                             ood,
                         )  # fmt: skip
-                        for part in plan(cfg.evaluation, scorecard_parts(s), shift is not None)
-                    ]
+                        for part in longest_first(plans[s.run_name])
+                    }
+                    parts[s.run_name] = [started[part] for part in plans[s.run_name]]  # plan order
                 asets = {
                     s.run_name: submit(
                         generate_adversarial_set,
@@ -116,7 +125,7 @@ def robustness_pipeline(cfg: Config = Config()) -> dict[str, Any]:  # noqa: B008
                     f.wait()
                 # Recorded in this process, in order: the baseline's card first (the others' mCE is
                 # relative to it), and MLflow is written from one place.
-                for spec in specs:
+                for spec in catalog.models_of(cfg):
                     name = spec.run_name
                     result = trained[name].result()
                     inputs = score_inputs(result, split, cfg.evaluation, cfg.seed, device, spec, shift, ood)

@@ -176,6 +176,23 @@ def test_parts_are_typed_and_labelled_as_task_runs_name_them():
         Part("adv", 0.2)
 
 
+def test_runners_start_the_long_parts_first():
+    """A defence's own parts, then the ensemble's members, then the rest, each group in plan
+    order: every part once."""
+    from robustops.evaluation.scorecard import longest_first, plan
+
+    parts = plan(quick(corruptions=["fog"]), ["certify"], shift=True)
+    started = [p.label for p in longest_first(parts)]
+    assert started[:5] == [
+        "certify",
+        "adv/eps_0.2/apgd",
+        "adv/eps_0.2/apgd_dlr",
+        "adv/eps_0.2/square",
+        "adv/eps_0.2/more_steps",
+    ]
+    assert started[5:] == [p.label for p in parts if p.label not in started[:5]]
+
+
 def test_a_part_of_a_defence_the_model_lacks_is_refused(trained, digits_split):
     from robustops.evaluation.scorecard import Part, score
 

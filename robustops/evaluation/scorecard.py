@@ -573,6 +573,18 @@ def plan(cfg: EvalConfig, extra: Iterable[str] = (), shift: bool = False) -> lis
     return parts + [Part("defence", member=name) for name in extra if name not in common]
 
 
+def longest_first(parts: list[Part]) -> list[Part]:
+    """``parts`` in the order a runner should start them: a defence's own parts (certificates)
+    and the ensemble's members (Square's queries, APGD's restarts) take several times longer
+    than the others, and started last they would trail alone on one worker while the others
+    idle. Plan order within each group."""
+
+    def rank(p: Part) -> int:
+        return 0 if p.kind == "defence" else 1 if p.kind == "linf" and p.member is not None else 2
+
+    return sorted(parts, key=rank)
+
+
 def score(part: Part, inputs: ScoreInputs) -> Scorecard:
     """One part of :func:`plan`: a partial card that holds only that part's numbers."""
     inputs.model.eval()
