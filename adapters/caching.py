@@ -27,6 +27,9 @@ def _feed(h: Any, obj: Any) -> None:
     elif isinstance(obj, torch.Tensor):
         _feed(h, obj.detach().cpu().numpy())
     elif isinstance(obj, torch.nn.Module):
+        # A user's model carries its lineage (files' SHA-256, preprocessing): the weights alone
+        # do not name the code that runs them.
+        h.update(str(getattr(obj, "robustops_lineage", "")).encode())
         for k, v in obj.state_dict().items():
             h.update(k.encode())
             _feed(h, v)

@@ -58,3 +58,15 @@ def sets_key(evaluation: Any, shape: tuple[int, ...], classes: list[str], limits
 def batch_key(path: str, shape: tuple[int, ...], classes: list[str], limits: Any, convert: bool) -> str:
     """A batch or a labelled set read in a model's input shape."""
     return key("batch", str(path), tuple(shape), list(classes), limits, convert, files=[path])
+
+
+def source_key(model: Any, path: str, limits: Any) -> str:
+    """A user's model (``model.source`` and its settings) prepared for a labelled set, and the set."""
+    files = [path, model.weights, model.source if model.source and Path(model.source).is_file() else None]
+    return key("source", model, str(path), limits, files=files)
+
+
+def source_split_key(model: Any, data: Any, seed: int, limits: Any) -> str:
+    """A user's model prepared on a run's split (``model.source`` and the data stage's input)."""
+    files = [model.weights, model.source if model.source and Path(model.source).is_file() else None]
+    return key("source-split", model, data, seed, limits, files=[*files, data.path, data.test_path])

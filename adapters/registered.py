@@ -38,6 +38,24 @@ def _no_checkpoint(uri: str, run_id: str) -> ModelNotFoundError:
     )
 
 
+def is_robustops_model(m: MlflowConfig, uri: str) -> bool:
+    """Whether ``uri`` names a version robustops registered (its run holds a robustops checkpoint),
+    rather than any other PyTorch model (a user's source). Raises ModelNotFoundError for a
+    ``models:/`` URI that names nothing."""
+    if not uri.startswith("models:/"):
+        return False
+    mv = tracking.resolve_model(m, uri)
+    if not mv.run_id:  # registered from a logged model, with no run
+        return False
+    try:
+        tags = tracking.run_info(m, mv.run_id).data.tags
+    except RobustopsError:  # the tracking server went away: say so
+        raise
+    except Exception:  # noqa: BLE001 - a deleted run: whatever it was, no robustops checkpoint
+        return False
+    return tags.get("robustops.kind") == "model"
+
+
 def load_blueprint(m: MlflowConfig, uri: str) -> tuple[Blueprint, dict[str, Any]]:
     """The version a URI names and its model's blueprint, downloading nothing else."""
     mv, info = _version(m, uri)

@@ -8,28 +8,33 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from adapters import handoff, registered
-from robustops.catalog import check_gate
-from robustops.config import Config
+from adapters import handoff, registered, sources
+from robustops.catalog import check_gate, check_trainable
+from robustops.config import Config, with_source
 from robustops.data import Split, load_split
 from robustops.data.eval_sets import read_eval_sets
 from robustops.data.loaders import load_batch, load_for_blueprint
 from robustops.errors import DataValidationError, DataWarning
 from robustops.monitoring.monitor import check_batch_size
 from robustops.training import resolve_device
+from robustops.training.standard import precision
 
 
 def run_inputs(cfg: Config) -> Split:
-    """Everything a pipeline run reads: the data, its test file and extra training data, the
-    shifted and OOD sets, and the gate's names against the metrics the run will produce.
+    """Everything a pipeline run reads: the data, its test file and extra training data, a
+    user's model (``model.source``), the shifted and OOD sets, and the gate's names against the metrics the run will produce.
     Returns the split."""
-    resolve_device(cfg.device)
+    precision(cfg.train, resolve_device(cfg.device))  # fp16 without a GPU: refused here
+    check_trainable(cfg)
     with warnings.catch_warnings(record=True) as seen:
         warnings.simplefilter("always", DataWarning)
         split = load_split(cfg.data, cfg.seed, cfg.limits)
     for w in seen:  # shown here, and handed on for the run's log
         warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     notes = [str(w.message) for w in seen if issubclass(w.category, DataWarning)]
+    if cfg.model.source is not None:  # the user's model opened and checked on this data
+        prepared = sources.open_for_split(cfg, split)
+        handoff.hold(handoff.source_split_key(cfg.model, cfg.data, cfg.seed, cfg.limits), prepared)
     shape, classes = split.test.shape, split.test.classes
     shift, ood = read_eval_sets(cfg.evaluation, shape, classes, cfg.limits)
     check_gate(cfg, shape, classes, shift is not None, ood is not None)
@@ -43,9 +48,16 @@ def _exists(data: str) -> None:
         raise DataValidationError(f"{data}: not found; pass an .npz file or an image folder with --data")
 
 
-def evaluate_inputs(cfg: Config, uri: str, data: str, convert: bool = False) -> None:
-    """The model a URI names (its version and blueprint) and the data in its input shape."""
+def evaluate_inputs(cfg: Config, uri: str | None, data: str, convert: bool = False) -> None:
+    """The model to score and the data: a registered model's version and blueprint and the data in
+    its input shape, or a user's model (``uri`` or ``model.source``) opened, prepared and checked
+    on the data."""
     _exists(data)
+    if uri is None or not registered.is_robustops_model(cfg.mlflow, uri):
+        cfg = with_source(cfg, uri)
+        opened = sources.open_for_data(cfg.mlflow, cfg.model, data, cfg.limits)
+        handoff.hold(handoff.source_key(cfg.model, data, cfg.limits), opened)
+        return
     blueprint, _ = registered.load_blueprint(cfg.mlflow, uri)
     ds = load_for_blueprint(data, blueprint, cfg.limits, convert)
     handoff.hold(handoff.batch_key(data, blueprint.shape, blueprint.classes, cfg.limits, convert), ds)

@@ -11,6 +11,7 @@ watchdog (:mod:`app.watchdog`), so that even a SIGKILL leaves no temporary serve
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import sys
@@ -93,10 +94,19 @@ def _parser() -> argparse.ArgumentParser:
     )
     ev = with_config(
         "evaluate",
-        "score a registered model on a dataset (its own flow, results in MLflow)",
-        "robustops evaluate --model models:/robustops-digits@champion --data new_writers.npz",
+        "score any model on a labelled dataset, as it is, with no training: a registered model or "
+        "your own (its own flow, results in MLflow)",
+        "robustops evaluate --model models:/robustops-digits@champion --data new_writers.npz\n"
+        "  robustops evaluate --model resnet.pt2 --data test.npz --set model.preprocess.mean=[0.49,0.48,0.45] "
+        "--set model.preprocess.std=[0.25,0.24,0.26]",
     )
-    ev.add_argument("--model", required=True, help="models:/NAME@ALIAS or models:/NAME/VERSION")
+    ev.add_argument(
+        "--model",
+        default=None,
+        help="a model robustops registered (models:/NAME@ALIAS, models:/NAME/VERSION) or any model "
+        "source: package.module:callable, path/to/file.py:callable, a .pt2 or TorchScript file, an "
+        "MLflow PyTorch model (models:/..., runs:/RUN_ID/PATH); default: model.source of the config",
+    )
     ev.add_argument(
         "--data", required=True, help="an .npz file or an image folder, labelled with the model's classes"
     )
@@ -183,7 +193,7 @@ def _run(cfg: Any) -> int:
     return 0
 
 
-def _evaluate(cfg: Any, uri: str, data: str, convert: bool) -> int:
+def _evaluate(cfg: Any, uri: str | None, data: str, convert: bool) -> int:
     from app.checks import evaluate_inputs
     from flows.evaluate import robustness_evaluation
 
@@ -192,7 +202,8 @@ def _evaluate(cfg: Any, uri: str, data: str, convert: bool) -> int:
     from robustops.evaluation.report import text_table
 
     out = robustness_evaluation(uri, data, cfg, convert)
-    print(f"\nrobustops: {uri} (version {out['model']['version']}) on {data}: {out['n']} images scored")
+    version = f" (version {out['model']['version']})" if out["model"].get("version") else ""
+    print(f"\nrobustops: {out['model']['uri']}{version} on {data}: {out['n']} images scored")
     print(text_table({out["model"]["model"]: out["metrics"]}, short=True))
     print(f"MLflow:     {redact(tracking_uri(cfg.mlflow))}  run {out['run_id']}")
     print("\n".join(end_of_run_hints(cfg, out["run_id"])))
@@ -292,7 +303,13 @@ def main(argv: list[str] | None = None) -> int:
         from robustops.catalog import load_config
         from robustops.config import to_yaml
 
-        cfg = load_config(args.config, args.overrides)
+        overrides = args.overrides
+        if args.command == "evaluate" and args.model and not args.model.startswith("models:/"):
+            # Certainly a user's model (only a models:/ URI may name one robustops registered,
+            # which carries its own settings): model.weights and the rest are checked against it
+            # as the config loads.
+            overrides = [f"model.source={json.dumps(args.model)}", *overrides]
+        cfg = load_config(args.config, overrides)
         if args.command == "config":
             print(to_yaml(cfg), end="")
             return 0

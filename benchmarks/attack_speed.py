@@ -3,10 +3,14 @@
     make bench-attacks                              # sets up .venv-bench with ART, then runs this
     .venv-bench/bin/python benchmarks/attack_speed.py [--model pgd_at] [--repeats 3] [--json PATH]
         [--model-cache PATH] [--threads N]   # --model-cache: train once, reuse the model later
+    .venv-bench/bin/python benchmarks/attack_speed.py --model byo-resnet [--images 256] [--threads 2]
+        # a user's RGB ResNet on CIFAR-10 (../shared/data), eps 8/255
 
-One model (the default config's CNN, trained here: the baseline or PGD-AT) and one batch (the
-digits test split, 359 images, in the memory layout the pipeline's split gives it) for every
-library. Timed, each on the whole batch, robust accuracy checked the same way for every library:
+One model (the default config's CNN, trained here: the baseline or PGD-AT; or with ``--model
+byo-resnet`` the user's ResNet of ``benchmarks/byo_model.py``, trained here on half of the CIFAR-10
+set, behind its declared preprocessing as robustops scores it) and one batch (the digits test
+split, 359 images, in the memory layout the pipeline's split gives it; or CIFAR-10 images of the
+other half) for every library. Timed, each on the whole batch, robust accuracy checked the same way for every library:
 
 - PGD-20, L-inf eps 0.1, step 2.5 * eps / 20, one random start. Ours is timed as robust-accuracy
   evaluation runs it (``robust_mask`` calls ``worst_case``): with AutoAttack's early stop, an
@@ -82,6 +86,40 @@ def trained_model(name: str, cache: Path | None = None):
     return model, split.test
 
 
+def rgb_resnet(cache: Path | None, epochs: int, n: int):
+    """The user's small ResNet of ``benchmarks/byo_model.py`` behind its declared preprocessing
+    (the model robustops scores), trained on half of the CIFAR-10 set as that benchmark's user
+    does (or loaded from ``cache``), and ``n`` images of the other half."""
+    import tempfile
+
+    from byo_model import DATA, MEAN, NET, STD, user_trains
+
+    from robustops.config import ModelConfig, PreprocessConfig
+    from robustops.data import Dataset
+    from robustops.sources import assemble, resolve_factory
+
+    with np.load(DATA) as f:
+        x = f["x"].transpose(0, 3, 1, 2).astype(np.float32) / 255.0
+        y = f["y"].astype(np.int64)
+    half = len(y) // 2
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "byo_net.py").write_text(NET)
+        if cache is None or not cache.exists():
+            user_trains(Path(tmp), x[:half], y[:half], epochs)
+            weights = torch.load(Path(tmp) / "byo_weights.pt", weights_only=True)
+            if cache is not None:
+                torch.save(weights, cache)
+        else:
+            weights = torch.load(cache, weights_only=True)
+        net = resolve_factory(f"{tmp}/byo_net.py:ResNet")()
+    net.load_state_dict(weights)
+    cfg = ModelConfig(source="byo_net.py:ResNet", preprocess=PreprocessConfig(mean=MEAN, std=STD))
+    model = assemble(net, cfg, 3).eval()
+    return model, Dataset(
+        np.ascontiguousarray(x[half : half + n]), y[half : half + n], [str(i) for i in range(10)], "cifar10"
+    )
+
+
 def timed(fn: Callable[[], np.ndarray]) -> float:
     start = time.perf_counter()
     fn()
@@ -155,7 +193,13 @@ def theirs_art(model, x, y, batch_size: int | None = None, frozen: bool = False)
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", default="pgd_at", help="baseline or a defence of the default config")
+    p.add_argument(
+        "--model",
+        default="pgd_at",
+        help="baseline or a defence of the default config, or byo-resnet: a user's RGB ResNet on CIFAR-10 at eps 8/255",
+    )
+    p.add_argument("--images", type=int, default=256, help="byo-resnet: CIFAR-10 images in the batch")
+    p.add_argument("--train-epochs", type=int, default=10, help="byo-resnet: the user's training epochs")
     p.add_argument("--repeats", type=int, default=3, help="rounds of the ensemble")
     p.add_argument("--pgd-repeats", type=int, default=21, help="rounds of PGD-20")
     p.add_argument("--json", type=Path)
@@ -165,7 +209,14 @@ def main() -> None:
     warnings.simplefilter("ignore")
     if args.threads:
         torch.set_num_threads(args.threads)
-    model, test = trained_model(args.model, args.model_cache)
+    global EPS
+    if args.model == "byo-resnet":
+        EPS = 8 / 255
+        model, test = rgb_resnet(args.model_cache, args.train_epochs, args.images)
+        what = f"a user's RGB ResNet (benchmarks/byo_model.py) behind its preprocessing, on {len(test.y)} CIFAR-10 images"
+    else:
+        model, test = trained_model(args.model, args.model_cache)
+        what = f"{args.model} CNN on the digits test split ({len(test.y)} images)"
     x, y = torch.from_numpy(test.x), torch.from_numpy(test.y)
     libs = {
         "robustops": ours,
@@ -176,15 +227,15 @@ def main() -> None:
         "ART, frozen parameters (tuned)": lambda m, a, b: theirs_art(m, a, b, frozen=True),
     }
     versions = {"torchattacks": version("torchattacks"), "ART": version("adversarial-robustness-toolbox")}
-    print(f"# Attack speed: {args.model} CNN on the digits test split ({len(y)} images), eps {EPS} L-inf")
+    print(f"# Attack speed: {what}, eps {EPS:.4g} L-inf")
     print(f"- torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} cores; "
           + ", ".join(f"{k} {v}" for k, v in versions.items()) + f"; medians of {args.pgd_repeats} (PGD) and {args.repeats} (ensemble) interleaved rounds after a warm-up; batch strides {tuple(x.stride())}")  # fmt: skip
     print("- our PGD row stops early per input (AutoAttack's rule, as robust_mask scores it); the 'no early stop' "
           "row runs every input for every step like torchattacks' and ART's PGD")  # fmt: skip
     print("- the model as trained (parameters require gradients, PyTorch's default); the tuned ART row attacks a "
           "copy with frozen parameters, so ART's backward pass skips the parameters' gradients")  # fmt: skip
-    print("- our attacks hand the model a one-channel CPU batch channels-last-strided (the same bytes; torch's faster "
-          "kernels); torchattacks and ART pass on whatever layout x + noise gets (NCHW)\n")  # fmt: skip
+    print("- our attacks hand the model a CPU batch in robustops.attacks.base.model_layout (channels-last strides for "
+          "one channel); torchattacks and ART pass on whatever layout x + noise gets (NCHW)\n")  # fmt: skip
     made = {lib: make(model, x, y) for lib, make in libs.items()}
     # Interleaved rounds: every library sees the same machine load, so a noisy neighbour or a
     # frequency change cannot favour one of them. Medians over the rounds.

@@ -1,10 +1,14 @@
-"""The ``robustness-evaluation`` flow: the scorecard of any registered model on any dataset.
+"""The ``robustness-evaluation`` flow: the scorecard of any model on any labelled dataset, as it
+is, with no training.
 
     robustops evaluate --model models:/robustops-digits@champion --data shifted.npz
+    robustops evaluate --model resnet.pt2 --data cifar.npz --set model.preprocess.mean=[...]
 
-The model comes back from its run's checkpoint (``torch.load(weights_only=True)``); the data is
-an .npz file or an image folder in the training formats, converted to the model's input shape and
-labelled with its class names. A seeded quarter of the data picks the confidence and OOD
+A model robustops registered comes back from its run's checkpoint (``torch.load(weights_only=True)``)
+with its defence, and the data is read in its input shape and labelled with its class names. Any
+other model is a source (``model.source``: a factory and its weights, an exported program,
+TorchScript, a PyTorch model in MLflow): its declared preprocessing is folded in, its outputs are
+checked against the data's classes, and the data is read as it is. A seeded quarter of the data picks the confidence and OOD
 thresholds; the rest is scored, one ``score-part`` task per part of the scorecard on the
 configured runner, merged as the pipeline merges them (without mCE: there is no baseline).
 Everything is logged to one MLflow run tagged with the model URI.
@@ -17,34 +21,48 @@ from typing import Any
 from prefect import flow
 from prefect.runtime import flow_run
 
+from adapters.registered import is_robustops_model
 from adapters.runner import task_runner
 from robustops import catalog
-from robustops.config import Config
+from robustops.config import Config, with_source
 from robustops.cpus import use_threads
 from robustops.data.split import split_for_thresholds
 from robustops.defences import score_inputs, scorecard_parts
 from robustops.evaluation.scorecard import longest_first, plan
 from robustops.training import resolve_device
-from tasks.evaluation import load_evaluation_data, load_registered, merge_scorecard, score_part
+from tasks.evaluation import (
+    load_evaluation_data,
+    load_registered,
+    load_source_model,
+    merge_scorecard,
+    score_part,
+)
 from tasks.record import log_evaluation
 
 
 @flow(name="robustness-evaluation", log_prints=True)
 def robustness_evaluation(
-    model_uri: str,
+    model_uri: str | None,
     data: str,
     cfg: Config = Config(),  # noqa: B008
     convert: bool = False,
 ) -> dict[str, Any]:
-    """Scores a registered model on a dataset and logs the scorecard to MLflow. ``convert``:
-    convert images of other channels or size to the model's input (else they are refused)."""
+    """Scores a model on a labelled dataset and logs the scorecard to MLflow. ``model_uri``: a
+    model robustops registered, or any model source (None: ``model.source`` of ``cfg``).
+    ``convert``: convert images of other channels or size to a registered model's input (else
+    they are refused)."""
     cfg = catalog.resolve(cfg)
     device = resolve_device(cfg.device)
     # As in the pipeline: the flow's own thread runs torch on one thread, the runner's tasks get
     # the cores (see adapters.runner.task_runner).
     with use_threads(1):
-        model, info, defence = load_registered(cfg, model_uri)
-        ds = load_evaluation_data(data, info["blueprint"], cfg.limits, convert)
+        if model_uri is not None and is_robustops_model(cfg.mlflow, model_uri):
+            model, info, defence = load_registered(cfg, model_uri)
+            ds = load_evaluation_data(data, info["blueprint"], cfg.limits, convert)
+        else:
+            cfg = with_source(cfg, model_uri)
+            model, info, ds = load_source_model(cfg, data)
+            defence = None
         split = split_for_thresholds(ds, cfg.seed)
         name, ev = info["model"], cfg.evaluation
         with task_runner(cfg.runner, ds.values_per_image) as submit:
@@ -56,5 +74,5 @@ def robustness_evaluation(
             parts = [started[part].result() for part in planned]
         inputs = score_inputs(model, split, ev, cfg.seed, device, defence)
         card = merge_scorecard(parts, inputs, name, relative=False)
-    run_id = log_evaluation(cfg, info, model_uri, data, card, flow_run.get_id())
+    run_id = log_evaluation(cfg, info, info["uri"], data, card, flow_run.get_id())
     return {"run_id": run_id, "model": info, "metrics": card.metrics, "n": len(split.test.y)}

@@ -28,7 +28,7 @@ from tasks.record import (
     register_model,
 )
 from tasks.sweep import sweep_killed_runs
-from tasks.training import train_model
+from tasks.training import prepare_source, train_model
 
 
 @flow(name="robustness-pipeline", log_prints=True)
@@ -40,6 +40,7 @@ def robustness_pipeline(cfg: Config = Config()) -> dict[str, Any]:  # noqa: B008
     Returns a summary: MLflow run ids, each model's metrics and registered version.
     """
     cfg = catalog.resolve(cfg)  # names checked, defences typed (a deployment passes plain blocks)
+    catalog.check_trainable(cfg)
     device = resolve_device(cfg.device)
     sweep_killed_runs(cfg.mlflow)  # runs a killed pipeline left RUNNING: KILLED, versions deleted
     parent = open_pipeline_run(cfg, flow_run.get_id())
@@ -49,6 +50,9 @@ def robustness_pipeline(cfg: Config = Config()) -> dict[str, Any]:  # noqa: B008
         # the cores (see task_runner), so the heavy work goes through submit.
         with use_threads(1):
             split = load_data(cfg.data, cfg.seed, cfg.limits)
+            start = start_blueprint = None
+            if cfg.model.source is not None:  # a user's model: every defence fine-tunes it
+                start, start_blueprint, _, split = prepare_source(cfg, split)
             shift, ood = load_eval_sets(cfg.evaluation, split.test.shape, split.test.classes, cfg.limits)
             # Before anything is trained: a gate naming a metric no model will have fails every model.
             catalog.check_gate(cfg, split.test.shape, split.test.classes, shift is not None, ood is not None)
@@ -80,6 +84,9 @@ def robustness_pipeline(cfg: Config = Config()) -> dict[str, Any]:  # noqa: B008
                         cfg.regularize,
                         cfg.seed,
                         device,
+                        start,
+                        start_blueprint,
+                        cfg.finetune,
                     )  # fmt: skip
                     for s in specs
                 }
@@ -135,7 +142,9 @@ def robustness_pipeline(cfg: Config = Config()) -> dict[str, Any]:  # noqa: B008
                     aset = asets[name].result() if name in asets else None
                     run_id, model_uri = log_model_run(cfg, parent, spec, result, card, split, aset)
                     version = (
-                        register_model(cfg, model_uri, run_id, card, name, split.test, parent)
+                        register_model(
+                            cfg, model_uri, run_id, card, name, split.test, parent, spec, result.blueprint
+                        )
                         if cfg.mlflow.register_model
                         else None
                     )

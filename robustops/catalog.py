@@ -15,16 +15,17 @@ from pathlib import Path
 from typing import Any
 
 from robustops import config
-from robustops.config import Config, DefenceConfig
+from robustops.config import Config, DefenceConfig, ModelConfig
 from robustops.corruptions import CORRUPTIONS
 from robustops.data.synthesis import GENERATORS
 from robustops.defences import DEFENCES, settings_from, settings_of
 from robustops.defences.standard import StandardConfig
-from robustops.errors import ConfigError
+from robustops.errors import ConfigError, ModelSourceError
 from robustops.evaluation import metric_names
 from robustops.evaluation.specification import SPEC_CHECKS
 from robustops.models import MODELS
 from robustops.registry import Registry
+from robustops.sources import SOURCES, kind_of
 
 BASELINE = StandardConfig(label="baseline")
 
@@ -51,6 +52,11 @@ def resolve(cfg: Config, source: str = "config") -> Config:
         ConfigError: every unknown name or bad defence setting, with its key and the known names.
     """
     problems = _names("model.name", [cfg.model.name], MODELS)
+    if cfg.model.source is not None:
+        try:
+            kind_of(cfg.model.source)  # its form only: files are opened where the model is used
+        except ModelSourceError as e:
+            problems.append(str(e))
     problems += _names("synthesis.generator", [cfg.synthesis.generator], GENERATORS)
     problems += _names("augment.corruptions", cfg.augment.corruptions, CORRUPTIONS)
     problems += _names("evaluation.corruptions", cfg.evaluation.corruptions, CORRUPTIONS)
@@ -90,6 +96,45 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 
 def build_config(tree: dict[str, Any], source: str = "config") -> Config:
     return resolve(config.build_config(tree, source), source)
+
+
+def check_trainable(cfg: Config) -> None:
+    """Refuses, before any data is read, a pipeline run whose model settings cannot train: a
+    user's model that cannot be fine-tuned (an exported program keeps the layer modes it was
+    exported with), one on Dask workers (they cannot import a user's file), a distillation
+    student beside it (every defence fine-tunes the user's model), or source settings without
+    a source."""
+    m = cfg.model
+    if m.source is None:
+        unused = [k for k in ("weights", "weights_key", "classes") if getattr(m, k) is not None]
+        defaults = {
+            k: ModelConfig.model_fields[k].get_default(call_default_factory=True)
+            for k in ("kwargs", "preprocess")
+        }
+        unused += [k for k, v in defaults.items() if getattr(m, k) != v]
+        if unused:
+            raise ConfigError(
+                f"model.{', model.'.join(unused)} apply to a model source (model.source), and none is set: "
+                "set model.source, or remove them to train the built-in model.name"
+            )
+        return
+    kind = SOURCES.get(kind_of(m.source))
+    if not kind.trainable:
+        raise ConfigError(
+            f"model.source {m.source}: {kind.describe} cannot be fine-tuned; give the factory "
+            "and weights, TorchScript, or an MLflow PyTorch model (robustops evaluate scores it as it is)"
+        )
+    if cfg.runner.kind != "threads":
+        raise ConfigError(
+            "model.source: fine-tuning a model you bring runs on the threads runner (Dask workers cannot "
+            "import your model's code); set runner.kind: threads"
+        )
+    students = [d.run_name for d in models_of(cfg) if getattr(d, "student", None) is not None]
+    if students:
+        raise ConfigError(
+            f"defences {', '.join(students)}: a distillation student is a copy of your model when "
+            "model.source is set; remove student"
+        )
 
 
 def models_of(cfg: Config) -> list[DefenceConfig]:

@@ -37,6 +37,11 @@ class PromotionConflict(RobustopsError):
     """The champion alias moved while a promotion was deciding, or the promotion lock was not acquired."""
 
 
+class ModelWarning(UserWarning):
+    """A user's model looks wrong in a way that would make its scores misleading (declared
+    preprocessing far off, probabilities for logits, a random eval output); the run goes on."""
+
+
 class DataWarning(UserWarning):
     """Input that is used, but not all of it: a hidden folder or a stray file that was skipped.
 

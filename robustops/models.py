@@ -35,6 +35,9 @@ class Blueprint(BaseModel):
     dropout: float
     spectral_norm: bool = False
     defence: dict[str, Any] | None = None
+    # A user's model (``model.source``): its model settings (source, preprocessing, class map) and
+    # its output kind; the network itself is saved beside the checkpoint (robustops.sources.saved).
+    source: dict[str, Any] | None = None
 
     @property
     def num_classes(self) -> int:

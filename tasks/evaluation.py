@@ -7,9 +7,10 @@ from typing import Any
 
 import numpy as np
 from prefect import task
+from prefect.cache_policies import NO_CACHE
 from torch import nn
 
-from adapters import handoff, registered
+from adapters import handoff, registered, sources
 from adapters.caching import file_fingerprint, hash_inputs
 from adapters.log import logger
 from adapters.retries import RETRY, is_io_error
@@ -87,7 +88,9 @@ def score_part(
     return card
 
 
-@task(name="merge-scorecard", task_run_name="merge-{name}")
+@task(
+    name="merge-scorecard", task_run_name="merge-{name}", cache_policy=NO_CACHE
+)  # cheap; its model may not pickle
 def merge_scorecard(
     parts: list[Scorecard],
     inputs: ScoreInputs,
@@ -119,6 +122,20 @@ def load_registered(cfg: Config, uri: str) -> tuple[nn.Module, dict[str, Any], D
     (its blueprint included) and the settings of the defence that trained it."""
     model, blueprint, info = registered.load_checkpoint(cfg.mlflow, uri)
     return model, info | {"blueprint": blueprint}, recorded_defence(blueprint, info["tag"], uri)
+
+
+@task(name="load-model-source", retries=2, retry_delay_seconds=1, retry_condition_fn=is_io_error)
+def load_source_model(cfg: Config, data: str) -> tuple[nn.Module, dict[str, Any], Dataset]:
+    """A user's model (``model.source``) prepared for the labelled set at ``data`` (preprocessing
+    folded in, output contract checked), facts about it (lineage, what the check found), and the
+    set labelled with the model's classes. Taken from the CLI's pre-flight check when it read them."""
+    held = handoff.take(handoff.source_key(cfg.model, data, cfg.limits))
+    model, info, ds = (
+        held if held is not None else sources.open_for_data(cfg.mlflow, cfg.model, data, cfg.limits)
+    )
+    for note in info["report"].warnings:
+        logger().warning("%s: %s", info["model"], note)
+    return model, info, ds
 
 
 @task(name="load-evaluation-data", retries=2, retry_delay_seconds=1, retry_condition_fn=is_io_error)

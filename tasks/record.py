@@ -6,7 +6,9 @@ fully logged, so a failure never leaves a half-written version in the registry.
 
 from __future__ import annotations
 
+import json
 import tempfile
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +38,15 @@ from robustops.evaluation.html import report_meta, scorecard_report
 from robustops.evaluation.notes import pipeline_note
 from robustops.evaluation.plots import image_grid, scorecard_figures
 from robustops.evaluation.report import markdown_table
-from robustops.evaluation.version_tags import FINGERPRINT_TAG, OUTCOMES, data_tags, outcomes_of, score
+from robustops.evaluation.version_tags import (
+    FINGERPRINT_TAG,
+    OUTCOMES,
+    data_tags,
+    lineage_tags,
+    outcomes_of,
+    score,
+)
+from robustops.models import Blueprint
 from robustops.names import segment
 from robustops.stop import interrupted
 from robustops.training import TrainResult
@@ -114,6 +124,7 @@ def log_model_run(
     m = cfg.mlflow
     name = defence.run_name
     tags = {"robustops.kind": "model", "robustops.model": name, "robustops.defence": defence.name}
+    tags |= lineage_tags(cfg, defence, result.blueprint)
     run_id = tracking.start_run(m, name, parent_id=parent_id, tags=tags)
     ok, killed = False, False
     try:
@@ -172,14 +183,23 @@ def log_model_run(
 
 @task(name="register-model", task_run_name="register-{name}", **RETRY)
 def register_model(
-    cfg: Config, model_uri: str, run_id: str, card: Scorecard, name: str, test: Dataset, parent_id: str
+    cfg: Config,
+    model_uri: str,
+    run_id: str,
+    card: Scorecard,
+    name: str,
+    test: Dataset,
+    parent_id: str,
+    defence: DefenceConfig | None = None,
+    blueprint: Blueprint | None = None,
 ) -> str:
     """Registers a fully logged model as a new version that says what it is at a glance.
 
     Tags: its name, the gate's primary score and the worst case over every attack (not a single
     attack's score, which gradient masking can inflate), the masking checks, the data it was
     trained on (``data.source``, ``data.shape``, ``data.classes``: the gate refuses to compare
-    models of other data), the parent run; its Description links the run's HTML scorecard (the
+    models of other data), its lineage (``lineage.*``: the model it started from, a user's files'
+    SHA-256 and preprocessing, the defence and its settings), the parent run; its Description links the run's HTML scorecard (the
     gate adds its verdict on top). Its per-image correctness on ``gate.primary`` goes to its run
     as ``gate/primary_outcomes.npz``, with a fingerprint of those test images, so a later gate can
     test a challenger against it on the same images (McNemar) instead of by a margin.
@@ -187,14 +207,22 @@ def register_model(
     m, metrics = cfg.mlflow, card.metrics
     worst = worst_case_key(metrics, cfg.gate.primary)
     failed = [c.name for c in card.masking if not c.passed]
-    tags = {
-        "robustops.model": name,
-        "clean_acc": f"{metrics['clean/acc']:.4f}" if "clean/acc" in metrics else "not scored",
-        "primary": score(metrics, cfg.gate.primary),
-        "worst_case": score(metrics, worst),
-        "masking": "FAILED: " + ", ".join(failed) if failed else "passed" if card.masking else "not checked",
-        "parent_run": parent_id,
-    } | data_tags(cfg, test)
+    tags = (
+        {
+            "robustops.model": name,
+            "clean_acc": f"{metrics['clean/acc']:.4f}" if "clean/acc" in metrics else "not scored",
+            "primary": score(metrics, cfg.gate.primary),
+            "worst_case": score(metrics, worst),
+            "masking": "FAILED: " + ", ".join(failed)
+            if failed
+            else "passed"
+            if card.masking
+            else "not checked",
+            "parent_run": parent_id,
+        }
+        | data_tags(cfg, test)
+        | lineage_tags(cfg, defence, blueprint)
+    )
     outcomes = outcomes_of(card, cfg)
     images = (
         outcome_images(test, cfg.evaluation.max_samples, cfg.seed, len(outcomes))
@@ -272,13 +300,33 @@ def log_evaluation(
     """One MLflow run tagged with the model URI: the scorecard's metrics, JSON, plots and report."""
     m = cfg.mlflow
     tags = {"robustops.kind": "evaluation", "robustops.model_uri": uri, "robustops.data": data,
-            "robustops.model": info["model"], "robustops.source_run": info["run_id"]}  # fmt: skip
+            "robustops.model": info["model"]}  # fmt: skip
+    if info.get("run_id"):
+        tags["robustops.source_run"] = info["run_id"]
     if flow_run_id:
         tags["prefect.flow_run_id"] = flow_run_id
-    run_id = tracking.start_run(m, f"evaluate {info['name']} v{info['version']}", tags=tags)
+    report = info.get("report")  # a user's model: what its contract check found
+    if report is not None:
+        tags |= report.as_tags() | {"source.kind": info["lineage"]["kind"]}
+        if report.random:
+            tags["robustops.warning"] = "random eval output: adversarial scores hold for one random draw"
+    version = f" v{info['version']}" if info.get("version") else ""
+    run_id = tracking.start_run(m, f"evaluate {info['name']}{version}", tags=tags)
     ok = False
     try:
-        tracking.log_params(m, run_id, {"model_uri": uri, "data": data, "model_version": info["version"]})
+        params = {"model_uri": uri, "data": data}
+        params |= {"model_version": info["version"]} if info.get("version") else {}
+        # The lineage's scalars as params (the class map, possibly long, is in source.json).
+        params |= {
+            f"source.{k}": json.dumps(v) if isinstance(v, dict) else str(v)
+            for k, v in info.get("lineage", {}).items()
+            if k != "classes"
+        }
+        tracking.log_params(m, run_id, params)
+        if report is not None:
+            tracking.log_json(
+                m, run_id, {"lineage": info["lineage"], "contract": asdict(report)}, "source.json"
+            )
         # Curves as stepped metrics, as on a pipeline's model runs; the gate's metrics stay scalars.
         tracking.log_scorecard(m, run_id, card.metrics, keep=tracking.gate_metrics(cfg.gate))
         tracking.log_json(m, run_id, card.as_json(), "evaluation/scorecard.json")
@@ -292,7 +340,7 @@ def log_evaluation(
     finally:
         tracking.end_run(m, run_id, ok)
     tracking.link_in_prefect(
-        m, run_id, "evaluation", f"MLflow run evaluate {info['name']} v{info['version']}",
+        m, run_id, "evaluation", f"MLflow run evaluate {info['name']}{version}",
         [f"{uri} on {data}: {card.n_test} images scored."],
     )  # fmt: skip
     return run_id

@@ -29,8 +29,17 @@ from robustops.config.evaluation import (
 from robustops.config.loading import build_config, flatten, load_config, parse_overrides, read_yaml, to_yaml
 from robustops.config.messages import format_errors
 from robustops.config.operations import GateConfig, MlflowConfig, MonitorConfig, RetrainConfig, RunnerConfig
-from robustops.config.root import DEFAULT_DEFENCES, Config, defence_block, with_batch
-from robustops.config.training import DefenceBlock, DefenceConfig, ModelConfig, RegularizeConfig, TrainConfig
+from robustops.config.root import DEFAULT_DEFENCES, Config, defence_block, with_batch, with_source
+from robustops.config.training import (
+    DefenceBlock,
+    DefenceConfig,
+    FinetuneConfig,
+    ModelConfig,
+    PreprocessConfig,
+    RegularizeConfig,
+    TrainConfig,
+    is_factory,
+)
 
 __all__ = [
     "DEFAULT_DEFENCES",
@@ -47,12 +56,14 @@ __all__ = [
     "DefenceBlock",
     "DefenceConfig",
     "EvalConfig",
+    "FinetuneConfig",
     "GateConfig",
     "LimitsConfig",
     "MaskingConfig",
     "MetricName",
     "MlflowConfig",
     "ModelConfig",
+    "PreprocessConfig",
     "MonitorConfig",
     "NoiseConfig",
     "Optimizer",
@@ -69,10 +80,12 @@ __all__ = [
     "defence_block",
     "flatten",
     "format_errors",
+    "is_factory",
     "load_config",
     "parse_overrides",
     "radii",
     "read_yaml",
     "to_yaml",
     "with_batch",
+    "with_source",
 ]

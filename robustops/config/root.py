@@ -17,7 +17,14 @@ from robustops.config.data import (
 from robustops.config.evaluation import EvalConfig
 from robustops.config.messages import format_errors
 from robustops.config.operations import GateConfig, MlflowConfig, MonitorConfig, RetrainConfig, RunnerConfig
-from robustops.config.training import DefenceBlock, DefenceConfig, ModelConfig, RegularizeConfig, TrainConfig
+from robustops.config.training import (
+    DefenceBlock,
+    DefenceConfig,
+    FinetuneConfig,
+    ModelConfig,
+    RegularizeConfig,
+    TrainConfig,
+)
 from robustops.errors import ConfigError
 
 # The defences a config without a ``defences`` key trains beside the baseline.
@@ -47,6 +54,7 @@ class Config(Strict):
     evaluation: EvalConfig = EvalConfig()
     adversarial_set: AdversarialSetConfig = AdversarialSetConfig()
     regularize: RegularizeConfig = RegularizeConfig()
+    finetune: FinetuneConfig = FinetuneConfig()
     # The schema says "objects with a name": each defence's own class types its block (see
     # robustops.catalog.resolve), so a schema of the base class would wrongly refuse their
     # settings (Prefect checks deployment parameters against it).
@@ -129,3 +137,19 @@ def with_batch(cfg: Config, batch: str | None) -> Config:
         extra = batch
     data = cfg.data.model_copy(update={"extra_train": [*cfg.data.extra_train, extra]})
     return cfg.model_copy(update={"data": data})
+
+
+def with_source(cfg: Config, source: str | None) -> Config:
+    """The config with ``model.source`` set to ``source`` (the command line's ``--model``); None
+    keeps the configured one, which must then be set."""
+    if source is None:
+        if cfg.model.source is None:
+            raise ConfigError(
+                "no model to score: give --model (a file, a factory or an MLflow URI) or set model.source"
+            )
+        return cfg
+    try:
+        model = ModelConfig.model_validate(cfg.model.model_dump() | {"source": source})
+    except ValidationError as e:
+        raise ConfigError(f"--model {source}: {format_errors(e, ModelConfig)}") from None
+    return cfg.model_copy(update={"model": model})

@@ -537,3 +537,29 @@ def load_for_blueprint(
     refused unless ``convert``."""
     source = DataSource.FOLDER if Path(path).is_dir() else DataSource.NPZ
     return load_for_model(source, Path(path), blueprint.shape, blueprint.classes, "--data", limits, convert)
+
+
+def load_labelled(path: str | Path, limits: LimitsConfig, size: tuple[int, int] | None = None) -> Dataset:
+    """A labelled .npz file or image folder (``--data``) in its own channels and size (a folder's
+    images resized to ``size`` when given), for a model that takes the data as it is: a user's
+    model, whose preprocessing resizes. Scored, not split: no minimum per class."""
+    path = Path(path)
+    if path.is_dir():
+        return load_folder(path, None, size, limits)
+    return load_npz(path, limits)
+
+
+def relabel(ds: Dataset, classes: list[str]) -> Dataset:
+    """``ds`` labelled with indices into ``classes`` (a model's output classes), matched by name.
+
+    Raises:
+        DataValidationError: the data has a class ``classes`` lacks.
+    """
+    unknown = [c for c in ds.classes if c not in classes]
+    if unknown:
+        raise DataValidationError(
+            f"{ds.source}: class(es) {unknown[:5]} are not among the model's classes ({classes[:5]}...); "
+            "set model.classes to name each output of the model"
+        )
+    mapping = np.array([classes.index(name) for name in ds.classes], dtype=np.int64)
+    return Dataset(ds.x, mapping[ds.y], list(classes), ds.source)

@@ -23,7 +23,7 @@ from __future__ import annotations
 import difflib
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
@@ -34,6 +34,7 @@ from robustops.config import (
     AugmentConfig,
     DefenceConfig,
     EvalConfig,
+    FinetuneConfig,
     ModelConfig,
     RegularizeConfig,
     TrainConfig,
@@ -45,8 +46,9 @@ from robustops.errors import ConfigError
 from robustops.evaluation.scorecard import ScoreInputs, ScorePart
 from robustops.models import Blueprint
 from robustops.registry import Registry
-from robustops.training.regularizers import with_grad_penalty
-from robustops.training.standard import LossFn, TrainResult, build, fit
+from robustops.sources import SourceModel, tunable_copy
+from robustops.training.regularizers import apply_spectral_norm, with_grad_penalty
+from robustops.training.standard import LossFn, TrainResult, build, fit, seed_everything
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,12 @@ class Context:
     regularize: RegularizeConfig
     seed: int = 0
     device: str = "cpu"
+    # A user's model (``model.source``), prepared (robustops.sources.prepare): every defence
+    # fine-tunes a copy of it under ``finetune`` instead of building ``model``, and the baseline
+    # is the model itself.
+    start: SourceModel | None = None
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    start_blueprint: Blueprint | None = None
 
 
 class Defence:
@@ -183,6 +191,15 @@ def epochs_and_regularizers(ctx: Context, cfg: DefenceConfig) -> tuple[TrainConf
     return train, cfg.regularize or ctx.regularize
 
 
+def fine_tuned_copy(ctx: Context, spectral_norm: bool = False) -> tuple[SourceModel, Blueprint]:
+    """A copy of the user's model to fine-tune (see :func:`robustops.sources.tunable_copy`),
+    seeded like a built model so its training does not depend on what ran before; and its blueprint."""
+    assert ctx.start is not None and ctx.start_blueprint is not None
+    seed_everything(ctx.seed)
+    model = tunable_copy(ctx.start, ctx.finetune, spectral_norm)
+    return (apply_spectral_norm(model) if spectral_norm else model), ctx.start_blueprint
+
+
 def build_and_fit(
     train: Dataset,
     val: Dataset,
@@ -194,7 +211,11 @@ def build_and_fit(
 ) -> TrainResult:
     """Builds the model (spectral-normalized if asked), adds the gradient penalty, trains."""
     tcfg, reg = epochs_and_regularizers(ctx, cfg)
-    model, blueprint = build(train, model_cfg or ctx.model, ctx.seed, reg.spectral_norm)
+    if ctx.start is not None:
+        model, blueprint = fine_tuned_copy(ctx, reg.spectral_norm)
+        tcfg = ctx.finetune.applied_to(ctx.train, cfg.epochs)
+    else:
+        model, blueprint = build(train, model_cfg or ctx.model, ctx.seed, reg.spectral_norm)
     loss_fn = with_grad_penalty(loss_fn, reg.grad_penalty)
     result = fit(model, train, val, tcfg, ctx.seed, loss_fn, ctx.device, desc=f"train {cfg.run_name}", **kw)
     result.blueprint = blueprint

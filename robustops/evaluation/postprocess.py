@@ -23,6 +23,8 @@ import torch
 from sklearn.metrics import roc_auc_score
 from torch import nn
 
+from robustops.sources import SourceModel
+
 
 def softmax(logits: np.ndarray) -> np.ndarray:
     z = logits - logits.max(1, keepdims=True)
@@ -83,6 +85,10 @@ def energy(logits: np.ndarray) -> np.ndarray:
 
 
 def _last_linear(model: nn.Module) -> nn.Module | None:
+    if isinstance(model, SourceModel):
+        # A user's network is read by its outputs only: saved for serving (exported, TorchScript)
+        # it has no layers to hook, and features must be the same when it is scored and served.
+        return None
     last = None
     for m in model.modules():
         if isinstance(m, nn.Linear):

@@ -1,15 +1,18 @@
 """What a registered model version records for the gate, and reading it back: the data it was
-trained on (tags), its per-image outcomes on ``gate.primary`` (an artifact of its run, with the
+trained on and its lineage (tags), its per-image outcomes on ``gate.primary`` (an artifact of its run, with the
 fingerprint of those test images as a tag) and the scores its tags show."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 
-from robustops.config import Config
+from robustops.config import Config, DefenceConfig
 from robustops.data import Dataset
 from robustops.evaluation.gate import DataSignature, classes_digest, classes_text, primary_outcomes
 from robustops.evaluation.scorecard import Scorecard, ensemble_for
+from robustops.models import Blueprint
 
 OUTCOMES = "gate/primary_outcomes.npz"  # on a model's run: per-image correctness on gate.primary
 FINGERPRINT_TAG = "robustops.test_fingerprint"  # the images those outcomes are on
@@ -32,6 +35,36 @@ def data_tags(cfg: Config, test: Dataset) -> dict[str, str]:
         "data.classes": f"{test.num_classes}: {classes_text(test.classes)}",
         DIGEST_TAG: classes_digest(test.classes),
     }
+
+
+def lineage_tags(
+    cfg: Config, defence: DefenceConfig | None, blueprint: Blueprint | None = None
+) -> dict[str, str]:
+    """Where a version comes from: the model it started from (a built-in architecture, or the
+    user's source as it was opened: each file's SHA-256, an MLflow version, the declared
+    preprocessing, what its outputs are and whether they are random), the fine-tuning settings,
+    and the defence with its settings."""
+    tags = {
+        "lineage.defence": json.dumps(defence.model_dump(mode="json"), sort_keys=True) if defence else "none"
+    }
+    source = blueprint.source if blueprint is not None else None
+    if source is None:
+        return tags | {"lineage.source": f"built-in {cfg.model.name}"}
+    found = source["lineage"]
+    hashes = {k.removesuffix("_sha256"): v for k, v in found.items() if k.endswith("_sha256")}
+    version = f" (version {found['version']}, run {found.get('run_id')})" if found.get("version") else ""
+    tags |= {
+        "lineage.source": f"{found['kind']}: {found['source']}{version}",
+        "lineage.preprocess": json.dumps(found["preprocess"], sort_keys=True),
+        "lineage.finetune": json.dumps(cfg.finetune.model_dump(mode="json"), sort_keys=True),
+        "source.outputs": source["outputs"],
+        "source.random": str(source["random"]).lower(),
+    }
+    if source["random"]:
+        tags["robustops.warning"] = "random eval output: adversarial scores hold for one random draw"
+    if hashes:
+        tags["lineage.sha256"] = ", ".join(f"{role} {digest}" for role, digest in hashes.items())
+    return tags
 
 
 def signature(tags: dict[str, str]) -> DataSignature | None:

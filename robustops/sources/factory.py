@@ -31,7 +31,8 @@ def _from_file(path: Path, spec: str) -> ModuleType:
         raise ModelSourceError(f"{spec}: {path} not found; give {FORM}")
     # A name unique to the file, registered in sys.modules: pickling and torch.export look the
     # module up by name, and two users' model.py files must not shadow each other.
-    digest = hashlib.blake2b(str(path.resolve()).encode(), digest_size=6).hexdigest()
+    # The content is part of the name: a file edited since it was imported is imported again.
+    digest = hashlib.blake2b(str(path.resolve()).encode() + path.read_bytes(), digest_size=6).hexdigest()
     name = f"robustops_user_{path.stem}_{digest}"
     if name in sys.modules:
         return sys.modules[name]

@@ -72,7 +72,10 @@ class AdversarialObjective:
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         if self.transform is not None:
             x = self.transform(x)
-        x_adv = self.attack()(model, x, y)  # eval mode inside, train mode restored
+        # Eval mode inside, train mode restored; in float32 even under mixed precision: fp16
+        # input gradients underflow to zero, and sign(0) would quietly weaken the attack.
+        with torch.autocast(x.device.type, enabled=False):
+            x_adv = self.attack()(model, x, y)
         if self.kl_beta is not None:
             clean = model(x)
             robust = F.kl_div(F.log_softmax(model(x_adv), 1), F.softmax(clean, 1), reduction="batchmean")

@@ -16,8 +16,12 @@ import torch
 from pydantic import ValidationError
 from torch import nn
 
-from robustops.errors import RobustopsError
+from robustops.config import ModelConfig
+from robustops.errors import ModelSourceError, RobustopsError
 from robustops.models import Blueprint
+from robustops.sources.contract import assemble
+from robustops.sources.kinds import sha256
+from robustops.sources.saved import EXPORTED, SCRIPTED, load_network, save_network
 from robustops.training.standard import from_blueprint
 
 STATE, BLUEPRINT = "state_dict.pt", "blueprint.json"
@@ -33,6 +37,10 @@ def save(model: nn.Module, blueprint: Blueprint, folder: str | Path) -> Path:
     """Writes ``state_dict.pt`` and ``blueprint.json`` into ``folder``; returns the folder."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    if blueprint.source is not None:  # a user's network: saved so it loads without their code
+        example = torch.rand(2, *blueprint.shape, generator=torch.Generator().manual_seed(0))
+        with torch.no_grad():
+            save_network(model.network, model[0](example.to(model[0].mean.device)), folder)
     torch.save(model.state_dict(), folder / STATE)
     (folder / BLUEPRINT).write_text(json.dumps(blueprint.model_dump(mode="json"), indent=2))
     return folder
@@ -75,6 +83,18 @@ def load(folder: str | Path) -> nn.Module:
         if "weights_only" in first:  # torch's advice (load with weights_only=False) would run code
             first = "not a plain torch weights file"
         raise CheckpointError(f"{folder / STATE}: unreadable or not plain weights ({first}); {FIX}") from None
+    if blueprint.source is not None:
+        try:
+            net = load_network(folder)
+        except ModelSourceError as e:
+            raise CheckpointError(f"{e}; {FIX}") from None
+        cfg = ModelConfig.model_validate(blueprint.source["model"])
+        model = assemble(net, cfg, blueprint.shape[0], blueprint.source["outputs"]).eval()
+        # The cache key of a user's network (adapters.caching): its settings and saved program,
+        # since the preprocessing's scale, order and size are not in its state_dict.
+        saved = [f for f in (folder / EXPORTED, folder / SCRIPTED) if f.is_file()]
+        model.robustops_lineage = json.dumps(blueprint.source, sort_keys=True) + sha256(saved[0])
+        return model
     try:
         model = from_blueprint(blueprint)
         model.load_state_dict(state)

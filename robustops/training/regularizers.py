@@ -38,8 +38,10 @@ def with_grad_penalty(loss_fn: LossFn, weight: float) -> LossFn:
 
     def penalized(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         xg = x.clone().requires_grad_(True)
-        ce = F.cross_entropy(model(xg), y, reduction="sum")
-        (grad,) = torch.autograd.grad(ce, xg, create_graph=True)
+        # In float32 under mixed precision too: an fp16 input gradient can underflow to zero.
+        with torch.autocast(x.device.type, enabled=False):
+            ce = F.cross_entropy(model(xg), y, reduction="sum")
+            (grad,) = torch.autograd.grad(ce, xg, create_graph=True)
         return loss_fn(model, x, y) + weight * grad.flatten(1).pow(2).sum(1).mean()
 
     if hasattr(loss_fn, "begin_epoch"):

@@ -7,7 +7,9 @@ import copy
 import random
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -16,6 +18,7 @@ from tqdm.auto import tqdm
 
 from robustops.config import ModelConfig, Optimizer, Schedule, TrainConfig
 from robustops.data import Dataset
+from robustops.errors import ConfigError
 from robustops.inference import predict
 from robustops.models import Blueprint, build_model
 from robustops.stop import raise_if_stopped
@@ -83,6 +86,23 @@ def make_scheduler(
     return None
 
 
+def precision(cfg: TrainConfig, device: str) -> tuple[Callable[[], Any], torch.amp.GradScaler | None]:
+    """The autocast context of a training step and, for fp16, the loss scaler (fp16 gradients
+    underflow without one; bf16 has float32's range and needs none).
+
+    Raises:
+        ConfigError: fp16 on a device without CUDA.
+    """
+    kind = torch.device(device).type
+    if cfg.mixed_precision == "none":
+        return nullcontext, None
+    if cfg.mixed_precision == "fp16" and kind != "cuda":
+        raise ConfigError("train.mixed_precision fp16 needs a CUDA device; use bf16 on the CPU, or none")
+    dtype = torch.float16 if cfg.mixed_precision == "fp16" else torch.bfloat16
+    scaler = torch.amp.GradScaler(kind) if dtype is torch.float16 else None
+    return (lambda: torch.autocast(device_type=kind, dtype=dtype)), scaler
+
+
 # Extra per-epoch metrics of the model in eval mode (validation accuracy under attack or noise).
 EpochProbe = Callable[[nn.Module], dict[str, float]]
 StopRule = Callable[[list[dict[str, float]]], str | None]
@@ -120,8 +140,9 @@ def fit(
             restores the best epoch so far (FGSM-RS's catastrophic-overfitting stop uses it).
     """
     gen = torch.Generator().manual_seed(seed)
-    model.to(device)
-    opt = make_optimizer(model.parameters(), cfg)
+    model.to(device, memory_format=torch.channels_last if cfg.channels_last else torch.preserve_format)
+    autocast, scaler = precision(cfg, device)
+    opt = make_optimizer([p for p in model.parameters() if p.requires_grad], cfg)
     x = torch.from_numpy(train.x)
     y = torch.from_numpy(train.y)
     sched = make_scheduler(opt, cfg, -(-len(y) // cfg.batch_size))
@@ -141,10 +162,18 @@ def fit(
             raise_if_stopped()
             idx = order[i : i + cfg.batch_size]
             xb, yb = x[idx].to(device), y[idx].to(device)
-            loss = loss_fn(model, xb, yb)
+            if cfg.channels_last:
+                xb = xb.contiguous(memory_format=torch.channels_last)
+            with autocast():
+                loss = loss_fn(model, xb, yb)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            if scaler is not None:
+                scaler.scale(loss).backward()
+                scaler.step(opt)
+                scaler.update()
+            else:
+                loss.backward()
+                opt.step()
             if sched is not None:
                 sched.step()
             total += loss.item() * len(idx)
@@ -255,7 +284,5 @@ def resolve_device(name: str) -> str:
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda" and not torch.cuda.is_available():
-        from robustops.errors import ConfigError
-
         raise ConfigError("device is 'cuda' but no CUDA device is available; set device: cpu or auto")
     return name

@@ -1,0 +1,186 @@
+"""A user's model opened from wherever ``model.source`` names it: MLflow here (the core never talks
+to MLflow), everything else through :func:`robustops.sources.open_source`."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from adapters import tracking
+from robustops.config import Config, LimitsConfig, MlflowConfig, ModelConfig
+from robustops.data import Dataset, Split
+from robustops.data.loaders import load_labelled, relabel
+from robustops.errors import ModelNotFoundError, ModelSourceError, RobustopsError
+from robustops.models import Blueprint
+from robustops.sources import (
+    SOURCES,
+    SourceModel,
+    check_tunable,
+    kind_of,
+    lineage,
+    open_source,
+    prepare,
+    source_name,
+)
+from robustops.sources.programs import ProgramModule, is_exported, program_module
+
+FLAVOUR_FIX = (
+    "log it with mlflow.pytorch.log_model, or give the model as a factory, .pt2 or TorchScript source"
+)
+
+
+def _run_uri(m: MlflowConfig, uri: str) -> tuple[str, str]:
+    """(run id, artifact path) of a ``runs:/RUN_ID/PATH`` URI whose run exists."""
+    run_id, _, path = uri.removeprefix("runs:/").partition("/")
+    if not run_id or not path:
+        raise ModelSourceError(f"{uri}: give an MLflow run URI as runs:/RUN_ID/PATH")
+    try:
+        tracking.run_info(m, run_id)
+    except RobustopsError:
+        raise
+    except Exception:  # noqa: BLE001 - MLflow says "not found" in several ways
+        raise ModelNotFoundError(f"{uri}: no run {run_id} in {tracking.tracking_uri(m)}") from None
+    return run_id, path
+
+
+def open_mlflow(m: MlflowConfig, uri: str) -> tuple[nn.Module, dict[str, Any]]:
+    """The PyTorch model an MLflow URI names (``models:/NAME/VERSION``, ``models:/NAME@ALIAS``,
+    ``runs:/RUN_ID/PATH``), in eval mode, and where it came from (name, version, run id).
+
+    A model MLflow saved as a pickle is unpickled, which runs the code it holds, as
+    ``mlflow.pytorch.load_model`` does: open models only from a registry you trust.
+
+    Raises:
+        ModelNotFoundError: no such model, version, alias or run.
+        ModelSourceError: the URI names something that is not a PyTorch-flavour model.
+    """
+    import mlflow
+    import mlflow.pytorch
+
+    if uri.startswith("models:/"):
+        mv = tracking.resolve_model(m, uri)
+        info = {"uri": uri, "name": mv.name, "version": str(mv.version), "run_id": mv.run_id}
+        artifacts = mv.source
+    else:
+        run_id, path = _run_uri(m, uri)
+        info, artifacts = {"uri": uri, "run_id": run_id}, uri
+    tracking.client(m)  # the tracking URI set for MLflow's own calls below
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            local = Path(mlflow.artifacts.download_artifacts(artifacts, dst_path=tmp))
+        except RobustopsError:
+            raise
+        except Exception as e:  # noqa: BLE001 - any failure here means there is no model to read
+            raise ModelNotFoundError(
+                f"{uri}: no model files there ({type(e).__name__}); {FLAVOUR_FIX}"
+            ) from None
+        meta = local / "MLmodel"
+        if not meta.is_file():
+            raise ModelSourceError(f"{uri}: not an MLflow model (no MLmodel file); {FLAVOUR_FIX}")
+        if "pytorch:" not in meta.read_text():
+            raise ModelSourceError(f"{uri}: an MLflow model without the pytorch flavour; {FLAVOUR_FIX}")
+        try:
+            model = mlflow.pytorch.load_model(str(local), map_location="cpu")
+        except Exception as e:  # noqa: BLE001 - a user's model can fail to load in any way
+            first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            raise ModelSourceError(
+                f"{uri}: the PyTorch model cannot be loaded ({type(e).__name__}: {first}); install the "
+                "packages its code needs, or log it again"
+            ) from e
+    if not isinstance(model, nn.Module):
+        raise ModelSourceError(f"{uri}: holds a {type(model).__name__}, not a torch.nn.Module; {FLAVOUR_FIX}")
+    if is_exported(model):  # MLflow saved it as pt2
+        model = program_module(model)
+    return model.eval(), info
+
+
+def open_model(m: MlflowConfig, cfg: ModelConfig) -> tuple[nn.Module, dict[str, Any]]:
+    """The user's network ``cfg.source`` names, as it is (no preprocessing), and facts about where
+    it came from (for an MLflow source: its name, version and run)."""
+    assert cfg.source is not None
+    if kind_of(cfg.source) == "mlflow":
+        return open_mlflow(m, cfg.source)
+    return open_source(cfg), {"uri": cfg.source}
+
+
+def open_for_data(
+    m: MlflowConfig, cfg: ModelConfig, path: str, limits: LimitsConfig
+) -> tuple[nn.Module, dict[str, Any], Dataset]:
+    """The user's model ``cfg.source`` names, prepared for scoring (see
+    :func:`robustops.sources.prepare`) on the labelled set at ``path``; facts about it (name,
+    lineage, what the contract check found); and the set, labelled with the model's classes."""
+    assert cfg.source is not None
+    net, info = open_model(m, cfg)
+    ds = load_labelled(path, limits, cfg.preprocess.size)
+    model, report = prepare(net, cfg, ds.x, ds.classes, ds.y)
+    found = lineage(cfg) | {k: info[k] for k in ("name", "version", "run_id") if info.get(k)}
+    info |= {
+        "model": source_name(cfg.source),
+        "name": info.get("name", source_name(cfg.source)),
+        "version": info.get("version"),
+        "run_id": info.get("run_id"),
+        "lineage": found,
+        "report": report,
+    }
+    model.robustops_lineage = json.dumps(found, sort_keys=True)  # see adapters.caching
+    return model, info, relabel(ds, report.classes)
+
+
+def open_for_split(run: Config, split: Split) -> tuple[SourceModel, Blueprint, dict[str, Any], Split]:
+    """The user's model (``run.model``) prepared on ``split``'s training images for a run's
+    fine-tuning, with what fine-tuning and recording will need tried first
+    (:func:`robustops.sources.check_tunable`): the blueprint its fine-tuned copies are saved
+    under, facts about it, and the split labelled with its classes.
+
+    Raises:
+        ModelSourceError: as :func:`robustops.sources.prepare`, or the model cannot be trained
+            here (an exported program), or its outputs are not one per class of the data.
+        ConfigError: the fine-tuning settings do not fit the model (``finetune.freeze``).
+    """
+    m, cfg = run.mlflow, run.model
+    assert cfg.source is not None
+    kind = kind_of(cfg.source)
+    if not SOURCES.get(kind).trainable:
+        raise ModelSourceError(
+            f"model.source {cfg.source}: {SOURCES.get(kind).describe} cannot be fine-tuned (its layers' "
+            "modes are fixed); give the factory and weights, TorchScript, or an MLflow PyTorch model"
+        )
+    net, info = open_model(m, cfg)
+    if isinstance(net, ProgramModule):  # an MLflow model saved as pt2
+        raise ModelSourceError(
+            f"model.source {cfg.source}: MLflow saved it as an exported program, which cannot be fine-tuned "
+            "(its layers keep the modes they were exported in); log it with serialization_format='pickle', "
+            "or give the factory and weights"
+        )
+    train = split.train
+    model, report = prepare(net, cfg, train.x, train.classes, train.y)
+    if sorted(report.classes) != sorted(train.classes):
+        raise ModelSourceError(
+            f"the model's {report.n_outputs} outputs ({', '.join(report.classes[:5])}...) are not one per class "
+            f"of the data ({', '.join(train.classes[:5])}...): fine-tuning needs exactly the data's classes; "
+            "set model.classes, or score the model with robustops evaluate"
+        )
+    spectral = (
+        any((d.regularize or run.regularize).spectral_norm for d in run.defences)
+        or run.regularize.spectral_norm
+    )
+    check_tunable(model, run.finetune, train.shape, spectral)
+    found = lineage(cfg) | {k: info[k] for k in ("name", "version", "run_id") if info.get(k)}
+    model.robustops_lineage = json.dumps(found, sort_keys=True)  # see adapters.caching
+    blueprint = Blueprint(
+        name="source",
+        shape=train.shape,
+        classes=report.classes,
+        width=cfg.width,
+        hidden=cfg.hidden,
+        dropout=cfg.dropout,
+        source={"model": cfg.model_dump(mode="json"), "outputs": report.outputs, "random": report.random,
+                "lineage": found},
+    )  # fmt: skip
+    info |= {"model": source_name(cfg.source), "lineage": found, "report": report}
+    relabelled = Split(*(relabel(d, report.classes) for d in (split.train, split.val, split.test)))
+    return model, blueprint, info, relabelled
