@@ -209,7 +209,9 @@ def main() -> None:
             source[1],
             f"finetune={{epochs: {args.finetune_epochs}, lr: 0.01, schedule: cosine}}",
             f"defences=[{{name: {args.defence}, eps: {2 / 255}}}]",
+            # The gate on the radius hardened for (the default gate's limits name eps 0.1).
             f"gate.primary=adv/autoattack/eps_{number(eps[0])}/acc",
+            "gate.min={}",
         ]
         start = time.perf_counter()
         robustops(["run", *setting([*harden, *common])], tmp)
