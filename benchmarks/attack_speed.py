@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import importlib.util
 import json
 import os
 import statistics
@@ -199,6 +200,7 @@ def main() -> None:
         help="baseline or a defence of the default config, or byo-resnet: a user's RGB ResNet on CIFAR-10 at eps 8/255",
     )
     p.add_argument("--images", type=int, default=256, help="byo-resnet: CIFAR-10 images in the batch")
+    p.add_argument("--pgd-only", action="store_true", help="time PGD-20 only, not the ensemble")
     p.add_argument("--train-epochs", type=int, default=10, help="byo-resnet: the user's training epochs")
     p.add_argument("--repeats", type=int, default=3, help="rounds of the ensemble")
     p.add_argument("--pgd-repeats", type=int, default=21, help="rounds of PGD-20")
@@ -226,7 +228,11 @@ def main() -> None:
         "ART (its default batch_size=32)": lambda m, a, b: theirs_art(m, a, b, 32),
         "ART, frozen parameters (tuned)": lambda m, a, b: theirs_art(m, a, b, frozen=True),
     }
-    versions = {"torchattacks": version("torchattacks"), "ART": version("adversarial-robustness-toolbox")}
+    versions = {"torchattacks": version("torchattacks")}
+    if importlib.util.find_spec("art") is None:  # outside .venv-bench: compare with torchattacks alone
+        libs = {k: v for k, v in libs.items() if not k.startswith("ART")}
+    else:
+        versions["ART"] = version("adversarial-robustness-toolbox")
     print(f"# Attack speed: {what}, eps {EPS:.4g} L-inf")
     print(f"- torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} cores; "
           + ", ".join(f"{k} {v}" for k, v in versions.items()) + f"; medians of {args.pgd_repeats} (PGD) and {args.repeats} (ensemble) interleaved rounds after a warm-up; batch strides {tuple(x.stride())}")  # fmt: skip
@@ -237,6 +243,8 @@ def main() -> None:
     print("- our attacks hand the model a CPU batch in robustops.attacks.base.model_layout (channels-last strides for "
           "one channel); torchattacks and ART pass on whatever layout x + noise gets (NCHW)\n")  # fmt: skip
     made = {lib: make(model, x, y) for lib, make in libs.items()}
+    if args.pgd_only:
+        made = {lib: (pgd, None) for lib, (pgd, _) in made.items()}
     # Interleaved rounds: every library sees the same machine load, so a noisy neighbour or a
     # frequency change cannot favour one of them. Medians over the rounds.
     times = {lib: {"pgd": [], "ensemble": []} for lib in libs}
@@ -273,16 +281,19 @@ def main() -> None:
         print(f"| {lib} | {r['pgd_s']:.3f} | {r['pgd_min_s']:.3f} | {r['pgd_acc']:.4f} | {r['pgd_s'] / ref['pgd_s']:.2f}x "
               f"| {r['pgd_s'] / like['pgd_s']:.2f}x | {ens} |")  # fmt: skip
     ta = rows["torchattacks"]
-    arts = {"ART on the whole batch": rows["ART"], "ART at its default batch size": rows["ART (its default batch_size=32)"],
-            "ART tuned (whole batch, frozen parameters)": rows["ART, frozen parameters (tuned)"]}  # fmt: skip
+    names = {"ART on the whole batch": "ART", "ART at its default batch size": "ART (its default batch_size=32)",
+             "ART tuned (whole batch, frozen parameters)": "ART, frozen parameters (tuned)"}  # fmt: skip
+    arts = {label: rows[lib] for label, lib in names.items() if lib in rows}
     for label, ours_row in (("PGD, ours with early stop", ref), ("PGD, ours without early stop", like)):
         vs_art = ", ".join(f"{a['pgd_s'] / ours_row['pgd_s']:.2f}x {k}" for k, a in arts.items())
         fastest = ", ".join(f"{a['pgd_min_s'] / ours_row['pgd_min_s']:.2f}x" for a in arts.values())
-        print(f"\n{label}: {ta['pgd_s'] / ours_row['pgd_s']:.2f}x torchattacks (target >= 1); {vs_art} "
-              f"(target >= 2); fastest rounds: {ta['pgd_min_s'] / ours_row['pgd_min_s']:.2f}x torchattacks, "
-              f"ART {fastest}")  # fmt: skip
-    print(f"ensemble: {ta['ensemble_s'] / ref['ensemble_s']:.2f}x torchattacks (target >= 1), "
-          f"{rows['ART']['ensemble_s'] / ref['ensemble_s']:.2f}x ART")  # fmt: skip
+        print(f"\n{label}: {ta['pgd_s'] / ours_row['pgd_s']:.2f}x torchattacks (target >= 1)"
+              + (f"; {vs_art} (target >= 2)" if arts else "; ART not installed (make bench-attacks)")
+              + f"; fastest rounds: {ta['pgd_min_s'] / ours_row['pgd_min_s']:.2f}x torchattacks"
+              + (f", ART {fastest}" if arts else ""))  # fmt: skip
+    if ref["ensemble_runs"]:
+        art = f", {rows['ART']['ensemble_s'] / ref['ensemble_s']:.2f}x ART" if "ART" in rows else ""
+        print(f"ensemble: {ta['ensemble_s'] / ref['ensemble_s']:.2f}x torchattacks (target >= 1){art}")
     if args.json:
         args.json.write_text(json.dumps({"model": args.model, "rows": rows, "versions": versions}, indent=2))
 
