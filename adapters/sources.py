@@ -17,7 +17,6 @@ from robustops.data.loaders import load_labelled, relabel
 from robustops.errors import ModelNotFoundError, ModelSourceError, RobustopsError
 from robustops.models import Blueprint
 from robustops.sources import (
-    SOURCES,
     SourceModel,
     check_tunable,
     kind_of,
@@ -116,18 +115,21 @@ def open_for_data(
     assert cfg.source is not None
     net, info = open_model(m, cfg)
     ds = load_labelled(path, limits, cfg.preprocess.size)
+    model, info = _prepared(net, info, cfg, ds)
+    return model, info, relabel(ds, info["report"].classes)
+
+
+def _prepared(
+    net: nn.Module, info: dict[str, Any], cfg: ModelConfig, ds: Dataset
+) -> tuple[SourceModel, dict[str, Any]]:
+    """``net`` prepared on ``ds`` (see :func:`robustops.sources.prepare`), carrying its lineage for
+    the cache key (see ``adapters.caching``); ``info`` with its name, lineage and the check's report."""
     model, report = prepare(net, cfg, ds.x, ds.classes, ds.y)
     found = lineage(cfg) | {k: info[k] for k in ("name", "version", "run_id") if info.get(k)}
-    info |= {
-        "model": source_name(cfg.source),
-        "name": info.get("name", source_name(cfg.source)),
-        "version": info.get("version"),
-        "run_id": info.get("run_id"),
-        "lineage": found,
-        "report": report,
-    }
-    model.robustops_lineage = json.dumps(found, sort_keys=True)  # see adapters.caching
-    return model, info, relabel(ds, report.classes)
+    model.robustops_lineage = json.dumps(found, sort_keys=True)
+    name = source_name(cfg.source or "")
+    return model, info | {"model": name, "name": info.get("name", name), "version": info.get("version"),
+                          "run_id": info.get("run_id"), "lineage": found, "report": report}  # fmt: skip
 
 
 def open_for_split(run: Config, split: Split) -> tuple[SourceModel, Blueprint, dict[str, Any], Split]:
@@ -138,17 +140,11 @@ def open_for_split(run: Config, split: Split) -> tuple[SourceModel, Blueprint, d
 
     Raises:
         ModelSourceError: as :func:`robustops.sources.prepare`, or the model cannot be trained
-            here (an exported program), or its outputs are not one per class of the data.
+            here (an MLflow model saved as a program), or its outputs are not one per class of the data.
         ConfigError: the fine-tuning settings do not fit the model (``finetune.freeze``).
     """
     m, cfg = run.mlflow, run.model
-    assert cfg.source is not None
-    kind = kind_of(cfg.source)
-    if not SOURCES.get(kind).trainable:
-        raise ModelSourceError(
-            f"model.source {cfg.source}: {SOURCES.get(kind).describe} cannot be fine-tuned (its layers' "
-            "modes are fixed); give the factory and weights, TorchScript, or an MLflow PyTorch model"
-        )
+    assert cfg.source is not None  # a trainable kind: robustops.catalog.check_trainable said so
     net, info = open_model(m, cfg)
     if isinstance(net, ProgramModule):  # an MLflow model saved as pt2
         raise ModelSourceError(
@@ -157,7 +153,8 @@ def open_for_split(run: Config, split: Split) -> tuple[SourceModel, Blueprint, d
             "or give the factory and weights"
         )
     train = split.train
-    model, report = prepare(net, cfg, train.x, train.classes, train.y)
+    model, info = _prepared(net, info, cfg, train)
+    report, found = info["report"], info["lineage"]
     if sorted(report.classes) != sorted(train.classes):
         raise ModelSourceError(
             f"the model's {report.n_outputs} outputs ({', '.join(report.classes[:5])}...) are not one per class "
@@ -169,8 +166,6 @@ def open_for_split(run: Config, split: Split) -> tuple[SourceModel, Blueprint, d
         or run.regularize.spectral_norm
     )
     check_tunable(model, run.finetune, train.shape, spectral)
-    found = lineage(cfg) | {k: info[k] for k in ("name", "version", "run_id") if info.get(k)}
-    model.robustops_lineage = json.dumps(found, sort_keys=True)  # see adapters.caching
     blueprint = Blueprint(
         name="source",
         shape=train.shape,
@@ -181,6 +176,5 @@ def open_for_split(run: Config, split: Split) -> tuple[SourceModel, Blueprint, d
         source={"model": cfg.model_dump(mode="json"), "outputs": report.outputs, "random": report.random,
                 "lineage": found},
     )  # fmt: skip
-    info |= {"model": source_name(cfg.source), "lineage": found, "report": report}
     relabelled = Split(*(relabel(d, report.classes) for d in (split.train, split.val, split.test)))
     return model, blueprint, info, relabelled
