@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 
 from adapters import tracking
 from adapters.log import logger
@@ -18,7 +19,8 @@ from robustops.data import Split
 from robustops.data.adversarial import AdversarialSet, save_npz
 from robustops.evaluation import Scorecard
 from robustops.evaluation.plots import image_grid
-from robustops.training import TrainResult, checkpoint
+from robustops.models import Blueprint
+from robustops.training import checkpoint
 from robustops.training.augment import augmix
 
 
@@ -91,7 +93,13 @@ def log_certificates(m: MlflowConfig, run_id: str, card: Scorecard) -> None:
 
 
 def log_model(
-    m: MlflowConfig, run_id: str, result: TrainResult, card: Scorecard, split: Split, defence: DefenceConfig
+    m: MlflowConfig,
+    run_id: str,
+    model: nn.Module,
+    blueprint: Blueprint,
+    card: Scorecard,
+    split: Split,
+    defence: DefenceConfig | None,
 ) -> str:
     """The checkpoint, the drift reference and the guarded model; returns the guarded model's URI."""
     from adapters.pyfunc import log_guarded
@@ -99,13 +107,13 @@ def log_model(
     from robustops.serving import settings_for
 
     with tempfile.TemporaryDirectory() as tmp:
-        folder = checkpoint.save(result.model, result.blueprint, Path(tmp) / "checkpoint")
+        folder = checkpoint.save(model, blueprint, Path(tmp) / "checkpoint")
         for f in sorted(folder.iterdir()):
             tracking.log_file(m, run_id, f, "checkpoint")
-        ref = build_reference(result.model, split.val, split.train.classes)
+        ref = build_reference(model, split.val, split.test.classes)
         for f in save_reference(ref, Path(tmp) / "monitoring"):
             tracking.log_file(m, run_id, f, "monitoring")
-        settings = settings_for(result.blueprint, card.thresholds, defence)
+        settings = settings_for(blueprint, card.thresholds, defence)
         return log_guarded(run_id, folder, settings, split.test.x)
 
 

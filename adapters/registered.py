@@ -13,7 +13,7 @@ from torch import nn
 from adapters import tracking
 from adapters.pyfunc import data_folder, load_guarded
 from robustops.config import MlflowConfig
-from robustops.errors import ModelNotFoundError, RobustopsError
+from robustops.errors import ConfigError, ModelNotFoundError, RobustopsError
 from robustops.models import Blueprint
 from robustops.monitoring.reference import Reference, load_reference
 from robustops.serving import GuardedModel
@@ -53,7 +53,24 @@ def is_robustops_model(m: MlflowConfig, uri: str) -> bool:
         raise
     except Exception:  # noqa: BLE001 - a deleted run: whatever it was, no robustops checkpoint
         return False
-    return tags.get("robustops.kind") == "model"
+    return tags.get("robustops.kind") in MODEL_RUNS
+
+
+def refuse_register(uri: str) -> None:
+    """``robustops evaluate --register`` of a version robustops registered: refused, it is one already.
+
+    Raises:
+        ConfigError: always.
+    """
+    raise ConfigError(
+        f"--register: {uri} is already a version robustops registered; robustops evaluate scores it on "
+        "new data (drop --register), and robustops run registers and gates new versions"
+    )
+
+
+# The kinds of run that hold a robustops checkpoint: a pipeline's model run, and the evaluation
+# run of a user's model registered by ``robustops evaluate --register``.
+MODEL_RUNS = ("model", "audit")
 
 
 def load_blueprint(m: MlflowConfig, uri: str) -> tuple[Blueprint, dict[str, Any]]:

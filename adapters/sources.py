@@ -8,6 +8,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from torch import nn
 
 from adapters import tracking
@@ -154,27 +155,40 @@ def open_for_split(run: Config, split: Split) -> tuple[SourceModel, Blueprint, d
         )
     train = split.train
     model, info = _prepared(net, info, cfg, train)
-    report, found = info["report"], info["lineage"]
-    if sorted(report.classes) != sorted(train.classes):
-        raise ModelSourceError(
-            f"the model's {report.n_outputs} outputs ({', '.join(report.classes[:5])}...) are not one per class "
-            f"of the data ({', '.join(train.classes[:5])}...): fine-tuning needs exactly the data's classes; "
-            "set model.classes, or score the model with robustops evaluate"
-        )
+    blueprint = source_blueprint(cfg, info, train, "fine-tuning")
     spectral = (
         any((d.regularize or run.regularize).spectral_norm for d in run.defences)
         or run.regularize.spectral_norm
     )
     check_tunable(model, run.finetune, train.shape, spectral)
-    blueprint = Blueprint(
+    relabelled = Split(*(relabel(d, blueprint.classes) for d in (split.train, split.val, split.test)))
+    return model, blueprint, info, relabelled
+
+
+def source_blueprint(cfg: ModelConfig, info: dict[str, Any], ds: Dataset, purpose: str) -> Blueprint:
+    """The blueprint a prepared user's model (``info`` from :func:`_prepared`) is saved under, for
+    ``purpose`` (fine-tuning, registering): its settings, output kind and lineage, in ``ds``'s shape.
+
+    Raises:
+        ModelSourceError: its outputs are not exactly one per class of ``ds`` (a version must score
+            the data it is registered with, and fine-tuning trains on every class).
+    """
+    report = info["report"]
+    present = sorted(ds.classes[i] for i in np.unique(ds.y))  # ds may be labelled with the model's classes
+    if sorted(report.classes) != present:
+        raise ModelSourceError(
+            f"the model's {report.n_outputs} outputs ({', '.join(report.classes[:5])}...) are not one per class "
+            f"of the data ({', '.join(present[:5])}...): {purpose} needs exactly the data's classes; "
+            "set model.classes so that they are, or score the model as it is with robustops evaluate "
+            "(without --register)"
+        )
+    return Blueprint(
         name="source",
-        shape=train.shape,
+        shape=ds.shape,
         classes=report.classes,
         width=cfg.width,
         hidden=cfg.hidden,
         dropout=cfg.dropout,
         source={"model": cfg.model_dump(mode="json"), "outputs": report.outputs, "random": report.random,
-                "lineage": found},
+                "lineage": info["lineage"]},
     )  # fmt: skip
-    relabelled = Split(*(relabel(d, report.classes) for d in (split.train, split.val, split.test)))
-    return model, blueprint, info, relabelled

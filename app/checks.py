@@ -48,16 +48,25 @@ def _exists(data: str) -> None:
         raise DataValidationError(f"{data}: not found; pass an .npz file or an image folder with --data")
 
 
-def evaluate_inputs(cfg: Config, uri: str | None, data: str, convert: bool = False) -> None:
+def evaluate_inputs(
+    cfg: Config, uri: str | None, data: str, convert: bool = False, register: bool = False
+) -> None:
     """The model to score and the data: a registered model's version and blueprint and the data in
     its input shape, or a user's model (``uri`` or ``model.source``) opened, prepared and checked
-    on the data."""
+    on the data. With ``register``: a user's model whose outputs are the data's classes, and a
+    gate that names only what the audit will score."""
     _exists(data)
     if uri is None or not registered.is_robustops_model(cfg.mlflow, uri):
         cfg = with_source(cfg, uri)
         opened = sources.open_for_data(cfg.mlflow, cfg.model, data, cfg.limits)
+        if register:
+            _, info, ds = opened
+            sources.source_blueprint(cfg.model, info, ds, "registering")
+            check_gate(cfg, ds.shape, ds.classes)
         handoff.hold(handoff.source_key(cfg.model, data, cfg.limits), opened)
         return
+    if register:
+        registered.refuse_register(uri)
     blueprint, _ = registered.load_blueprint(cfg.mlflow, uri)
     ds = load_for_blueprint(data, blueprint, cfg.limits, convert)
     handoff.hold(handoff.batch_key(data, blueprint.shape, blueprint.classes, cfg.limits, convert), ds)

@@ -98,7 +98,8 @@ def _parser() -> argparse.ArgumentParser:
         "your own (its own flow, results in MLflow)",
         "robustops evaluate --model models:/robustops-digits@champion --data new_writers.npz\n"
         "  robustops evaluate --model resnet.pt2 --data test.npz --set model.preprocess.mean=[0.49,0.48,0.45] "
-        "--set model.preprocess.std=[0.25,0.24,0.26]",
+        "--set model.preprocess.std=[0.25,0.24,0.26]\n"
+        "  robustops evaluate --model resnet.pt2 --data test.npz --register",
     )
     ev.add_argument(
         "--model",
@@ -109,6 +110,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     ev.add_argument(
         "--data", required=True, help="an .npz file or an image folder, labelled with the model's classes"
+    )
+    ev.add_argument(
+        "--register",
+        action="store_true",
+        help="also register your model (its outputs must be the data's classes) and put it to the gate, "
+        "so it can become the champion that predict, monitor and retraining use",
     )
     takes_a_batch(ev)
     pr = with_config(
@@ -193,18 +200,27 @@ def _run(cfg: Any) -> int:
     return 0
 
 
-def _evaluate(cfg: Any, uri: str | None, data: str, convert: bool) -> int:
+def _evaluate(cfg: Any, uri: str | None, data: str, convert: bool, register: bool) -> int:
     from app.checks import evaluate_inputs
     from flows.evaluate import robustness_evaluation
 
-    evaluate_inputs(cfg, uri, data, convert)  # bad model URI or data: one line, before any server starts
+    # bad model URI or data: one line, before any server starts
+    evaluate_inputs(cfg, uri, data, convert, register)
     from adapters.tracking import end_of_run_hints, tracking_uri
+    from robustops.evaluation.gate import model_lines
     from robustops.evaluation.report import text_table
 
-    out = robustness_evaluation(uri, data, cfg, convert)
+    out = robustness_evaluation(uri, data, cfg, convert, register)
     version = f" (version {out['model']['version']})" if out["model"].get("version") else ""
+    name = out["model"]["model"]
     print(f"\nrobustops: {out['model']['uri']}{version} on {data}: {out['n']} images scored")
-    print(text_table({out["model"]["model"]: out["metrics"]}, short=True))
+    print(text_table({name: out["metrics"]}, short=True))
+    if out.get("version"):
+        print(f"registered: {cfg.mlflow.registered_model}: {name} v{out['version']}")
+    if out.get("gate"):
+        print(f"gate:       {out['gate']['summary']}")
+        for line in model_lines(out["gate"], {name: out["metrics"]}, cfg.gate.primary):
+            print(line)
     print(f"MLflow:     {redact(tracking_uri(cfg.mlflow))}  run {out['run_id']}")
     print("\n".join(end_of_run_hints(cfg, out["run_id"])))
     return 0
@@ -314,7 +330,7 @@ def main(argv: list[str] | None = None) -> int:
             print(to_yaml(cfg), end="")
             return 0
         if args.command == "evaluate":
-            return _evaluate(cfg, args.model, args.data, args.convert)
+            return _evaluate(cfg, args.model, args.data, args.convert, args.register)
         if args.command == "predict":
             return _predict(cfg, args.model or cfg.monitored_model, args.data, args.out, args.convert)
         if args.command == "monitor":

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 from prefect import task
+from torch import nn
 
 from adapters import tracking
 from adapters.log import logger
@@ -159,7 +160,7 @@ def log_model_run(
             log_adversarial_set(m, run_id, aset, split.test.x)
         tracking.client(m)  # sets the tracking URI for the model logging below
         with tracking.translated(m):  # MLflow's fluent model logging, outside the adapter
-            model_uri = log_model(m, run_id, result, card, split, defence)
+            model_uri = log_model(m, run_id, result.model, result.blueprint, card, split, defence)
         stop = f" Stopped: {result.stop_reason}." if result.stop_reason else ""
         tracking.set_note(
             m,
@@ -192,13 +193,14 @@ def register_model(
     parent_id: str,
     defence: DefenceConfig | None = None,
     blueprint: Blueprint | None = None,
+    data: str | None = None,
 ) -> str:
     """Registers a fully logged model as a new version that says what it is at a glance.
 
     Tags: its name, the gate's primary score and the worst case over every attack (not a single
     attack's score, which gradient masking can inflate), the masking checks, the data it was
-    trained on (``data.source``, ``data.shape``, ``data.classes``: the gate refuses to compare
-    models of other data), its lineage (``lineage.*``: the model it started from, a user's files'
+    trained on (``data.source``, or ``data`` where given: the file an audited model was scored on;
+    ``data.shape``, ``data.classes``: the gate refuses to compare models of other data), its lineage (``lineage.*``: the model it started from, a user's files'
     SHA-256 and preprocessing, the defence and its settings), the parent run; its Description links the run's HTML scorecard (the
     gate adds its verdict on top). Its per-image correctness on ``gate.primary`` goes to its run
     as ``gate/primary_outcomes.npz``, with a fingerprint of those test images, so a later gate can
@@ -220,7 +222,7 @@ def register_model(
             else "not checked",
             "parent_run": parent_id,
         }
-        | data_tags(cfg, test)
+        | data_tags(cfg, test, data)
         | lineage_tags(cfg, defence, blueprint)
     )
     outcomes = outcomes_of(card, cfg)
@@ -242,7 +244,7 @@ def register_model(
     describe_version(
         m,
         version,
-        f"**{name}**, trained on {tags['data.source']} ({tags['data.shape']}, {test.num_classes} classes).\n\n"
+        f"**{name}**, {'scored' if data else 'trained'} on {tags['data.source']} ({tags['data.shape']}, {test.num_classes} classes).\n\n"
         f"Primary: {tags['primary']}; worst case: {tags['worst_case']}; gradient masking: {tags['masking']}; "
         f"clean/acc = {tags['clean_acc']}.\n\n"
         f"Scorecard: {scorecard_link(m, parent_id)}. Model run `{run_id}`.",
@@ -295,11 +297,24 @@ def close_pipeline_run(
 
 @task(name="log-evaluation", **RETRY)
 def log_evaluation(
-    cfg: Config, info: dict[str, Any], uri: str, data: str, card: Scorecard, flow_run_id: str | None
-) -> str:
-    """One MLflow run tagged with the model URI: the scorecard's metrics, JSON, plots and report."""
+    cfg: Config,
+    info: dict[str, Any],
+    uri: str,
+    data: str,
+    card: Scorecard,
+    flow_run_id: str | None,
+    saved: tuple[nn.Module, Blueprint, Split] | None = None,
+) -> tuple[str, str | None]:
+    """One MLflow run tagged with the model URI: the scorecard's metrics, JSON, plots and report.
+    With ``saved`` (the model, its blueprint and the split it was scored on), the run also holds
+    what a registered version needs, as a pipeline's model run does: the checkpoint, the drift
+    reference (from the split's threshold images) and the guarded model. Returns the run id and
+    the guarded model's URI (None without ``saved``)."""
     m = cfg.mlflow
-    tags = {"robustops.kind": "evaluation", "robustops.model_uri": uri, "robustops.data": data,
+    kind = (
+        "evaluation" if saved is None else "audit"
+    )  # an audit's run holds a checkpoint (adapters.registered)
+    tags = {"robustops.kind": kind, "robustops.model_uri": uri, "robustops.data": data,
             "robustops.model": info["model"]}  # fmt: skip
     if info.get("run_id"):
         tags["robustops.source_run"] = info["run_id"]
@@ -336,6 +351,11 @@ def log_evaluation(
         page, doc = scorecard_report({info["model"]: card}, None, report_meta(cfg, card), cfg.gate)
         tracking.log_text(m, run_id, page, "report/scorecard.html")
         tracking.log_json(m, run_id, doc, "report/scorecard.json")
+        model_uri = None
+        if saved is not None:
+            tracking.client(m)  # sets the tracking URI for the model logging below
+            with tracking.translated(m):  # MLflow's fluent model logging, outside the adapter
+                model_uri = log_model(m, run_id, *saved[:2], card, saved[2], None)
         ok = True
     finally:
         tracking.end_run(m, run_id, ok)
@@ -343,4 +363,18 @@ def log_evaluation(
         m, run_id, "evaluation", f"MLflow run evaluate {info['name']}{version}",
         [f"{uri} on {data}: {card.n_test} images scored."],
     )  # fmt: skip
-    return run_id
+    return run_id, model_uri
+
+
+@task(name="withdraw-evaluation", **RETRY)
+def withdraw_evaluation(m: MlflowConfig, run_id: str, killed: bool) -> None:
+    """An evaluation whose registration did not finish: the version it registered is deleted
+    (unless the gate already made it the champion) and the run is marked FAILED (KILLED when a
+    signal stopped it), so nothing half-registered stays."""
+    try:
+        gone = tracking.delete_unaliased(m, {run_id})
+        if gone:
+            logger().warning("deleted model version(s) %s of this unfinished registration", ", ".join(gone))
+    except Exception as e:  # noqa: BLE001 - the error on its way out is the one to report
+        logger().warning("could not delete this unfinished registration's model version: %s", e)
+    fail_quietly(m, run_id, killed)

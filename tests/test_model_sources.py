@@ -517,3 +517,112 @@ def test_freezing_matches_whole_name_segments_and_leaves_something_to_train(user
         tunable_copy(model, FinetuneConfig(freeze=["bloc"]))
     with pytest.raises(ConfigError, match="freezes every parameter"):
         tunable_copy(model, FinetuneConfig(freeze=["stem", "bn", "block", "head"]))
+
+
+# A gate an audited tiny model can pass, with mCE in it: a registered audit is its own baseline.
+AUDIT_GATE = (
+    "gate={primary: adv/pgd_linf/eps_0.1/acc, min: {clean/acc: 0.3}, max: {corruption/mce: 1.2}, "
+    "require_masking: false, spec_checks: []}"
+)
+
+
+def _audit(user, store, registry: str, extra: tuple[str, ...] = ()) -> list[str]:
+    root = user["root"]
+    sets = [*store, *PREPROCESS, *FAST, "evaluation.specification.checks=[]", AUDIT_GATE,
+            f"model.weights={root / 'ckpt.pth'}", f"mlflow.registered_model={registry}", *extra]  # fmt: skip
+    model = f"{root / 'net.py'}:SmallResNet"
+    return ["evaluate", "--model", model, "--data", str(root / "data.npz"), "--register",
+            "-c", str(TINY_CONFIG), *set_args(sets)]  # fmt: skip
+
+
+def test_an_audited_model_registers_becomes_the_champion_and_the_loop_uses_it(
+    user, store, prefect_harness, tmp_path
+):
+    import hashlib
+
+    root, uri = user["root"], store[0].split("=", 1)[1]
+    c = MlflowClient(uri)
+    assert main(_audit(user, store, "users-resnet-audited")) == 0
+    exps = [e.experiment_id for e in c.search_experiments()]
+    run = c.search_runs(exps, "tags.`robustops.kind` = 'audit'", order_by=["attributes.start_time DESC"])[0]
+    mv = c.get_model_version_by_alias("users-resnet-audited", "champion")
+    assert mv.run_id == run.info.run_id and str(mv.version) == "1" and run.info.status == "FINISHED"
+    weights_sha = hashlib.sha256((root / "ckpt.pth").read_bytes()).hexdigest()
+    tags = mv.tags
+    assert tags["lineage.source"] == f"factory: {root / 'net.py'}:SmallResNet"
+    assert f"weights {weights_sha}" in tags["lineage.sha256"]
+    assert '"mean": [0.4, 0.45, 0.5]' in tags["lineage.preprocess"] and tags["lineage.defence"] == "none"
+    assert tags["data.source"] == f"npz: {root / 'data.npz'}" and tags["gate"] == "passed"
+    expected, n = _direct_accuracy(user, load_config(TINY_CONFIG, store).seed)
+    assert run.data.metrics["clean/acc"] == pytest.approx(expected, abs=1e-9)
+    assert run.data.metrics["corruption/mce"] == pytest.approx(1.0)
+    assert "report/scorecard.html" in {f.path for f in c.list_artifacts(run.info.run_id, "report")}
+    # The version is a robustops model now: rebuilt from its checkpoint, it scores what the audit did.
+    again = ["evaluate", "--model", "models:/users-resnet-audited@champion", "--data", str(root / "data.npz")]
+    assert main([*again, "-c", str(TINY_CONFIG), *set_args([*store, *FAST])]) == 0
+    assert _runs(store)[0].data.metrics["clean/acc"] == pytest.approx(expected, abs=1e-9)
+    # predict serves it (the guarded model and the drift reference logged with it).
+    out = tmp_path / "predictions"
+    sets = [*store, "mlflow.registered_model=users-resnet-audited"]
+    assert main(["predict", "--data", str(root / "data.npz"), "--out", str(out), "-c", str(TINY_CONFIG),
+                 *set_args(sets)]) == 0  # fmt: skip
+    assert len((out / "predictions.csv").read_text().strip().splitlines()) == len(user["y"]) + 1
+    # The same model audited again does not beat the champion: registered, not promoted.
+    assert main(_audit(user, store, "users-resnet-audited")) == 0
+    assert str(c.get_model_version_by_alias("users-resnet-audited", "champion").version) == "1"
+    second = c.get_model_version("users-resnet-audited", "2")
+    assert not second.aliases and c.get_run(second.run_id).data.metrics["gate/promoted"] == 0
+    # A version robustops registered is one already: --register is refused for it.
+    from app.checks import evaluate_inputs
+    from robustops.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="already a version robustops registered"):
+        evaluate_inputs(load_config(TINY_CONFIG, store), "models:/users-resnet-audited/1", str(root / "data.npz"),
+                        register=True)  # fmt: skip
+
+
+def test_a_registration_that_fails_leaves_no_version_behind(user, store, prefect_harness, monkeypatch):
+    import flows.evaluate
+
+    def registry_went_away(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        raise RuntimeError("the registry went away")
+
+    monkeypatch.setattr(flows.evaluate, "promote", registry_went_away)  # fails after registering
+    root, c = user["root"], MlflowClient(store[0].split("=", 1)[1])
+    sets = [*store, *PREPROCESS, *FAST, "evaluation.specification.checks=[]", AUDIT_GATE,
+            f"model.weights={root / 'ckpt.pth'}", "mlflow.registered_model=users-resnet-failing"]  # fmt: skip
+    cfg = load_config(TINY_CONFIG, sets + [f"model.source={root / 'net.py'}:SmallResNet"])
+    with pytest.raises(RuntimeError, match="the registry went away"):
+        flows.evaluate.robustness_evaluation(None, str(root / "data.npz"), cfg, to_registry=True)
+    assert c.search_model_versions("name = 'users-resnet-failing'") == []
+    exps = [e.experiment_id for e in c.search_experiments()]
+    last = c.search_runs(exps, "tags.`robustops.kind` = 'audit'", order_by=["attributes.start_time DESC"])[0]
+    assert last.info.status == "FAILED"
+
+
+def test_register_refuses_what_cannot_be_registered_before_scoring(user, store, capsys):
+    from app.checks import evaluate_inputs
+    from robustops.errors import ConfigError
+
+    root = user["root"]
+    c = MlflowClient(store[0].split("=", 1)[1])
+    before = (len(_runs(store)), len(c.search_model_versions()))
+    base = [*store, *PREPROCESS, *FAST, "evaluation.specification.checks=[]", AUDIT_GATE]
+    data = str(root / "data.npz")
+    # Outputs that are not the data's classes: scored as they are, but never a version of the data.
+    cfg = load_config(TINY_CONFIG, [*base, f"model.source={root / 'net.py'}:SmallResNet",
+                                    "model.kwargs={classes: 5}", "model.classes=['0', '1', '2', '3', other]"])  # fmt: skip
+    evaluate_inputs(cfg, None, data)
+    with pytest.raises(ModelSourceError, match="registering needs exactly the data's classes"):
+        evaluate_inputs(cfg, None, data, register=True)
+    # A gate naming a score the audit does not produce.
+    gate = "gate.primary=adv/autoattack/eps_0.1/acc"
+    cfg = load_config(TINY_CONFIG, [*base, gate, f"model.source={root / 'net.ts'}"])
+    with pytest.raises(ConfigError, match="gate.primary: this run produces no metric"):
+        evaluate_inputs(cfg, None, data, register=True)
+    # On the command line: one line, exit 2, nothing logged or registered.
+    args = ["evaluate", "--model", str(root / "net.ts"), "--data", data, "--register", "-c", str(TINY_CONFIG)]
+    assert main([*args, *set_args([*base, gate])]) == 2
+    err = capsys.readouterr().err
+    assert "this run produces no metric" in err and len(err.strip().splitlines()) == 1
+    assert (len(_runs(store)), len(c.search_model_versions())) == before

@@ -26,11 +26,12 @@ def outcomes_of(card: Scorecard, cfg: Config) -> np.ndarray | None:
     return primary_outcomes(card.masks, cfg.gate.primary, ensemble)
 
 
-def data_tags(cfg: Config, test: Dataset) -> dict[str, str]:
-    """What a version was trained on; the gate reads shape and classes back (:func:`signature`)."""
+def data_tags(cfg: Config, test: Dataset, source: str | None = None) -> dict[str, str]:
+    """What a version was trained on (``cfg.data``), or scored on (``source``: an audited user's
+    model); the gate reads shape and classes back (:func:`signature`)."""
     d = cfg.data
     return {
-        "data.source": d.source.value if d.path is None else f"{d.source.value}: {d.path}",
+        "data.source": source or (d.source.value if d.path is None else f"{d.source.value}: {d.path}"),
         "data.shape": "x".join(map(str, test.shape)),
         "data.classes": f"{test.num_classes}: {classes_text(test.classes)}",
         DIGEST_TAG: classes_digest(test.classes),
