@@ -120,10 +120,11 @@ def log_model(
 REPORT = "report/scorecard.html"  # the parent run's HTML scorecard (tasks/gate.py log_report)
 
 
-def scorecard_link(m: MlflowConfig, parent_id: str) -> str:
+def scorecard_link(m: MlflowConfig, parent_id: str, whose: str = "the parent run") -> str:
     """Where the run's HTML scorecard is, as markdown: a link into the MLflow UI when the tracking
-    URI is a server, otherwise the run and the artifact path (a local store has no URL of its own)."""
+    URI is a server, otherwise ``whose`` run and the artifact path (a local store has no URL of
+    its own)."""
     uri = tracking.tracking_uri(m)
     if uri.startswith(("http://", "https://")):
         return f"[{REPORT}]({tracking.ui_url(m, parent_id, artifact=REPORT)})"
-    return f"`{REPORT}` of the parent run `{parent_id}`"
+    return f"`{REPORT}` of {whose} `{parent_id}`"

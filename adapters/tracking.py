@@ -200,10 +200,15 @@ def experiment_id(cfg: MlflowConfig) -> str:
 
 @_adapter
 def start_run(
-    cfg: MlflowConfig, name: str, parent_id: str | None = None, tags: dict[str, str] | None = None
+    cfg: MlflowConfig,
+    name: str,
+    parent_id: str | None = None,
+    tags: dict[str, str] | None = None,
+    flow: str = "robustness-pipeline",
 ) -> str:
+    """A new run of the configured experiment; its Source in the UI names the Prefect ``flow``."""
     tags = {
-        "mlflow.source.name": "robustops: Prefect flow robustness-pipeline",
+        "mlflow.source.name": f"robustops: Prefect flow {flow}",
         "mlflow.source.type": "JOB",
     } | (tags or {})
     if parent_id:

@@ -76,7 +76,7 @@ def log_monitoring(
             "robustops.source_run": champion["run_id"], "robustops.drift": "detected" if result.drift else "none"}  # fmt: skip
     if flow_run_id:
         tags["prefect.flow_run_id"] = flow_run_id
-    run_id = tracking.start_run(m, f"monitor {Path(batch).name}", tags=tags)
+    run_id = tracking.start_run(m, f"monitor {Path(batch).name}", tags=tags, flow="robustness-monitor")
     ok = False
     try:
         # Coverage, accuracy on the answered images and the plain model's: abstentions are not errors.

@@ -36,7 +36,7 @@ from robustops.data.synthesis import SynthesisResult
 from robustops.evaluation import Scorecard
 from robustops.evaluation.gate import outcome_images, worst_case_key
 from robustops.evaluation.html import report_meta, scorecard_report
-from robustops.evaluation.notes import pipeline_note
+from robustops.evaluation.notes import evaluation_note, pipeline_note
 from robustops.evaluation.plots import image_grid, scorecard_figures
 from robustops.evaluation.report import markdown_table
 from robustops.evaluation.version_tags import (
@@ -247,7 +247,9 @@ def register_model(
         f"**{name}**, {'scored' if data else 'trained'} on {tags['data.source']} ({tags['data.shape']}, {test.num_classes} classes).\n\n"
         f"Primary: {tags['primary']}; worst case: {tags['worst_case']}; gradient masking: {tags['masking']}; "
         f"clean/acc = {tags['clean_acc']}.\n\n"
-        f"Scorecard: {scorecard_link(m, parent_id)}. Model run `{run_id}`.",
+        f"Scorecard: {scorecard_link(m, parent_id)}. Model run `{run_id}`."
+        if parent_id != run_id
+        else f"Scorecard: {scorecard_link(m, run_id, 'the audit run')}, which holds the model.",
     )
     logger().info("registered %s version %s", m.registered_model, version)
     return version
@@ -326,7 +328,9 @@ def log_evaluation(
         if report.random:
             tags["robustops.warning"] = "random eval output: adversarial scores hold for one random draw"
     version = f" v{info['version']}" if info.get("version") else ""
-    run_id = tracking.start_run(m, f"evaluate {info['name']}{version}", tags=tags)
+    run_id = tracking.start_run(
+        m, f"evaluate {info['name']}{version}", tags=tags, flow="robustness-evaluation"
+    )
     ok = False
     try:
         params = {"model_uri": uri, "data": data}
@@ -351,6 +355,8 @@ def log_evaluation(
         page, doc = scorecard_report({info["model"]: card}, None, report_meta(cfg, card), cfg.gate)
         tracking.log_text(m, run_id, page, "report/scorecard.html")
         tracking.log_json(m, run_id, doc, "report/scorecard.json")
+        counts = (card.n_test, card.n_attacked)
+        tracking.set_note(m, run_id, evaluation_note(info["model"], uri, data, counts, card.metrics, info))
         model_uri = None
         if saved is not None:
             tracking.client(m)  # sets the tracking URI for the model logging below

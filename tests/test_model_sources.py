@@ -167,6 +167,10 @@ def test_every_source_audits_to_its_direct_accuracy(kind, user, store, prefect_h
         and tags["source.random"] == "false"
     )
     assert params["source.preprocess"].startswith('{"scale": 1.0, "mean": [0.4, 0.45, 0.5]')
+    # The UI's Description and Source say what was scored, from where, under which preprocessing.
+    note = tags["mlflow.note.content"]
+    assert f"Source: {kind} " in note and '"mean": [0.4, 0.45, 0.5]' in note and "4 logits" in note
+    assert tags["mlflow.source.name"] == "robustops: Prefect flow robustness-evaluation"
     if kind == "factory":
         assert len(params["source.weights_sha256"]) == 64 and len(params["source.factory_sha256"]) == 64
     if kind in ("exported", "torchscript"):

@@ -3,6 +3,7 @@ a short table of scores by dimension) and the gate's verdict atop a model versio
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
@@ -130,3 +131,32 @@ def gate_note(decision: Decision, name: str, reasons: list[str], alias: str) -> 
     else:
         mine = f"passed; {decision.challenger} scored higher on the primary"
     return f"{GATE_NOTE} {mine}. The run's decision: {decision.summary}"
+
+
+def evaluation_note(
+    name: str,
+    uri: str,
+    data: str,
+    card_counts: tuple[int, int],
+    metrics: dict[str, float],
+    info: dict[str, Any],
+) -> str:
+    """An evaluation run's Description (markdown): what was scored on what (``card_counts``: the
+    images scored and attacked), for a user's model where it came from (each file and its
+    SHA-256, the declared preprocessing, what its outputs are), then the headline scores."""
+    n_test, n_attacked = card_counts
+    lines = [f"**{name}** (`{uri}`) scored as it is on `{data}`: {n_test} images, attacks on {n_attacked}."]
+    found, report = info.get("lineage"), info.get("report")
+    if found is not None and report is not None:
+        files = [f"{role} `{found[role + '_file']}` (SHA-256 `{found[role + '_sha256']}`)"
+                 for role in ("factory", "weights", "program") if found.get(role + "_file")]  # fmt: skip
+        random = (
+            "random in eval mode: adversarial scores hold for one draw" if report.random else "deterministic"
+        )
+        lines.append(
+            f"Source: {found['kind']} `{found['source']}`"
+            + (f"; {', '.join(files)}" if files else "")
+            + f".\n\nPreprocessing (the model's first layer): `{json.dumps(found['preprocess'], sort_keys=True)}`."
+            + f"\n\nOutputs: {report.n_outputs} {report.outputs}, {random}."
+        )
+    return "\n\n".join([*lines, markdown_table({name: metrics})])
