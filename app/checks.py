@@ -12,6 +12,7 @@ from adapters import handoff, registered, sources
 from robustops.catalog import check_gate, check_trainable
 from robustops.config import Config, with_source
 from robustops.data import Split, load_split
+from robustops.data.corruption_files import check_benchmark
 from robustops.data.eval_sets import read_eval_sets
 from robustops.data.loaders import load_batch, load_for_blueprint
 from robustops.errors import DataValidationError, DataWarning
@@ -37,6 +38,7 @@ def run_inputs(cfg: Config) -> Split:
         handoff.hold(handoff.source_split_key(cfg.model, cfg.data, cfg.seed, cfg.limits), prepared)
     shape, classes = split.test.shape, split.test.classes
     shift, ood = read_eval_sets(cfg.evaluation, shape, classes, cfg.limits)
+    _benchmark(cfg, shape, classes)
     check_gate(cfg, shape, classes, shift is not None, ood is not None)
     handoff.hold(handoff.split_key(cfg.data, cfg.seed, cfg.limits), (split, notes))
     handoff.hold(handoff.sets_key(cfg.evaluation, shape, classes, cfg.limits), (shift, ood))
@@ -59,6 +61,7 @@ def evaluate_inputs(
     if uri is None or not registered.is_robustops_model(cfg.mlflow, uri):
         cfg = with_source(cfg, uri)
         opened = sources.open_for_data(cfg.mlflow, cfg.model, data, cfg.limits)
+        _benchmark(cfg, opened[2].shape, opened[2].classes)
         if register:
             _, info, ds = opened
             sources.source_blueprint(cfg.model, info, ds, "registering")
@@ -68,6 +71,7 @@ def evaluate_inputs(
     if register:
         registered.refuse_register(uri)
     blueprint, _ = registered.load_blueprint(cfg.mlflow, uri)
+    _benchmark(cfg, blueprint.shape, blueprint.classes)
     ds = load_for_blueprint(data, blueprint, cfg.limits, convert)
     handoff.hold(handoff.batch_key(data, blueprint.shape, blueprint.classes, cfg.limits, convert), ds)
 
@@ -89,3 +93,9 @@ def champion_and_batch(cfg: Config, uri: str, data: str, convert: bool = False) 
     s = guarded.settings
     x, y = load_batch(data, tuple(s.shape), s.classes, cfg.limits, convert)
     return guarded, ref, champion, x, y
+
+
+def _benchmark(cfg: Config, shape: tuple[int, int, int], classes: list[str]) -> None:
+    """The corruption benchmark's files, when one is configured: each one there and fitting the model."""
+    if cfg.evaluation.corruption_benchmark is not None:
+        check_benchmark(cfg.evaluation.corruption_benchmark, tuple(shape), list(classes))

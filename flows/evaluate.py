@@ -99,24 +99,18 @@ def robustness_evaluation(
     saved = (model, blueprint, split) if blueprint is not None else None
     run_id, model_uri_logged = log_evaluation(cfg, info, info["uri"], data, card, flow_run.get_id(), saved)
     out = {"run_id": run_id, "model": info, "metrics": card.metrics, "n": len(split.test.y)}
-    if saved is not None and model_uri_logged is not None:
-        out |= _register(cfg, run_id, model_uri_logged, card, name, split, blueprint, data)
-    return out
-
-
-def _register(
-    cfg: Config, run_id: str, model_uri: str, card: Any, name: str, split: Any, blueprint: Any, data: str
-) -> dict[str, Any]:
-    """Registers the audited model logged in ``run_id`` and puts it to the gate; on any failure
-    the version is deleted (unless it already became the champion) and the run marked failed."""
-    source = f"{'folder' if Path(data).is_dir() else 'npz'}: {data}"
+    if saved is None or model_uri_logged is None:
+        return out
+    # Registered and gated; on any failure the version is deleted (unless it already became the
+    # champion) and the run marked failed, so nothing half-registered stays.
     try:
+        source = f"{'folder' if Path(data).is_dir() else 'npz'}: {data}"
         version = register_model(
-            cfg, model_uri, run_id, card, name, split.test, run_id, None, blueprint, source
+            cfg, model_uri_logged, run_id, card, name, split.test, run_id, None, blueprint, source
         )
         decision = promote(cfg, run_id, {name: card}, {name: version}) if cfg.gate.enabled else None
         log_report(cfg, run_id, {name: card}, decision)  # the report again, with the gate's verdict
     except BaseException as e:
         withdraw_evaluation(cfg.mlflow, run_id, interrupted(e))
         raise
-    return {"version": version, "gate": decision.as_dict() if decision else None}
+    return out | {"version": version, "gate": decision.as_dict() if decision else None}

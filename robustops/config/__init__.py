@@ -21,6 +21,7 @@ from robustops.config.evaluation import (
     EVAL_CORRUPTIONS,
     SPEC_CHECK_NAMES,
     AutoAttackConfig,
+    CorruptionBenchmarkConfig,
     EvalConfig,
     MaskingConfig,
     NoiseConfig,
@@ -44,6 +45,7 @@ from robustops.config.training import (
 __all__ = [
     "DEFAULT_DEFENCES",
     "EVAL_CORRUPTIONS",
+    "CorruptionBenchmarkConfig",
     "SPEC_CHECK_NAMES",
     "TRAIN_CORRUPTIONS",
     "AdversarialSetConfig",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from robustops import names
 from robustops.config.base import Strict, distinct, radii
@@ -130,6 +130,89 @@ class SpecificationConfig(Strict):
         return v
 
 
+# The 15 corruptions of CIFAR-10-C, CIFAR-100-C, Tiny-ImageNet-C and ImageNet-C (Hendrycks &
+# Dietterich, 2019), and the 15 of MNIST-C (Mu & Gilmer, 2019), by their file and folder names.
+C_CORRUPTIONS = [
+    "gaussian_noise", "shot_noise", "impulse_noise", "defocus_blur", "glass_blur", "motion_blur",
+    "zoom_blur", "snow", "frost", "fog", "brightness", "contrast", "elastic_transform", "pixelate",
+    "jpeg_compression",
+]  # fmt: skip
+MNIST_C_CORRUPTIONS = [
+    "shot_noise", "impulse_noise", "glass_blur", "motion_blur", "shear", "scale", "rotate",
+    "brightness", "translate", "stripe", "fog", "spatter", "dotted_line", "zigzag", "canny_edges",
+]  # fmt: skip
+
+
+class CorruptionBenchmarkConfig(Strict):
+    """Corrupted test sets read from files in a standard layout, scored as published."""
+
+    path: str = Field(description="the folder holding the benchmark")
+    layout: Literal["cifar_c", "imagenet_c", "mnist_c"] = Field(
+        description="cifar_c: <corruption>.npy (the five severities stacked) and labels.npy; "
+        "imagenet_c: <corruption>/<severity>/<class>/<image> (Tiny-ImageNet-C too); "
+        "mnist_c: <corruption>/test_images.npy and test_labels.npy (one severity)"
+    )
+    corruptions: list[str] | None = Field(
+        None, description="the corruptions to score (None: the layout's standard 15)"
+    )
+    severities: list[int] = Field([1, 2, 3, 4, 5], description="ignored for mnist_c, which has one")
+    max_images: int | None = Field(
+        None, ge=1, description="score a seeded subsample of this many images per corruption and severity"
+    )
+    reference_errors: dict[str, float | list[float]] = Field(
+        {},
+        description="a reference model's error per corruption (one number: the mean over severities, "
+        "or one per severity 1..5), e.g. AlexNet's on ImageNet-C; normalises corruption_benchmark/mce",
+    )
+
+    @field_validator("corruptions")
+    @classmethod
+    def _distinct(cls, v: list[str] | None) -> list[str] | None:
+        return None if v is None else distinct(v, "evaluation.corruption_benchmark.corruptions")
+
+    @field_validator("severities")
+    @classmethod
+    def _severities(cls, v: list[int]) -> list[int]:
+        if not v or any(s not in (1, 2, 3, 4, 5) for s in v):
+            raise ValueError(f"severities must be a non-empty subset of 1..5, got {v}")
+        return sorted(set(v))
+
+    @field_validator("reference_errors")
+    @classmethod
+    def _errors(cls, v: dict[str, float | list[float]]) -> dict[str, float | list[float]]:
+        for name, e in v.items():
+            values = e if isinstance(e, list) else [e]
+            if isinstance(e, list) and len(e) != 5:
+                raise ValueError(
+                    f"reference_errors.{name}: give one error or five (severities 1..5), got {len(e)}"
+                )
+            if any(not 0 < x <= 1 for x in values):
+                raise ValueError(f"reference_errors.{name}: errors are shares in (0, 1], got {e}")
+        return v
+
+    @model_validator(mode="after")
+    def _every_reference(self) -> CorruptionBenchmarkConfig:
+        missing = [c for c in self.names if c not in self.reference_errors]
+        if self.reference_errors and missing:
+            raise ValueError(
+                f"reference_errors has no error for {', '.join(missing)}: mCE is a mean over every scored "
+                "corruption; give each one, or list only those in corruptions"
+            )
+        return self
+
+    @property
+    def names(self) -> list[str]:
+        """The corruptions scored."""
+        if self.corruptions is not None:
+            return self.corruptions
+        return MNIST_C_CORRUPTIONS if self.layout == "mnist_c" else C_CORRUPTIONS
+
+    @property
+    def levels(self) -> list[int]:
+        """The severities scored: MNIST-C has one."""
+        return [1] if self.layout == "mnist_c" else self.severities
+
+
 class EvalConfig(Strict):
     eps: list[float] = Field([0.05, 0.1, 0.2], description="L-inf radii, pixels in [0, 1]")
     l2_eps: list[float] = Field([0.5, 1.0], description="L2 radii for PGD-L2 (the norm sums over pixels)")
@@ -166,6 +249,9 @@ class EvalConfig(Strict):
     )
     ood_data: ShiftDataConfig | None = Field(
         None, description="a second dataset of out-of-distribution images"
+    )
+    corruption_benchmark: CorruptionBenchmarkConfig | None = Field(
+        None, description="corrupted test sets from files (CIFAR-10-C, ImageNet-C, MNIST-C layouts)"
     )
 
     @field_validator("corruptions")

@@ -295,6 +295,12 @@ def _read_image(
     return arr
 
 
+def read_image(file: Path, channels: int, size: tuple[int, int], limits: LimitsConfig) -> np.ndarray:
+    """One image as (C, H, W), converted to ``channels`` and resized to ``size`` as it is read
+    (uint8, or float32 in [0, 1] for 16-bit), its header checked against ``limits`` first."""
+    return _read_image(file, channels, size, limits, _Budget(limits, file))
+
+
 def _refuse_shape(where: Path, got: tuple[int, ...], want: tuple[int, ...]) -> None:
     c, h, w = got
     _fail(

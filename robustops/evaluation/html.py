@@ -42,7 +42,7 @@ small.what{color:#5b6577} td.breaks{color:#b3261e;font-weight:600} td.n{color:#5
 """
 
 # For each metric family, which direction is better (the best cell of a row is highlighted).
-LOWER_IS_BETTER = ("corruption/mce", "corruption/relative_mce", "calibration/ece", "selective/risk", "selective/aurc",
+LOWER_IS_BETTER = ("corruption/mce", "corruption/relative_mce", "corruption_benchmark/mce", "calibration/ece", "selective/risk", "selective/aurc",
                    "noise/flip_rate", "lipschitz/", "eval/seconds", "train/seconds", "certified/abstain",
                    "smoothed/abstain", "masking/large_eps")  # fmt: skip
 
@@ -64,8 +64,8 @@ GROUPS = [
     ("Adversarial", "crafted inputs within an eps ball, on a subsample of the test split (the n column); "
      "gradient-masking checks, Lipschitz figures and, for smoothed models, certificates",
      ("adv/", "masking/", "lipschitz/", "certified/", "smoothed/")),
-    ("Distributional", "natural shift: held-out corruptions at every severity, and the shifted set",
-     ("corruption/", "shift/")),
+    ("Distributional", "natural shift: held-out corruptions at every severity, a corruption benchmark "
+     "read from files, and the shifted set", ("corruption/", "corruption_benchmark/", "shift/")),
     ("Perturbation", "random, non-malicious noise", ("noise/",)),
     ("Specification", "behavioural checks of the guarded model", ("spec/",)),
     ("Post-processing", "the guard: abstention below the confidence threshold or the OOD score, and "

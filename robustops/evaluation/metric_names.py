@@ -22,6 +22,7 @@ import torch
 from robustops.config import Config
 from robustops.data import Dataset
 from robustops.errors import ConfigError
+from robustops.evaluation.corruption import benchmark_names
 from robustops.evaluation.scorecard import ScoreInputs, ScorePart, evaluate, relative_corruption_metrics
 from robustops.models import build_model
 
@@ -80,6 +81,7 @@ def _dry_run(
                 update={"apgd_steps": 2, "apgd_restarts": 1, "square_queries": 2}
             ),
             "noise": cfg.evaluation.noise.model_copy(update={"flip_draws": 1}),
+            "corruption_benchmark": None,  # its names come from its settings, not its files
         }
     )
     # Names only: the run's own randomness stays untouched, and what the scorecard warns about
@@ -94,6 +96,7 @@ def _dry_run(
                                  extra)  # fmt: skip
             card = evaluate(inputs)
             names |= set(card.metrics) | set(relative_corruption_metrics(card, card))
+    names |= benchmark_names(cfg.evaluation.corruption_benchmark)
     return names | {m for shown, extra in SOMETIMES.items() if shown in names for m in extra}
 
 
@@ -107,6 +110,7 @@ def _producer(name: str, producers: Sequence[tuple[tuple[str, ...], str]]) -> st
         (("adv/pgd_l2",), "evaluation.l2_eps"),
         (("adv/",), "evaluation.eps (the radius must be in the list)"),
         (("shift/",), "evaluation.shift_data"),
+        (("corruption_benchmark/",), "evaluation.corruption_benchmark"),
         (("ood/ood_data/",), "evaluation.ood_data"),
         (("corruption/",), "evaluation.corruptions and evaluation.severities"),
         (("noise/",), "evaluation.noise"),

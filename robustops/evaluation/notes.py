@@ -18,7 +18,7 @@ _DIMENSIONS = [
     ("clean", ("clean/",)),
     ("adversarial", ("adv/", "masking/", "lipschitz/")),
     ("perturbation", ("noise/",)),
-    ("distributional", ("corruption/", "shift/")),
+    ("distributional", ("corruption/", "corruption_benchmark/", "shift/")),
     ("specification", ("spec/",)),
     ("post-processing", ("selective/", "guard/", "calibration/", "ood/")),
     ("smoothing", ("certified/", "smoothed/")),

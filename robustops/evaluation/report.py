@@ -10,7 +10,7 @@ import shutil
 _DETAIL = re.compile(r"/class_|/s\d/|/s_[\d.]+/|/ce$|^(masking|spec)/.+/pass$|^masking/.+/acc$|/n$")
 # The terminal's short list: one line per question a reader asks first.
 _SUMMARY = re.compile(
-    r"^(clean/acc|adv/(pgd_linf|pgd_linf_cw|autoattack|worst)/eps_[\d.]+/acc|corruption/(mean_acc|mce)"
+    r"^(clean/acc|adv/(pgd_linf|pgd_linf_cw|autoattack|worst)/eps_[\d.]+/acc|corruption(_benchmark)?/(mean_acc|mce)"
     r"|noise/(gaussian/mean_acc|flip_rate)|shift/acc|selective/coverage|guard/(coverage|acc_answered)"
     r"|calibration/ece|ood/uniform_noise/auroc_energy|certified/r_0\.25/acc|masking/pass|spec/pass"
     r"|train/seconds|eval/seconds)$"

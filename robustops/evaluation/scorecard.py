@@ -36,7 +36,12 @@ from robustops.data import Dataset
 from robustops.errors import DataWarning
 from robustops.evaluation import postprocess as pp
 from robustops.evaluation.certify import Certificates
-from robustops.evaluation.corruption import corruption_accuracy, corruption_metrics
+from robustops.evaluation.corruption import (
+    benchmark_accuracy,
+    benchmark_summary,
+    corruption_accuracy,
+    corruption_metrics,
+)
 from robustops.evaluation.lipschitz import input_grad_norm, lipschitz_bound
 from robustops.evaluation.masking import Check, masking_checks
 from robustops.evaluation.metrics import adv_key, confusion_matrix, per_class_recall
@@ -164,12 +169,13 @@ class Part:
 
     Attributes:
         kind: what the part scores, a key of :data:`KINDS` (``clean``, ``linf``, ``l2``,
-            ``large_eps``, ``lipschitz``, ``noise``, ``corruption``, ``shift``, ``post``,
-            ``defence``).
+            ``large_eps``, ``lipschitz``, ``noise``, ``corruption``, ``corruption_benchmark``,
+            ``shift``, ``post``, ``defence``).
         eps: the L-inf radius of a ``linf`` part.
         member: which one of its kind: for ``linf`` a member of the AutoAttack-grade ensemble
             (its attack label) or ``more_steps`` (the masking check's PGD with more steps), None
-            for the config's FGSM and PGD; for ``corruption`` the corruption's name; for
+            for the config's FGSM and PGD; for ``corruption`` and ``corruption_benchmark`` the
+            corruption's name; for
             ``defence`` the name of the defence's own part.
     """
 
@@ -201,6 +207,7 @@ _N_OF = [
     (re.compile(r"^(adv|masking)/.+/acc$"), "adv/n"),
     (re.compile(r"^noise/.+acc$"), "noise/n"),
     (re.compile(r"^corruption/.*acc$"), "corruption/n"),
+    (re.compile(r"^corruption_benchmark/.*acc$"), "corruption_benchmark/n"),
     (re.compile(r"^shift/acc$"), "shift/n"),
     (re.compile(r"^(certified/r_[^/]+/acc|smoothed/acc)$"), "certified/n"),
     (re.compile(r"^(guard|selective)/coverage$"), "clean/n"),
@@ -418,6 +425,14 @@ def _corruption(card: Scorecard, part: Part, s: ScoreInputs) -> None:
     )
 
 
+def _benchmark(card: Scorecard, part: Part, s: ScoreInputs) -> None:
+    cb = s.cfg.corruption_benchmark
+    assert cb is not None and part.member is not None  # planned only with a benchmark
+    card.metrics |= benchmark_accuracy(
+        s.model, cb, part.member, s.test.shape, s.test.classes, s.seed, s.cfg.batch_size, s.device
+    )
+
+
 def _shift(card: Scorecard, part: Part, s: ScoreInputs) -> None:
     if s.shift is not None:
         pred = predict(s.model, s.shift.x, device=s.device).argmax(1)
@@ -540,6 +555,7 @@ KINDS: dict[str, Kind] = {
     "lipschitz": Kind("lipschitz", _lipschitz),
     "noise": Kind("noise", _noise),
     "corruption": Kind("corruption/{member}", _corruption),
+    "corruption_benchmark": Kind("corruption_benchmark/{member}", _benchmark),
     "shift": Kind("shift", _shift),
     "post": Kind("post", _post),
     "defence": Kind("{member}", _defence),
@@ -567,6 +583,8 @@ def plan(cfg: EvalConfig, extra: Iterable[str] = (), shift: bool = False) -> lis
     parts += [Part("l2")] if any(e > 0 for e in cfg.l2_eps) else []
     parts += [Part("large_eps"), Part("lipschitz"), Part("noise")]
     parts += [Part("corruption", member=c) for c in cfg.corruptions]
+    if cfg.corruption_benchmark is not None:
+        parts += [Part("corruption_benchmark", member=c) for c in cfg.corruption_benchmark.names]
     parts += [Part("shift")] if shift else []
     parts += [Part("post")]
     common = {p.label for p in parts}
@@ -617,6 +635,8 @@ def merge(cards: list[Scorecard], inputs: ScoreInputs) -> Scorecard:
     for label in card.curves:
         card.curves[label] = dict(sorted(card.curves[label].items()))
     card.metrics |= corruption_metrics(card.corruption)
+    if inputs.cfg.corruption_benchmark is not None:
+        card.metrics |= benchmark_summary(card.metrics, inputs.cfg.corruption_benchmark)
     _worst_cases(card, inputs.cfg)
     _masking(card, y, inputs.cfg)
     card.metrics |= _sample_sizes(card)
