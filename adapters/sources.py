@@ -128,6 +128,7 @@ def _prepared(
     model, report = prepare(net, cfg, ds.x, ds.classes, ds.y)
     found = lineage(cfg) | {k: info[k] for k in ("name", "version", "run_id") if info.get(k)}
     model.robustops_lineage = json.dumps(found, sort_keys=True)
+    model.robustops_random = report.random  # attacked with EoT (robustops.defences.randomized_of)
     name = source_name(cfg.source or "")
     return model, info | {"model": name, "name": info.get("name", name), "version": info.get("version"),
                           "run_id": info.get("run_id"), "lineage": found, "report": report}  # fmt: skip

@@ -326,7 +326,9 @@ def log_evaluation(
     if report is not None:
         tags |= report.as_tags() | {"source.kind": info["lineage"]["kind"]}
         if report.random:
-            tags["robustops.warning"] = "random eval output: adversarial scores hold for one random draw"
+            tags["robustops.warning"] = (
+                "random eval output: attacked with EoT over evaluation.eot_draws draws, judged by one draw"
+            )
     version = f" v{info['version']}" if info.get("version") else ""
     run_id = tracking.start_run(
         m, f"evaluate {info['name']}{version}", tags=tags, flow="robustness-evaluation"

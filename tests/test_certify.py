@@ -84,3 +84,36 @@ def test_certificates_are_seeded():
     a = certify_dataset(Threshold(0.5), x, np.zeros(2, int), 3, SIGMA, 20, 200, 0.01, [0.0], seed=3)
     b = certify_dataset(Threshold(0.5), x, np.zeros(2, int), 3, SIGMA, 20, 200, 0.01, [0.0], seed=3)
     np.testing.assert_array_equal(a.radius, b.radius)
+
+
+class Recording(nn.Module):
+    """A base classifier that remembers the largest batch it was given."""
+
+    def __init__(self, base: nn.Module) -> None:
+        super().__init__()
+        self.base, self.largest, self.seen = base, 0, 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.largest, self.seen = max(self.largest, len(x)), self.seen + len(x)
+        return self.base(x)
+
+
+def test_certify_with_100000_samples_stays_in_bounded_batches_and_tightens_the_radius():
+    values = [0.2, -0.3]
+    base = Recording(Threshold(0.5))
+    c = certify_dataset(base, _images(values).numpy(), np.zeros(2, int), 3, SIGMA, n0=100, n=100_000,
+                        alpha=0.001, radii=[0.0, 0.25, 0.5, 0.75], batch_size=2000)  # fmt: skip
+    # Every forward pass holds at most batch_size noisy images, whatever n is.
+    assert base.largest <= 2000 and base.seen == 2 * (
+        100 + 100_000 + 100_000
+    )  # CERTIFY's n0 and n, PREDICT's n
+    # With 100,000 votes the lower bound nearly reaches the true radius t - v (at 1,000 it does not).
+    true = 0.5 - np.array(values)
+    assert np.all(c.radius <= true) and np.all(c.radius > 0.97 * true), c.radius
+    few = certify_dataset(
+        Threshold(0.5), _images(values).numpy(), np.zeros(2, int), 3, SIGMA, 100, 1000, 0.001, [0.0]
+    )
+    assert np.all(few.radius < 0.95 * true)
+    m = c.metrics()
+    assert [m[f"certified/r_{r}/acc"] for r in ("0", "0.25", "0.5", "0.75")] == [1.0, 1.0, 0.5, 0.5]
+    assert m["certified/max_radius"] == pytest.approx(SIGMA * norm.ppf(0.001 ** (1 / 100_000)))

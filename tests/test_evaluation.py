@@ -160,14 +160,16 @@ def test_parts_are_typed_and_labelled_as_task_runs_name_them():
     """A part is a kind, an eps and a member, never a string parsed back; its label names the
     Prefect task run and the card's ``seconds`` entry. A defence's own parts come last, and one
     named like a common part is left out."""
+    from robustops.config import CorruptionBenchmarkConfig
     from robustops.evaluation.scorecard import KINDS, Part, plan
 
-    cfg = quick(corruptions=["fog"])
+    bench = CorruptionBenchmarkConfig(path="c", layout="cifar_c", corruptions=["snow"])
+    cfg = quick(corruptions=["fog"]).model_copy(update={"corruption_benchmark": bench})
     parts = plan(cfg, ["certify", "post"], shift=True)
     assert [p.label for p in parts] == [
         "clean", "adv/eps_0.05", "adv/eps_0.2", "adv/eps_0.2/apgd", "adv/eps_0.2/apgd_dlr",
         "adv/eps_0.2/square", "adv/eps_0.2/more_steps", "adv/l2", "adv/large_eps", "lipschitz", "noise",
-        "corruption/fog", "shift", "post", "certify",
+        "corruption/fog", "corruption_benchmark/snow", "shift", "post", "certify",
     ]  # fmt: skip
     assert parts[3] == Part("linf", 0.2, "apgd") and parts[-1] == Part("defence", member="certify")
     assert parts[-3] == Part("shift") and f"score-m-{parts[3]}" == "score-m-adv/eps_0.2/apgd"

@@ -225,6 +225,12 @@ class EvalConfig(Strict):
         "cw", description="also run PGD on this logit-margin loss, which softmax saturation cannot mask"
     )
     batch_size: int = Field(256, ge=1)
+    eot_draws: int = Field(
+        8,
+        ge=1,
+        description="a model whose served output is random (smoothing, a random user model) is attacked "
+        "through the mean of its softmax over this many draws (EoT) and judged by what it serves",
+    )
     max_samples: int | None = Field(
         None, ge=1, description="attack at most this many test samples (None: all)"
     )

@@ -30,6 +30,7 @@ import numpy as np
 from pydantic import ValidationError
 from torch import nn
 
+from robustops.attacks.eot import EoT, Randomized, one_draw
 from robustops.config import (
     AugmentConfig,
     DefenceConfig,
@@ -86,6 +87,14 @@ class Defence:
     def scorecard_parts(self, cfg: DefenceConfig) -> dict[str, ScorePart]:
         """Parts the scorecard adds for this defence, by name (after the common parts)."""
         return {}
+
+    def randomized(
+        self, model: nn.Module, cfg: DefenceConfig, num_classes: int, draws: int, seed: int
+    ) -> Randomized | None:
+        """For a defence whose served answers are random: how its attacks run (an EoT of
+        ``draws`` draws) and the served prediction that judges them; None: the network's own
+        prediction, deterministic, is what is served and attacked."""
+        return None
 
     def quick(self, cfg: DefenceConfig) -> DefenceConfig:
         """Settings that cost less but name the same metrics (the gate's dry run of the scorecard)."""
@@ -158,8 +167,9 @@ def score_inputs(
     """The inputs of one model's scorecard: the test split scored, thresholds chosen on
     validation, class counts (and Mahalanobis means) from training when the split has one, and
     the own parts of the model's ``defence``."""
+    net = model.model if isinstance(model, TrainResult) else model
     return ScoreInputs(
-        model.model if isinstance(model, TrainResult) else model,
+        net,
         split.test,
         cfg,
         seed,
@@ -169,7 +179,24 @@ def score_inputs(
         shift=shift,
         ood_x=ood,
         extra=scorecard_parts(defence),
+        randomized=randomized_of(net, defence, split.test.num_classes, cfg.eot_draws, seed),
     )
+
+
+def randomized_of(
+    model: nn.Module, defence: DefenceConfig | None, num_classes: int, draws: int, seed: int
+) -> Randomized | None:
+    """How ``model`` is attacked and judged when what it serves is random: its defence's way
+    (:meth:`Defence.randomized`, e.g. smoothing), or for a user's model whose eval output was
+    found random (``robustops_random``, see ``adapters.sources``) an EoT of the model judged by
+    one draw; None for a deterministic model."""
+    if defence is not None:
+        found = DEFENCES.get(defence.name).randomized(model, settings_of(defence), num_classes, draws, seed)
+        if found is not None:
+            return found
+    if getattr(model, "robustops_random", False):
+        return Randomized(EoT(model, draws), one_draw(model), draws)
+    return None
 
 
 def recorded_defence(blueprint: Blueprint, tag: str | None, uri: str) -> DefenceConfig:

@@ -11,6 +11,7 @@ import torch
 from pydantic import Field, field_validator
 from torch import nn
 
+from robustops.attacks.eot import EoT, Noisy, Randomized
 from robustops.config import DefenceConfig, radii
 from robustops.data import Dataset
 from robustops.defences.base import Context, Defence, build_and_fit, register
@@ -101,6 +102,21 @@ class Smoothing(Defence):
                 card.metrics["smoothed/acc_answered"] = float((c.predict[answered] == c.y[answered]).mean())
 
         return {"certify": certify}
+
+    def randomized(
+        self, model: nn.Module, cfg: SmoothingConfig, num_classes: int, draws: int, seed: int
+    ) -> Randomized:
+        """Attacked through an EoT of the base classifier under its noise (the smoothed soft
+        classifier, as Salman et al., 2019 attack it) and judged by the served PREDICT, whose
+        abstentions count as errors; the base network without noise is reported beside it."""
+        smooth = Smoothed(model, num_classes, cfg.sigma, cfg.batch_size)
+        n = min(cfg.n, SERVED_SAMPLES)
+
+        def served(x: torch.Tensor) -> torch.Tensor:
+            gen = torch.Generator().manual_seed(seed)  # the same draws for the clean and the attacked image
+            return torch.from_numpy(smooth.predict(x.cpu(), n, cfg.alpha, gen))
+
+        return Randomized(EoT(Noisy(model, cfg.sigma, seed), draws), served, draws, base=model)
 
     def quick(self, cfg: SmoothingConfig) -> SmoothingConfig:
         return cfg.model_copy(update={"n0": 4, "n": 16, "max_samples": None})

@@ -63,7 +63,7 @@ GROUPS = [
     ("Clean", "the plain model (its argmax, no guard) on the whole test split", ("clean/",)),
     ("Adversarial", "crafted inputs within an eps ball, on a subsample of the test split (the n column); "
      "gradient-masking checks, Lipschitz figures and, for smoothed models, certificates",
-     ("adv/", "masking/", "lipschitz/", "certified/", "smoothed/")),
+     ("adv/", "base/adv/", "masking/", "lipschitz/", "certified/", "smoothed/")),
     ("Distributional", "natural shift: held-out corruptions at every severity, a corruption benchmark "
      "read from files, and the shifted set", ("corruption/", "corruption_benchmark/", "shift/")),
     ("Perturbation", "random, non-malicious noise", ("noise/",)),

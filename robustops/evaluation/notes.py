@@ -16,7 +16,7 @@ GATE_NOTE = "**Gate:**"  # the first paragraph of a version's description once t
 # The dimensions of the parent run's short table, in order, by metric prefix.
 _DIMENSIONS = [
     ("clean", ("clean/",)),
-    ("adversarial", ("adv/", "masking/", "lipschitz/")),
+    ("adversarial", ("adv/", "base/adv/", "masking/", "lipschitz/")),
     ("perturbation", ("noise/",)),
     ("distributional", ("corruption/", "corruption_benchmark/", "shift/")),
     ("specification", ("spec/",)),

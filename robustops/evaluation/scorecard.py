@@ -31,6 +31,7 @@ from scipy.stats import binomtest
 from torch import nn
 
 from robustops.attacks import APGD, FGSM, PGD, PGDL2, Attack, Square
+from robustops.attacks.eot import Randomized
 from robustops.config import EvalConfig
 from robustops.data import Dataset
 from robustops.errors import DataWarning
@@ -47,7 +48,7 @@ from robustops.evaluation.masking import Check, masking_checks
 from robustops.evaluation.metrics import adv_key, confusion_matrix, per_class_recall
 from robustops.evaluation.perturbation import flip_rate, noise_curves, noise_metrics
 from robustops.evaluation.specification import CheckContext, Thresholds, run_checks
-from robustops.inference import predict, robust_mask
+from robustops.inference import predict, robust_mask, served_correct
 from robustops.names import number, segment
 
 CONFIDENCE = 0.95
@@ -145,6 +146,8 @@ class ScoreInputs:
         ood_x: images of a second dataset for OOD AUROC (``ood/ood_data/...``).
         extra: a defence's own parts by name (:meth:`robustops.defences.Defence.scorecard_parts`),
             e.g. smoothing's certificates.
+        randomized: for a model whose served output is random (smoothing, a user's random
+            model): what the attacks run on (EoT) and the served prediction that judges them.
     """
 
     model: nn.Module
@@ -157,6 +160,7 @@ class ScoreInputs:
     shift: Dataset | None = None
     ood_x: np.ndarray | None = None
     extra: Mapping[str, ScorePart] = field(default_factory=dict)
+    randomized: Randomized | None = None
 
     def attacked(self) -> tuple[np.ndarray, np.ndarray]:
         """The images the attacks run on: a seeded subsample of ``evaluation.max_samples``."""
@@ -204,7 +208,7 @@ class Part:
 # independent unit, so its interval is conservative rather than several times too narrow.
 _N_OF = [
     (re.compile(r"^clean/acc$"), "clean/n"),
-    (re.compile(r"^(adv|masking)/.+/acc$"), "adv/n"),
+    (re.compile(r"^(base/)?(adv|masking)/.+/acc$"), "adv/n"),
     (re.compile(r"^noise/.+acc$"), "noise/n"),
     (re.compile(r"^corruption/.*acc$"), "corruption/n"),
     (re.compile(r"^corruption_benchmark/.*acc$"), "corruption_benchmark/n"),
@@ -325,11 +329,25 @@ def subsample(test: Dataset, n: int | None, seed: int) -> tuple[np.ndarray, np.n
     return x, y
 
 
-def _score(card: Scorecard, attack: Attack, acc: float, n: int) -> None:
-    """One attack's robust accuracy into the card: its metric, its curve point and its settings."""
+def _score(card: Scorecard, attack: Attack, acc: float, n: int, s: ScoreInputs) -> None:
+    """One attack's robust accuracy into the card: its metric, its curve point and its settings
+    (with the EoT draws and the served prediction that judged it, for a random model)."""
     card.metrics[adv_key(attack.label, attack.eps)] = acc
     card.curves.setdefault(attack.label, {})[attack.eps] = acc
-    card.attacks.append(attack.settings() | {"label": attack.label, "acc": acc, "n": n})
+    how = {"eot_draws": s.randomized.draws, "judged_by": "served prediction"} if s.randomized else {}
+    card.attacks.append(attack.settings() | {"label": attack.label, "acc": acc, "n": n} | how)
+
+
+def _masker(s: ScoreInputs) -> Callable[[Attack], np.ndarray]:
+    """How an attack is scored on the attacked images (its robust mask): on the model itself, or
+    for a random model on its EoT, judged by its served prediction (the clean answers judged once
+    for every attack of the part)."""
+    x, y = s.attacked()
+    r = s.randomized
+    if r is None:
+        return lambda attack: robust_mask(s.model, attack, x, y, s.cfg.batch_size, s.device)
+    correct = served_correct(r.served, x, y, s.cfg.batch_size, s.device)
+    return lambda attack: robust_mask(r.attacked, attack, x, y, s.cfg.batch_size, s.device, r.served, correct)
 
 
 def _clean(card: Scorecard, part: Part, s: ScoreInputs) -> None:
@@ -351,19 +369,27 @@ def _linf(card: Scorecard, part: Part, s: ScoreInputs) -> None:
     x, y = s.attacked()
     group = f"eps_{number(eps)}"
 
+    mask_of = _masker(s)
+
     def run(attack: Attack, name: str | None = None) -> float:
         """Scores ``attack`` and keeps its mask for merge(); a named run (the masking check's
         more-steps PGD) is kept out of the attack list and the curves."""
-        mask = robust_mask(s.model, attack, x, y, cfg.batch_size, s.device)
+        mask = mask_of(attack)
         card.masks[f"{group}/{name or attack.label}"] = mask
         if name is None:
-            _score(card, attack, float(mask.mean()), len(mask))
+            _score(card, attack, float(mask.mean()), len(mask), s)
         return float(mask.mean())
 
     if not part.member:
         for attack in attacks_for(cfg, seed):
             if attack.threat.value == "Linf" and attack.eps == eps:
                 run(attack)
+        base = s.randomized.base if s.randomized is not None else None
+        if base is not None:  # beside the honest figure: PGD through the deterministic base
+            pgd = _pgd(cfg, eps, seed)
+            card.metrics[f"base/{adv_key(pgd.label, eps)}"] = float(
+                robust_mask(base, pgd, x, y, cfg.batch_size, s.device).mean()
+            )
     elif part.member == "more_steps":
         more = run(_pgd(cfg, eps, seed, steps=cfg.masking.more_steps), name="more_steps")
         card.metrics[f"masking/pgd_{cfg.masking.more_steps}_steps/eps_{number(eps)}/acc"] = more
@@ -392,19 +418,17 @@ def _worst_cases(card: Scorecard, cfg: EvalConfig) -> None:
 
 
 def _l2(card: Scorecard, part: Part, s: ScoreInputs) -> None:
-    x, y = s.attacked()
+    _, y = s.attacked()
+    mask_of = _masker(s)
     for attack in attacks_for(s.cfg, s.seed):
         if attack.threat.value != "Linf":
-            acc = float(robust_mask(s.model, attack, x, y, s.cfg.batch_size, s.device).mean())
-            _score(card, attack, acc, len(y))
+            _score(card, attack, float(mask_of(attack).mean()), len(y), s)
 
 
 def _large_eps(card: Scorecard, part: Part, s: ScoreInputs) -> None:
-    x, y = s.attacked()
     big = _pgd(s.cfg, s.cfg.masking.large_eps, s.seed)
-    card.metrics[f"masking/large_eps_{number(s.cfg.masking.large_eps)}/acc"] = float(
-        robust_mask(s.model, big, x, y, s.cfg.batch_size, s.device).mean()
-    )
+    mask_of = _masker(s)
+    card.metrics[f"masking/large_eps_{number(s.cfg.masking.large_eps)}/acc"] = float(mask_of(big).mean())
 
 
 def _lipschitz(card: Scorecard, part: Part, s: ScoreInputs) -> None:

@@ -62,7 +62,9 @@ def lineage_tags(
         "source.random": str(source["random"]).lower(),
     }
     if source["random"]:
-        tags["robustops.warning"] = "random eval output: adversarial scores hold for one random draw"
+        tags["robustops.warning"] = (
+            "random eval output: attacked with EoT over evaluation.eot_draws draws, judged by one draw"
+        )
     if hashes:
         tags["lineage.sha256"] = ", ".join(f"{role} {digest}" for role, digest in hashes.items())
     return tags

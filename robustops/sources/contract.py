@@ -249,8 +249,8 @@ def prepare(
     if random:
         notes.append(
             "the model's eval-mode output is random (the same images gave different outputs: dropout left "
-            "on, or a randomized defence): its adversarial scores hold for one random draw, not for "
-            "every answer it gives"
+            "on, or a randomized defence): it is attacked through the mean of its outputs over "
+            "evaluation.eot_draws draws (EoT) and judged by one draw, as it serves"
         )
     notes += _sanity(cfg, pre, probe)
     if y is not None:  # the data's labels as output indices

@@ -94,6 +94,7 @@ def load(folder: str | Path) -> nn.Module:
         # since the preprocessing's scale, order and size are not in its state_dict.
         saved = [f for f in (folder / EXPORTED, folder / SCRIPTED) if f.is_file()]
         model.robustops_lineage = json.dumps(blueprint.source, sort_keys=True) + sha256(saved[0])
+        model.robustops_random = bool(blueprint.source.get("random"))
         return model
     try:
         model = from_blueprint(blueprint)
