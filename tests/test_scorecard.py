@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from robustops.attacks import APGD, PGD, Square
+from robustops.attacks import APGD, APGDT, PGD, Square
 from robustops.catalog import load_config
 from robustops.config import EvalConfig, GateConfig, MaskingConfig, SpecificationConfig
 from robustops.data import Dataset
@@ -51,7 +51,7 @@ def test_apgd_is_at_least_as_strong_as_pgd(trained, digits_split):
 
 
 def test_ours_agree_with_torchattacks(trained, digits_split):
-    """APGD-CE and APGD-DLR land within 3 points of torchattacks 3.3.0 on the same model and
+    """APGD-CE, APGD-DLR and APGD-T land within 3 points of torchattacks 3.3.0 on the same model and
     batch; our Square draws its square per image (theirs shares one per batch), so it is at least
     as strong."""
     torchattacks = pytest.importorskip("torchattacks")
@@ -69,6 +69,23 @@ def test_ours_agree_with_torchattacks(trained, digits_split):
         )
     ours = robust_accuracy(model, Square(0.1, queries=300), x, y)
     assert ours <= theirs(torchattacks.Square(model, eps=0.1, n_queries=300, seed=0)) + 0.03
+    # APGD-T: 9 targets of 50 steps each, theirs with the same targets and steps.
+    ours = robust_accuracy(model, APGDT(0.1, steps=50, targets=9), x, y)
+    reference = torchattacks.APGDT(model, eps=0.1, steps=50, n_classes=10, seed=0)
+    assert ours == pytest.approx(theirs(reference), abs=0.03)
+    assert ours <= robust_accuracy(model, APGD(0.1, steps=50, loss="dlr"), x, y) + 0.03
+
+
+def test_targeted_dlr_rises_as_the_target_overtakes_and_ignores_scale():
+    from robustops.attacks.autoattack import targeted_dlr
+
+    logits = torch.tensor([[3.0, 1.0, 0.5, 0.0, -1.0], [0.0, 2.0, 1.0, -1.0, -2.0]])
+    y, t = torch.tensor([0, 1]), torch.tensor([1, 0])
+    loss = targeted_dlr(logits, y, t)
+    assert (loss < 0).all()  # the target is still below the true class
+    assert torch.allclose(targeted_dlr(10 * logits, y, t), loss)  # a temperature changes nothing
+    swapped = logits[:, [1, 0, 2, 3, 4]]  # the target now on top
+    assert (targeted_dlr(swapped, y, t) > 0).all()
 
 
 class Quantized(nn.Module):

@@ -147,6 +147,81 @@ class APGD(Attack):
         }
 
 
+def targeted_dlr(logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Targeted DLR (Croce & Hein, 2020): (z_t - z_y) / (z_pi1 - (z_pi3 + z_pi4) / 2), rising as
+    the target's logit overtakes the true one; scale-free like DLR. With fewer than 4 classes the
+    plain margin z_t - z_y."""
+    gap = logits.gather(1, target[:, None])[:, 0] - logits.gather(1, y[:, None])[:, 0]
+    if logits.shape[1] < 4:
+        return gap
+    top = logits.sort(dim=1, descending=True).values
+    return gap / (top[:, 0] - (top[:, 2] + top[:, 3]) / 2 + 1e-12)
+
+
+@ATTACKS.register("apgd_t")
+class APGDT(APGD):
+    """Targeted APGD on the targeted DLR loss (APGD-T of AutoAttack's standard version): one run
+    per target class, the clean prediction's 2nd, 3rd, ... most likely classes, each on the
+    inputs the earlier targets left unbroken.
+
+    Args:
+        eps: radius of the L-inf ball.
+        steps: iterations per target (AutoAttack uses 100).
+        targets: how many target classes (AutoAttack uses 9; at most the number of classes - 1).
+        rho: as :class:`APGD`.
+        seed: seeds the random starts.
+    """
+
+    name = "apgd_t"
+
+    def __init__(
+        self, eps: float, steps: int = 100, targets: int = 9, rho: float = 0.75, seed: int = 0
+    ) -> None:
+        super().__init__(eps, steps=steps, restarts=1, loss="dlr", rho=rho, seed=seed)
+        if targets < 1:
+            raise ValueError(f"targets must be >= 1, got {targets}")
+        self.targets = targets
+        self._target: torch.Tensor | None = None  # the current run's target per input
+
+    @property
+    def label(self) -> str:
+        return self.name
+
+    def _losses(
+        self, model: nn.Module, x_adv: torch.Tensor, y: torch.Tensor, x: torch.Tensor
+    ) -> tuple[torch.Tensor, ...]:
+        assert self._target is not None  # set by perturb for each run
+        x_adv = like(x, x_adv).requires_grad_(True)  # the clean input's memory layout, see like()
+        logits = model(x_adv)
+        loss = targeted_dlr(logits, y, self._target)
+        (grad,) = torch.autograd.grad(loss.sum(), x_adv)
+        return loss.detach(), grad, logits.detach().argmax(1) != y
+
+    def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        gen = torch.Generator().manual_seed(self.seed)
+        best = x.clone()
+        with torch.no_grad():
+            clean = model(x)
+        ranked = clean.argsort(dim=1, descending=True)
+        todo = clean.argmax(1) == y
+        for k in range(1, min(self.targets, clean.shape[1] - 1) + 1):
+            idx = torch.nonzero(todo).flatten()
+            if len(idx) == 0:
+                break
+            self._target = ranked[idx, k]
+            adv = self._run(model, x[idx], y[idx], gen)
+            best[idx] = adv
+            with torch.no_grad():
+                todo[idx] = model(like(x[idx], adv)).argmax(1) == y[idx]
+        self._target = None
+        return best
+
+    def settings(self) -> dict[str, Any]:
+        out = super().settings() | {"targets": self.targets, "loss": "dlr_targeted"}
+        out.pop("restarts")
+        return out
+
+
 def _square_p(p_init: float, i: int, queries: int) -> float:
     """Share of pixels the square covers at query i: Square's schedule, rescaled to 10,000 queries."""
     i = int(i / queries * 10000)
