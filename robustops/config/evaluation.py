@@ -23,9 +23,16 @@ EVAL_CORRUPTIONS = [
 
 
 class AutoAttackConfig(Strict):
-    """The AutoAttack-grade ensemble: APGD-CE, APGD-DLR and Square, worst case per example."""
+    """The AutoAttack ensemble, worst case per example: ``fast`` (APGD-CE, APGD-DLR, Square with
+    1,000 queries) or ``standard`` (AutoAttack's standard version: APGD-CE, APGD-T and FAB-T with
+    9 target classes, Square with 5,000 queries)."""
 
     enabled: bool = True
+    version: Literal["fast", "standard"] = Field(
+        "fast",
+        description="fast: APGD-CE, APGD-DLR, Square; standard: AutoAttack's standard version, "
+        "comparable with papers and RobustBench (several times slower)",
+    )
     eps: list[float] = Field([0.1], description="L-inf radii to run the whole ensemble at")
 
     @field_validator("eps")
@@ -33,9 +40,23 @@ class AutoAttackConfig(Strict):
     def _eps_range(cls, v: list[float]) -> list[float]:
         return radii(v, "evaluation.autoattack.eps", top=1)
 
-    apgd_steps: int = Field(100, ge=1, description="APGD iterations per restart (AutoAttack: 100)")
-    apgd_restarts: int = Field(1, ge=1)
-    square_queries: int = Field(1000, ge=1, description="Square queries per image (AutoAttack: 5000)")
+    apgd_steps: int = Field(
+        100,
+        ge=1,
+        description="APGD iterations per restart, and APGD-T's and FAB-T's per target (AutoAttack: 100)",
+    )
+    apgd_restarts: int = Field(1, ge=1, description="APGD-CE's (and fast's APGD-DLR's) restarts")
+    targets: int = Field(9, ge=1, description="standard: APGD-T's and FAB-T's target classes (AutoAttack: 9)")
+    square_queries: int | None = Field(
+        None,
+        ge=1,
+        description="Square queries per image (None: the version's, 1,000 fast and 5,000 standard)",
+    )
+
+    @property
+    def queries(self) -> int:
+        """Square's queries per image."""
+        return self.square_queries or (5000 if self.version == "standard" else 1000)
 
 
 class MaskingConfig(Strict):

@@ -86,7 +86,7 @@ WHAT = {
     "spec/pass": "every specification check passed",
 }
 _WHAT_FAMILY = {"adv/worst/": "worst case over every attack, per image",
-                "adv/autoattack/": "AutoAttack-grade ensemble, per image"}  # fmt: skip
+                "adv/autoattack/": "AutoAttack ensemble (version in the header), per image"}  # fmt: skip
 # Rows without a best cell: thresholds, counts and checks.
 _NO_BEST = ("ood/energy_threshold", "selective/threshold")
 
@@ -224,7 +224,7 @@ def _table(
 
 
 _FAMILIES = [("worst", "worst case over every attack, per image"),
-             ("autoattack", "AutoAttack-grade ensemble, per image"), ("pgd_linf", "PGD")]  # fmt: skip
+             ("autoattack", "AutoAttack ensemble, per image"), ("pgd_linf", "PGD")]  # fmt: skip
 
 
 def eps_figure(
@@ -358,11 +358,15 @@ def render(
 
 
 def report_meta(cfg: Any, card: Scorecard) -> dict[str, str]:
-    """The report's header facts: the data, the test and attacked images, the seed."""
+    """The report's header facts: the data, the test and attacked images, the AutoAttack version
+    with its members, the seed."""
+    aa = cfg.evaluation.autoattack
+    members = "APGD-CE, APGD-T, FAB-T" if aa.version == "standard" else "APGD-CE, APGD-DLR"
     return {
         "data": cfg.data.source.value,
         "test images": str(card.n_test),
         "attacked images": str(card.n_attacked),
+        "AutoAttack": f"{aa.version} ({members}, Square {aa.queries:,} queries)" if aa.enabled else "off",
         "seed": str(cfg.seed),
     }
 

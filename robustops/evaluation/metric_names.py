@@ -78,7 +78,7 @@ def _dry_run(
             "pgd_steps": 1,
             "pgd_restarts": 1,
             "autoattack": cfg.evaluation.autoattack.model_copy(
-                update={"apgd_steps": 2, "apgd_restarts": 1, "square_queries": 2}
+                update={"apgd_steps": 2, "apgd_restarts": 1, "targets": 1, "square_queries": 2}
             ),
             "noise": cfg.evaluation.noise.model_copy(update={"flip_draws": 1}),
             "corruption_benchmark": None,  # its names come from its settings, not its files

@@ -30,8 +30,9 @@ import numpy as np
 from scipy.stats import binomtest
 from torch import nn
 
-from robustops.attacks import APGD, FGSM, PGD, PGDL2, Attack, Square
+from robustops.attacks import APGD, APGDT, FGSM, PGD, PGDL2, Attack, Square
 from robustops.attacks.eot import Randomized
+from robustops.attacks.fab import FABT
 from robustops.config import EvalConfig
 from robustops.data import Dataset
 from robustops.errors import DataWarning
@@ -313,12 +314,14 @@ def _pgd(cfg: EvalConfig, eps: float, seed: int, loss: str = "ce", steps: int | 
 
 
 def ensemble_for(cfg: EvalConfig, eps: float, seed: int) -> list[Attack]:
+    """The members of the AutoAttack ensemble of ``evaluation.autoattack.version`` at ``eps``."""
     a = cfg.autoattack
-    return [
-        APGD(eps, steps=a.apgd_steps, restarts=a.apgd_restarts, loss="ce", seed=seed),
-        APGD(eps, steps=a.apgd_steps, restarts=a.apgd_restarts, loss="dlr", seed=seed),
-        Square(eps, queries=a.square_queries, seed=seed),
-    ]
+    ce = APGD(eps, steps=a.apgd_steps, restarts=a.apgd_restarts, loss="ce", seed=seed)
+    square = Square(eps, queries=a.queries, seed=seed)
+    if a.version == "standard":
+        return [ce, APGDT(eps, steps=a.apgd_steps, targets=a.targets, seed=seed),
+                FABT(eps, steps=a.apgd_steps, targets=a.targets), square]  # fmt: skip
+    return [ce, APGD(eps, steps=a.apgd_steps, restarts=a.apgd_restarts, loss="dlr", seed=seed), square]
 
 
 def subsample(test: Dataset, n: int | None, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -413,7 +416,8 @@ def _worst_cases(card: Scorecard, cfg: EvalConfig) -> None:
             # After its members in the attack list, as they were scored.
             at = max(i for i, a in enumerate(card.attacks) if a["label"] in members and a["eps"] == eps)
             card.attacks.insert(at + 1, {"label": "autoattack", "eps": eps, "acc": acc, "n": n,
-                                         "members": members, "worst_case": "per example"})  # fmt: skip
+                                         "version": cfg.autoattack.version, "members": members,
+                                         "worst_case": "per example"})  # fmt: skip
         card.metrics[adv_key("worst", eps)] = float(np.logical_and.reduce(list(masks.values())).mean())
 
 
