@@ -1,0 +1,123 @@
+"""robustops' standard AutoAttack against torchattacks' ``AutoAttack(version="standard")``: the
+same model, images and eps, side by side in one run (run by hand, never by tests).
+
+    .venv-bench/bin/python benchmarks/autoattack_standard.py [--models digits mnist rgb] [--threads 2]
+
+Models: ``digits``, the default config's CNN trained on the embedded digits (eps 0.1, 200 test
+images); ``mnist``, the small strided CNN trained with FGSM-RS for ``--mnist-epochs`` on MNIST
+(eps 0.3, 200 test images, ../shared/data); ``rgb``, the user's ResNet of
+``benchmarks/byo_model.py`` behind its declared preprocessing, trained on half of the CIFAR-10
+set (eps 2/255, 100 images of the other half). Both run AutoAttack's standard version: APGD-CE,
+APGD-T and FAB-T over 9 target classes, Square with 5,000 queries. Ours is scored as the
+scorecard scores it (each member on the images still standing, worst case per image).
+Target: within 0.5 points of torchattacks on every model, and at least as fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+
+def ours(model, x: np.ndarray, y: np.ndarray, eps: float) -> np.ndarray:
+    from robustops.config import EvalConfig
+    from robustops.evaluation.scorecard import ensemble_for
+    from robustops.inference import robust_mask
+
+    cfg = EvalConfig(autoattack={"version": "standard", "eps": [eps]})
+    standing = np.ones(len(y), dtype=bool)
+    for attack in ensemble_for(cfg, eps, 0):
+        idx = np.flatnonzero(standing)
+        if len(idx) == 0:
+            break
+        standing[idx] = robust_mask(model, attack, x[idx], y[idx], batch_size=500)
+    return standing
+
+
+def theirs(model, x: np.ndarray, y: np.ndarray, eps: float) -> np.ndarray:
+    import torchattacks
+
+    attack = torchattacks.AutoAttack(model, norm="Linf", eps=eps, version="standard", n_classes=10, seed=0)
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    with torch.no_grad():
+        return (model(attack(xt, yt)).argmax(1) == yt).numpy()
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument(
+        "--models", nargs="+", default=["digits", "mnist", "rgb"], choices=["digits", "mnist", "rgb"]
+    )
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--mnist-epochs", type=int, default=3)
+    p.add_argument("--rgb-cache", type=Path, default=None, help="the RGB ResNet's weights, trained once")
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    from attack_speed import rgb_resnet, trained_model
+
+    rows = []
+    for name in args.models:
+        start = time.perf_counter()
+        if name == "digits":
+            model, test = trained_model("baseline")
+            x, y, eps = test.x[:200], test.y[:200], 0.1
+        elif name == "mnist":
+            model, x, y = _mnist(args.mnist_epochs)
+            eps = 0.3
+        else:
+            model, test = rgb_resnet(args.rgb_cache, 10, 100)
+            x, y, eps = test.x, test.y, 2 / 255
+        model = model.eval()
+        trained = time.perf_counter() - start
+        x, y = np.ascontiguousarray(x, dtype=np.float32), np.asarray(y, dtype=np.int64)
+        with torch.no_grad():
+            clean = float((model(torch.from_numpy(x)).argmax(1).numpy() == y).mean())
+        t = time.perf_counter()
+        a = ours(model, x, y, eps)
+        t_ours = time.perf_counter() - t
+        t = time.perf_counter()
+        b = theirs(model, x, y, eps)
+        t_theirs = time.perf_counter() - t
+        rows.append(
+            (name, len(y), eps, clean, a.mean(), b.mean(), int((a != b).sum()), t_ours, t_theirs, trained)
+        )
+        print(f"{name}: done ({trained:.0f} s to train)", flush=True)
+    print("\n| model | images | eps | clean | robustops standard | torchattacks standard | diff (points) | "
+          "images judged differently | robustops s | torchattacks s | ratio |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for name, n, eps, clean, a, b, differ, ta, tb, _ in rows:
+        print(f"| {name} | {n} | {eps:.4g} | {clean:.3f} | {a:.3f} | {b:.3f} | {100 * (a - b):+.1f} | {differ} | "
+              f"{ta:.1f} | {tb:.1f} | x{tb / ta:.2f} |")  # fmt: skip
+
+
+def _mnist(epochs: int):
+    """The small strided CNN trained with FGSM-RS at eps 0.3 for ``epochs`` on MNIST (as
+    ``benchmarks/mnist.py`` trains it), and the first 200 test images."""
+    from robustops.catalog import load_config
+    from robustops.config import ModelConfig
+    from robustops.data import Dataset, load_npz
+    from robustops.data.split import split_indices
+    from robustops.defences import Context, settings_from, train_defence
+
+    data = Path(__file__).resolve().parents[2] / "shared" / "data"
+    full, test = load_npz(data / "mnist_train.npz"), load_npz(data / "mnist_test.npz")
+    tr, va, _ = split_indices(full.y, 5000 / len(full.y), 1 / len(full.y), seed=0)
+    train = Dataset(full.x[tr], full.y[tr], full.classes, "mnist")
+    val = Dataset(full.x[va][:1000], full.y[va][:1000], full.classes, "mnist")
+    cfg = load_config(None, ["augment.policy=none", "train.progress=false"])
+    ctx = Context(ModelConfig(name="cnn_strided"), cfg.train.model_copy(update={"batch_size": 100}), cfg.augment,
+                  cfg.regularize, 0)  # fmt: skip
+    defence = settings_from({"name": "fgsm_rs", "eps": 0.3, "epochs": epochs})
+    model = train_defence(train, val, ctx, defence).model
+    return model, test.x[:200], test.y[:200]
+
+
+if __name__ == "__main__":
+    main()
