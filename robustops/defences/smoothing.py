@@ -109,7 +109,8 @@ class Smoothing(Defence):
         """Attacked through an EoT of the base classifier under its noise (the smoothed soft
         classifier, as Salman et al., 2019 attack it) and judged by the served PREDICT, whose
         abstentions count as errors; the base network without noise is reported beside it."""
-        smooth = Smoothed(model, num_classes, cfg.sigma, cfg.batch_size)
+        device = next((str(q.device) for q in model.parameters()), "cpu")  # where the model lives
+        smooth = Smoothed(model, num_classes, cfg.sigma, cfg.batch_size, device)
         n = min(cfg.n, SERVED_SAMPLES)
 
         def served(x: torch.Tensor) -> torch.Tensor:
