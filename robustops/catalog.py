@@ -14,6 +14,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from torch import nn
+
 from robustops import config
 from robustops.config import Config, DefenceConfig, ModelConfig
 from robustops.corruptions import CORRUPTIONS
@@ -155,12 +157,24 @@ def _extra_parts(cfg: Config) -> list[dict[str, Any]]:
     return out
 
 
+def _reports_base(cfg: Config) -> bool:
+    """Whether a defence of the run serves random answers around a deterministic base (smoothing),
+    so its model logs the base network's ``base/adv/...`` figures beside its own."""
+    for d in models_of(cfg):
+        found = DEFENCES.get(d.name).randomized(nn.Identity(), settings_of(d), 2, 1, 0)
+        if found is not None and found.base is not None:
+            return True
+    return False
+
+
 def produced_metrics(
     cfg: Config, shape: tuple[int, int, int], classes: list[str], shift: bool = False, ood: bool = False
 ) -> frozenset[str]:
     """Every metric name some model of a run of ``cfg`` logs (see
     :func:`robustops.evaluation.metric_names.produced_metrics`), its defences' own parts included."""
-    return metric_names.produced_metrics(cfg, shape, classes, shift, ood, _extra_parts(cfg))
+    return metric_names.produced_metrics(
+        cfg, shape, classes, shift, ood, _extra_parts(cfg), _reports_base(cfg)
+    )
 
 
 def check_gate(
@@ -170,4 +184,4 @@ def check_gate(
     :func:`robustops.evaluation.metric_names.check_gate`), with every defence's own parts."""
     producers = [(DEFENCES.get(n).metric_prefixes, f"a {n} defence in defences") for n in DEFENCES]
     producers = [p for p in producers if p[0]]
-    metric_names.check_gate(cfg, shape, classes, shift, ood, _extra_parts(cfg), producers)
+    metric_names.check_gate(cfg, shape, classes, shift, ood, _extra_parts(cfg), producers, _reports_base(cfg))

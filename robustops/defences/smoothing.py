@@ -72,7 +72,7 @@ def certify_test(
 @register
 class Smoothing(Defence):
     name, settings = "smoothing", SmoothingConfig
-    metric_prefixes = ("certified/", "smoothed/")
+    metric_prefixes = ("certified/", "smoothed/", "base/adv/")
     undecided = "the smoothed classifier cannot decide"
 
     def train(self, train: Dataset, val: Dataset, ctx: Context, cfg: SmoothingConfig) -> TrainResult:

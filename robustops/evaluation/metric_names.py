@@ -19,6 +19,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import torch
 
+from robustops.attacks.eot import EoT, Randomized, one_draw
 from robustops.config import Config
 from robustops.data import Dataset
 from robustops.errors import ConfigError
@@ -48,13 +49,24 @@ def produced_metrics(
     shift: bool = False,
     ood: bool = False,
     extras: Sequence[Mapping[str, ScorePart]] = (),
+    base: bool = False,
 ) -> frozenset[str]:
     """Every metric name some model of a run of ``cfg`` on data of ``shape`` and ``classes``
     logs. ``shift``/``ood``: the run has those sets. ``extras``: the defences' own scorecard
-    parts (:meth:`robustops.defences.Defence.scorecard_parts`, with their dry-run settings)."""
-    key = (cfg.model_dump_json(), tuple(shape), tuple(classes), shift, ood, tuple(tuple(e) for e in extras))
+    parts (:meth:`robustops.defences.Defence.scorecard_parts`, with their dry-run settings).
+    ``base``: a model of the run is random with a deterministic base (smoothing), whose
+    ``base/adv/...`` figures are logged beside its own."""
+    key = (
+        cfg.model_dump_json(),
+        tuple(shape),
+        tuple(classes),
+        shift,
+        ood,
+        tuple(tuple(e) for e in extras),
+        base,
+    )
     if key not in _cache:
-        _cache[key] = frozenset(_dry_run(cfg, tuple(shape), list(classes), shift, ood, extras))
+        _cache[key] = frozenset(_dry_run(cfg, tuple(shape), list(classes), shift, ood, extras, base))
     return _cache[key]
 
 
@@ -65,6 +77,7 @@ def _dry_run(
     shift: bool,
     ood: bool,
     extras: Sequence[Mapping[str, ScorePart]],
+    base: bool = False,
 ) -> set[str]:
     k = len(classes)
     gen = np.random.default_rng(0)
@@ -91,9 +104,13 @@ def _dry_run(
         torch.manual_seed(0)
         model = build_model("mlp", shape, k, hidden=8, dropout=0.0).eval()
         names: set[str] = set(ALWAYS)
-        for extra in [{}, *extras]:
+        random = Randomized(
+            EoT(model, 1), one_draw(model), 1, base=model
+        )  # names as a smoothed model logs them
+        runs = [({}, None), *((e, None) for e in extras), *([({}, random)] if base else [])]
+        for extra, randomized in runs:
             inputs = ScoreInputs(model, data, ev, 0, "cpu", data, data, data if shift else None, x if ood else None,
-                                 extra)  # fmt: skip
+                                 extra, randomized)  # fmt: skip
             card = evaluate(inputs)
             names |= set(card.metrics) | set(relative_corruption_metrics(card, card))
     names |= benchmark_names(cfg.evaluation.corruption_benchmark)
@@ -130,6 +147,7 @@ def check_gate(
     ood: bool = False,
     extras: Sequence[Mapping[str, ScorePart]] = (),
     producers: Sequence[tuple[tuple[str, ...], str]] = (),
+    base: bool = False,
 ) -> None:
     """Refuses a gate that names a metric this run will not produce or a specification check
     that is not run: found at the end of a run, it would fail every model. (That each check
@@ -144,7 +162,7 @@ def check_gate(
                 f"gate.spec_checks: {check!r} is not run: add it to evaluation.specification.checks "
                 "or remove it from gate.spec_checks"
             )
-    produced = produced_metrics(cfg, shape, classes, shift, ood, extras)
+    produced = produced_metrics(cfg, shape, classes, shift, ood, extras, base)
     used = [("gate.primary", cfg.gate.primary)]
     used += [("gate.min", k) for k in cfg.gate.min] + [("gate.max", k) for k in cfg.gate.max]
     for where, name in used:
