@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from robustops.attacks.base import ATTACKS, Attack, ThreatModel, like
+from robustops.attacks.base import ATTACKS, Attack, ThreatModel, like, over_targets
 from robustops.attacks.gradient import check_loss
 from robustops.attacks.losses import LOSSES
 from robustops.stop import raise_if_stopped
@@ -199,22 +199,15 @@ class APGDT(APGD):
 
     def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         gen = torch.Generator().manual_seed(self.seed)
-        best = x.clone()
-        with torch.no_grad():
-            clean = model(x)
-        ranked = clean.argsort(dim=1, descending=True)
-        todo = clean.argmax(1) == y
-        for k in range(1, min(self.targets, clean.shape[1] - 1) + 1):
-            idx = torch.nonzero(todo).flatten()
-            if len(idx) == 0:
-                break
-            self._target = ranked[idx, k]
-            adv = self._run(model, x[idx], y[idx], gen)
-            best[idx] = adv
-            with torch.no_grad():
-                todo[idx] = model(like(x[idx], adv)).argmax(1) == y[idx]
-        self._target = None
-        return best
+
+        def run(idx: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+            self._target = target
+            return self._run(model, x[idx], y[idx], gen)
+
+        try:
+            return over_targets(model, x, y, self.targets, run)
+        finally:
+            self._target = None
 
     def settings(self) -> dict[str, Any]:
         out = super().settings() | {"targets": self.targets, "loss": "dlr_targeted"}

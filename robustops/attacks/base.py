@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import inspect
 import math
+from collections.abc import Callable
 from contextlib import contextmanager
 from enum import StrEnum
 from typing import Any
@@ -148,6 +149,33 @@ def input_grad(
 ) -> torch.Tensor:
     """Gradient of a summed attack loss w.r.t. the input; parameter gradients are untouched."""
     return loss_grad(model, x, y, loss, ref)[1]
+
+
+def over_targets(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    targets: int,
+    run: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+) -> torch.Tensor:
+    """The loop of AutoAttack's targeted members: for the clean prediction's 2nd, 3rd, ...
+    most likely classes (at most ``targets``), ``run(idx, target)`` attacks the inputs ``idx``
+    still standing towards ``target`` and returns an example for each; the examples replace
+    those inputs, and an input they fool is done. Misclassified inputs are not attacked."""
+    best = x.clone()
+    with torch.no_grad():
+        clean = model(x)
+    ranked = clean.argsort(dim=1, descending=True)
+    todo = clean.argmax(1) == y
+    for k in range(1, min(targets, clean.shape[1] - 1) + 1):
+        idx = torch.nonzero(todo).flatten()
+        if len(idx) == 0:
+            break
+        adv = run(idx, ranked[idx, k])
+        best[idx] = adv
+        with torch.no_grad():
+            todo[idx] = model(like(x[idx], adv)).argmax(1) == y[idx]
+    return best
 
 
 def build_attack(name: str, eps: float, steps: int, rel_step: float, seed: int) -> Attack:

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from robustops.attacks.base import ATTACKS, Attack, like
+from robustops.attacks.base import ATTACKS, Attack, like, over_targets
 from robustops.stop import raise_if_stopped
 
 
@@ -126,22 +126,13 @@ class FABT(Attack):
         return best
 
     def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        out = x.clone()
-        with torch.no_grad():
-            clean = model(x)
-        ranked = clean.argsort(dim=1, descending=True)
-        todo = clean.argmax(1) == y
-        for k in range(1, min(self.targets, clean.shape[1] - 1) + 1):
-            idx = torch.nonzero(todo).flatten()
-            if len(idx) == 0:
-                break
-            found = self._run(model, x[idx], y[idx], ranked[idx, k])
+        def run(idx: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+            found = self._run(model, x[idx], y[idx], target)
+            # Only a closest point within eps breaks an input; the others stay as they are.
             within = (found - x[idx]).flatten(1).abs().amax(1) <= self.eps + 1e-6
-            with torch.no_grad():
-                broken = within & (model(like(x[idx], found)).argmax(1) != y[idx])
-            out[idx[broken]] = found[broken]
-            todo[idx[broken]] = False
-        return out
+            return torch.where(_bcast(within, found), found, x[idx])
+
+        return over_targets(model, x, y, self.targets, run)
 
     def settings(self) -> dict[str, Any]:
         return super().settings() | {

@@ -57,3 +57,10 @@ def distinct(values: list[str], what: str) -> list[str]:
     if len(set(values)) != len(values):
         raise ValueError(f"{what} names repeat")
     return values
+
+
+def severities(values: list[int], what: str) -> list[int]:
+    """A non-empty subset of the severities 1..5, sorted; a clear error naming ``what`` else."""
+    if not values or any(s not in (1, 2, 3, 4, 5) for s in values):
+        raise ValueError(f"{what}: severities must be a non-empty subset of 1..5, got {values}")
+    return sorted(set(values))

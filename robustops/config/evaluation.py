@@ -7,7 +7,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from robustops import names
-from robustops.config.base import Strict, distinct, radii
+from robustops.config.base import Strict, distinct, radii, severities
 from robustops.config.data import ShiftDataConfig
 
 EVAL_CORRUPTIONS = [
@@ -194,9 +194,7 @@ class CorruptionBenchmarkConfig(Strict):
     @field_validator("severities")
     @classmethod
     def _severities(cls, v: list[int]) -> list[int]:
-        if not v or any(s not in (1, 2, 3, 4, 5) for s in v):
-            raise ValueError(f"severities must be a non-empty subset of 1..5, got {v}")
-        return sorted(set(v))
+        return severities(v, "evaluation.corruption_benchmark.severities")
 
     @field_validator("reference_errors")
     @classmethod
@@ -289,9 +287,7 @@ class EvalConfig(Strict):
     @field_validator("severities")
     @classmethod
     def _severities(cls, v: list[int]) -> list[int]:
-        if not v or any(s not in (1, 2, 3, 4, 5) for s in v):
-            raise ValueError(f"severities must be a non-empty subset of 1..5, got {v}")
-        return sorted(set(v))
+        return severities(v, "evaluation.severities")
 
     @field_validator("eps")
     @classmethod
