@@ -1,5 +1,6 @@
-"""AutoAttack-grade attacks (Croce & Hein, 2020): APGD on cross-entropy and on DLR, and the
-black-box Square attack (Andriushchenko et al., 2020), under the attack contract.
+"""AutoAttack's gradient members (Croce & Hein, 2020): APGD on cross-entropy and on DLR, and
+targeted APGD-T, in the L-inf ball and (``APGDL2``, ``APGDTL2``) the L2 ball, under the attack
+contract. FAB-T is in :mod:`robustops.attacks.fab`, Square in :mod:`robustops.attacks.square`.
 
 Written here rather than wrapped from torchattacks: its implementations reseed torch's global
 random stream, and ours draw from a seeded generator of their own so a score is reproducible
@@ -14,8 +15,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from robustops.attacks.base import ATTACKS, Attack, ThreatModel, like, over_targets
+from robustops.attacks.base import ATTACKS, Attack, like, over_targets
 from robustops.attacks.gradient import check_loss
+from robustops.attacks.l2 import L2Ball
 from robustops.attacks.losses import LOSSES
 from robustops.stop import raise_if_stopped
 
@@ -73,14 +75,23 @@ class APGD(Attack):
         (grad,) = torch.autograd.grad(loss.sum(), x_adv)
         return loss.detach(), grad, logits.detach().argmax(1) != y
 
+    # The ball's three hooks; the L2 members (autoattack's ``L2Ball``) replace them.
     def _project(self, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         return torch.min(torch.max(z, x - self.eps), x + self.eps).clamp(0, 1)
 
-    def _run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-        n = len(x)
+    def _start(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        """A random point on the ball's surface (AutoAttack's start), clamped to [0, 1]."""
         t = (2 * torch.rand(x.shape, generator=gen) - 1).to(x.device, x.dtype)
         t = t / _bcast(t.flatten(1).abs().amax(1).clamp_min(1e-12), x)
-        x_adv = (x + self.eps * t).clamp(0, 1)
+        return (x + self.eps * t).clamp(0, 1)
+
+    def _ascent(self, grad: torch.Tensor) -> torch.Tensor:
+        """The steepest-ascent direction of unit size in the ball's norm."""
+        return grad.sign()
+
+    def _run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        n = len(x)
+        x_adv = self._start(x, gen)
         loss, grad, fooled = self._losses(model, x_adv, y, x)
         x_best, loss_best, grad_best = x_adv.clone(), loss.clone(), grad.clone()
         x_found = torch.where(_bcast(fooled, x), x_adv, x)
@@ -94,7 +105,7 @@ class APGD(Attack):
         for i in range(self.steps):
             raise_if_stopped()
             with torch.no_grad():
-                z = self._project(x_adv + _bcast(eta, x) * grad.sign(), x)
+                z = self._project(x_adv + _bcast(eta, x) * self._ascent(grad), x)
                 alpha = 1.0 if i == 0 else 0.75  # momentum on the previous move
                 new = self._project(x_adv + alpha * (z - x_adv) + (1 - alpha) * (x_adv - x_prev), x)
                 x_prev, x_adv = x_adv, new
@@ -215,85 +226,17 @@ class APGDT(APGD):
         return out
 
 
-def _square_p(p_init: float, i: int, queries: int) -> float:
-    """Share of pixels the square covers at query i: Square's schedule, rescaled to 10,000 queries."""
-    i = int(i / queries * 10000)
-    for bound, div in (
-        (10, 1),
-        (50, 2),
-        (200, 4),
-        (500, 8),
-        (1000, 16),
-        (2000, 32),
-        (4000, 64),
-        (6000, 128),
-        (8000, 256),
-    ):
-        if i <= bound:
-            return p_init / div
-    return p_init / 512
+@ATTACKS.register("apgd_l2")
+class APGDL2(L2Ball, APGD):
+    """APGD in the L2 ball: AutoAttack's L2 version of APGD-CE (and, with ``loss="dlr"``,
+    APGD-DLR); arguments as for :class:`APGD`, eps the ball's L2 radius."""
+
+    name = "apgd_l2"
 
 
-@ATTACKS.register("square")
-class Square(Attack):
-    """Square attack in the L-inf ball: a black-box random search that needs only the logits
-    (Andriushchenko et al., 2020). Each query redraws one random square window of the
-    perturbation to +-eps per channel and keeps it if the margin (true logit minus the best other)
-    falls. Gradient masking cannot stop it, which makes it the ensemble's check on the
-    white-box attacks.
+@ATTACKS.register("apgd_t_l2")
+class APGDTL2(L2Ball, APGDT):
+    """APGD-T in the L2 ball: AutoAttack's L2 version of APGD-T; arguments as for :class:`APGDT`,
+    eps the ball's L2 radius."""
 
-    Args:
-        eps: radius of the L-inf ball.
-        queries: model queries per image (AutoAttack uses 5000).
-        p_init: initial share of pixels a square covers.
-        seed: seeds the search.
-    """
-
-    name = "square"
-    threat = ThreatModel.LINF
-
-    def __init__(self, eps: float, queries: int = 1000, p_init: float = 0.8, seed: int = 0) -> None:
-        super().__init__(eps)
-        if queries < 1 or not 0 < p_init <= 1:
-            raise ValueError(f"queries must be >= 1 and p_init in (0, 1], got {queries} and {p_init}")
-        self.queries, self.p_init, self.seed = queries, p_init, seed
-
-    @torch.no_grad()
-    def _margin(
-        self, model: nn.Module, x_adv: torch.Tensor, y: torch.Tensor, x: torch.Tensor
-    ) -> torch.Tensor:
-        """True minus best other logit at ``x_adv`` (< 0 once fooled), queried in x's layout."""
-        return -LOSSES.get("cw")(model(like(x, x_adv)), y, None)
-
-    @torch.no_grad()
-    def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        gen = torch.Generator().manual_seed(self.seed)
-        n, c, h, w = x.shape
-        # Start from vertical stripes of +-eps, one sign per column and channel.
-        stripes = torch.where(torch.rand(n, c, 1, w, generator=gen) < 0.5, -1.0, 1.0).to(x.device, x.dtype)
-        x_best = (x + self.eps * stripes).clamp(0, 1)
-        margin = self._margin(model, x_best, y, x)
-        rows = torch.arange(h, device=x.device).view(1, h, 1)
-        cols = torch.arange(w, device=x.device).view(1, 1, w)
-        for i in range(1, self.queries):
-            raise_if_stopped()
-            live = torch.nonzero(margin > 0).flatten()
-            if len(live) == 0:
-                break
-            m = len(live)
-            p = _square_p(self.p_init, i, self.queries)
-            s = min(max(int(round(math.sqrt(p * h * w))), 1), min(h, w) - 1 if min(h, w) > 1 else 1)
-            top = torch.randint(0, h - s + 1, (m,), generator=gen).to(x.device).view(m, 1, 1)
-            left = torch.randint(0, w - s + 1, (m,), generator=gen).to(x.device).view(m, 1, 1)
-            window = ((rows >= top) & (rows < top + s) & (cols >= left) & (cols < left + s))[:, None]
-            signs = torch.where(torch.rand(m, c, 1, 1, generator=gen) < 0.5, -1.0, 1.0).to(x.device, x.dtype)
-            xl, cur = x[live], x_best[live]
-            cand = torch.where(window, (xl + self.eps * signs).clamp(0, 1), cur)
-            new = self._margin(model, cand, y[live], xl)
-            better = new < margin[live]
-            x_best[live[better]] = cand[better]
-            margin[live[better]] = new[better]
-        return x_best
-
-    def settings(self) -> dict[str, Any]:
-        return super().settings() | {"queries": self.queries, "p_init": self.p_init, "seed": self.seed}
+    name = "apgd_t_l2"

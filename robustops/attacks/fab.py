@@ -1,17 +1,18 @@
-"""FAB-T: the targeted Fast Adaptive Boundary attack in the L-inf ball (Croce & Hein, 2020),
+"""FAB-T: the targeted Fast Adaptive Boundary attack in the L-inf and the L2 ball (Croce & Hein, 2020),
 AutoAttack's standard-version member that looks for the smallest perturbation instead of the
 highest loss, so it does not rely on a loss that a model may flatten.
 
 Each step linearizes the boundary between the true class and the target at the current point,
 projects both the current point and the original image onto that hyperplane (the smallest L-inf
-step that reaches it inside [0, 1]), and moves to a convex combination of the two projections,
+step that reaches it inside [0, 1], in the ball's norm), and moves to a convex combination of the two projections,
 weighted towards the original by how far each is, with a small overshoot. A point past the
 boundary is kept if it is the closest found so far, then pulled back towards the original image,
 so the search homes in on the boundary. An input counts as broken only if the closest point
 found lies within ``eps``.
 
-Written here from the paper: the projection with box constraints is solved by bisection on the
-L-inf radius (the hyperplane's offset is monotone in it), which is exact to 1e-6 of eps.
+Written here from the paper: the projection with box constraints is solved by bisection, on the
+L-inf radius or on the L2 step's multiplier (the hyperplane's offset is monotone in either),
+which is exact to about 1e-6 of eps.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from robustops.attacks.base import ATTACKS, Attack, like, over_targets
+from robustops.attacks.base import ATTACKS, Attack, ThreatModel, like, over_targets
+from robustops.attacks.l2 import TINY, l2_norms
 from robustops.stop import raise_if_stopped
 
 
@@ -57,6 +59,37 @@ def project_linf(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, iters: int =
     return step(r)
 
 
+def project_l2(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, iters: int = 60) -> torch.Tensor:
+    """The smallest L2 step ``d`` (per row) with ``w . d = b`` and ``x + d`` in [0, 1]; where the
+    box does not allow it, the step that gets closest (every coordinate at its bound).
+
+    The minimiser is ``d(l) = clip(l * w, -x, 1 - x)`` for the multiplier ``l`` that meets the
+    hyperplane; ``w . d(l)`` grows monotonically in ``l``, from ``b / |w|^2`` (nothing clipped) up
+    to where every coordinate is clipped, so bisection (on log l: the range spans decades)
+    finds it."""
+    s = _bcast(torch.sign(b), w)
+    lo_box, hi_box = -x, 1 - x
+
+    def step(lam: torch.Tensor) -> torch.Tensor:
+        return torch.minimum(torch.maximum(s * _bcast(lam, x) * w, lo_box), hi_box)
+
+    def reached(lam: torch.Tensor) -> torch.Tensor:
+        return (w * step(lam)).flatten(1).sum(1) * torch.sign(b)
+
+    target = b.abs()
+    aw = w.abs().flatten(1)
+    room = torch.maximum(lo_box.abs(), hi_box).flatten(1)
+    lo = (target / aw.pow(2).sum(1).clamp_min(TINY)).clamp_min(TINY)
+    hi = torch.where(aw > TINY, room / aw.clamp_min(TINY), torch.zeros_like(aw)).amax(1).clamp_min(lo)
+    full = reached(hi)
+    lo_log, hi_log = lo.log(), hi.log()
+    for _ in range(iters):
+        mid = (lo_log + hi_log) / 2
+        short = reached(mid.exp()) < target
+        lo_log, hi_log = torch.where(short, mid, lo_log), torch.where(short, hi_log, mid)
+    return step(torch.where(full < target, hi, hi_log.exp()))
+
+
 @ATTACKS.register("fab_t")
 class FABT(Attack):
     """Targeted FAB in the L-inf ball: one run per target class (the clean prediction's 2nd,
@@ -72,6 +105,15 @@ class FABT(Attack):
     """
 
     name = "fab_t"
+
+    @staticmethod
+    def _project(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return project_linf(x, w, b)
+
+    @staticmethod
+    def _dist(d: torch.Tensor) -> torch.Tensor:
+        """Per row, the size of a step in the ball's norm."""
+        return d.flatten(1).abs().amax(1)
 
     def __init__(
         self,
@@ -108,16 +150,15 @@ class FABT(Attack):
             gap, grad, _ = self._boundary(model, cur, y, t, x)
             with torch.no_grad():
                 # Both projections onto the hyperplane gap + grad . (v - cur) = 0.
-                d_cur = project_linf(cur, grad, -gap)
-                d_orig = project_linf(x, grad, -gap - (grad * (x - cur)).flatten(1).sum(1))
-                n_cur = d_cur.flatten(1).abs().amax(1)
-                n_orig = d_orig.flatten(1).abs().amax(1)
+                d_cur = self._project(cur, grad, -gap)
+                d_orig = self._project(x, grad, -gap - (grad * (x - cur)).flatten(1).sum(1))
+                n_cur, n_orig = self._dist(d_cur), self._dist(d_orig)
                 alpha = torch.clamp(n_cur / (n_cur + n_orig).clamp_min(1e-12), max=self.alpha_max)
                 a = _bcast(alpha, x)
                 cur = ((1 - a) * (cur + self.eta * d_cur) + a * (x + self.eta * d_orig)).clamp(0, 1)
                 logits = model(like(x, cur))
                 fooled = logits.argmax(1) != y
-                dist = (cur - x).flatten(1).abs().amax(1)
+                dist = self._dist(cur - x)
                 closer = fooled & (dist < best_dist)
                 best = torch.where(_bcast(closer, x), cur, best)
                 best_dist = torch.where(closer, dist, best_dist)
@@ -129,7 +170,7 @@ class FABT(Attack):
         def run(idx: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
             found = self._run(model, x[idx], y[idx], target)
             # Only a closest point within eps breaks an input; the others stay as they are.
-            within = (found - x[idx]).flatten(1).abs().amax(1) <= self.eps + 1e-6
+            within = self._dist(found - x[idx]) <= self.eps + 1e-6
             return torch.where(_bcast(within, found), found, x[idx])
 
         return over_targets(model, x, y, self.targets, run)
@@ -142,3 +183,20 @@ class FABT(Attack):
             "eta": self.eta,
             "beta": self.beta,
         }
+
+
+@ATTACKS.register("fab_t_l2")
+class FABTL2(FABT):
+    """Targeted FAB in the L2 ball: AutoAttack's L2 version of FAB-T; arguments as for
+    :class:`FABT`, eps the L2 radius a broken input's closest adversarial point must lie in."""
+
+    name = "fab_t_l2"
+    threat = ThreatModel.L2
+
+    @staticmethod
+    def _project(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return project_l2(x, w, b)
+
+    @staticmethod
+    def _dist(d: torch.Tensor) -> torch.Tensor:
+        return l2_norms(d).flatten()

@@ -12,14 +12,14 @@ from robustops.attacks.gradient import PGD
 TINY = 1e-12
 
 
-def _norms(t: torch.Tensor) -> torch.Tensor:
+def l2_norms(t: torch.Tensor) -> torch.Tensor:
     """Per-example L2 norms, shaped to broadcast against ``t``."""
     return t.flatten(1).norm(dim=1).view(-1, *([1] * (t.ndim - 1)))
 
 
 def project_l2(delta: torch.Tensor, eps: float) -> torch.Tensor:
     """Scales each example's perturbation back onto the L2 ball of radius ``eps`` if it left it."""
-    return delta * (eps / _norms(delta).clamp_min(TINY)).clamp(max=1.0)
+    return delta * (eps / l2_norms(delta).clamp_min(TINY)).clamp(max=1.0)
 
 
 @ATTACKS.register("pgd_l2")
@@ -41,11 +41,32 @@ class PGDL2(PGD):
         # the same start on every device.
         d = x[0].numel()
         direction = torch.randn(x.shape, generator=gen, device="cpu", dtype=x.dtype)
-        direction = direction / _norms(direction).clamp_min(TINY)
+        direction = direction / l2_norms(direction).clamp_min(TINY)
         u = torch.rand((len(x),) + (1,) * (x.ndim - 1), generator=gen, device="cpu", dtype=x.dtype)
         delta = (direction * self.eps * u.pow(1.0 / d)).to(x.device)
         return (x + delta).clamp(0, 1)
 
     def _step(self, x_adv: torch.Tensor, x: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
-        x_adv = x_adv + self.step_size * grad / _norms(grad).clamp_min(TINY)
+        x_adv = x_adv + self.step_size * grad / l2_norms(grad).clamp_min(TINY)
         return (x + project_l2(x_adv - x, self.eps)).clamp(0, 1)
+
+
+class L2Ball:
+    """The L2 ball's hooks for the AutoAttack members written for L-inf (APGD, APGD-T): mixed in
+    before them, it replaces their random start, ascent direction and projection, as the
+    reference's L2 version does."""
+
+    threat = ThreatModel.L2
+    eps: float
+
+    def _start(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        """A random point on the sphere of radius eps (a Gaussian direction), clamped to [0, 1]."""
+        t = torch.randn(x.shape, generator=gen).to(x.device, x.dtype)
+        return (x + self.eps * t / l2_norms(t).clamp_min(TINY)).clamp(0, 1)
+
+    def _ascent(self, grad: torch.Tensor) -> torch.Tensor:
+        return grad / l2_norms(grad).clamp_min(TINY)
+
+    def _project(self, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        # Clamping to [0, 1] after the projection only moves pixels towards x: it stays in the ball.
+        return (x + project_l2(z - x, self.eps)).clamp(0, 1)

@@ -25,7 +25,8 @@ EVAL_CORRUPTIONS = [
 class AutoAttackConfig(Strict):
     """The AutoAttack ensemble, worst case per example: ``fast`` (APGD-CE, APGD-DLR, Square with
     1,000 queries) or ``standard`` (AutoAttack's standard version: APGD-CE, APGD-T and FAB-T with
-    9 target classes, Square with 5,000 queries)."""
+    9 target classes, Square with 5,000 queries), at each L-inf radius of ``eps`` and, with the
+    members' L2 versions, at each L2 radius of ``l2_eps``."""
 
     enabled: bool = True
     version: Literal["fast", "standard"] = Field(
@@ -34,11 +35,23 @@ class AutoAttackConfig(Strict):
         "comparable with papers and RobustBench (several times slower)",
     )
     eps: list[float] = Field([0.1], description="L-inf radii to run the whole ensemble at")
+    l2_eps: list[float] = Field(
+        [],
+        description="L2 radii to run the ensemble's L2 version at (AutoAttack's L2 members; "
+        "RobustBench's CIFAR-10 L2 radius is 0.5)",
+    )
 
     @field_validator("eps")
     @classmethod
     def _eps_range(cls, v: list[float]) -> list[float]:
         return radii(v, "evaluation.autoattack.eps", top=1)
+
+    @field_validator("l2_eps")
+    @classmethod
+    def _l2_eps_range(cls, v: list[float]) -> list[float]:
+        if 0 in v:
+            raise ValueError("evaluation.autoattack.l2_eps: a radius of 0 attacks nothing; drop it")
+        return radii(v, "evaluation.autoattack.l2_eps")
 
     apgd_steps: int = Field(
         100,

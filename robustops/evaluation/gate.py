@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -103,26 +104,33 @@ def images_fingerprint(x: np.ndarray, y: np.ndarray) -> str:
     return h.hexdigest()[:16]
 
 
-def primary_outcomes(masks: dict[str, np.ndarray], primary: str, ensemble: list[str]) -> np.ndarray | None:
+def primary_outcomes(
+    masks: dict[str, np.ndarray], primary: str, ensemble: list[str], ensemble_l2: Sequence[str] = ()
+) -> np.ndarray | None:
     """Per attacked image, whether the model is right on the metric ``primary``, from the
-    scorecard's masks (``Scorecard.masks``: ``eps_<eps>/<attack>`` -> stayed correct); None when
-    the card does not hold them for that metric (e.g. a clean or corruption score).
+    scorecard's masks (``Scorecard.masks``: ``eps_<eps>/<attack>`` in the L-inf ball,
+    ``l2/eps_<eps>/<attack>`` in the L2 ball -> stayed correct); None when the card does not hold
+    them for that metric (e.g. a clean or corruption score).
 
-    ``autoattack`` is the ensemble's per-image worst case (``ensemble``: its members' labels) and
-    ``worst`` the worst case over every attack at that eps, as the scorecard computes them."""
+    ``autoattack`` is the ensemble's per-image worst case (``ensemble``: its members' labels),
+    ``autoattack_l2`` its L2 version's (``ensemble_l2``), and ``worst`` the worst case over every
+    L-inf attack at that eps, as the scorecard computes them."""
     if primary in masks:
         return np.asarray(masks[primary], dtype=bool)
     m = _ADV.match(primary)
     if m is None:
         return None
-    group = f"eps_{m['eps']}"
+    label = m["label"]
+    l2 = label == "autoattack_l2" or f"l2/eps_{m['eps']}/{label}" in masks
+    group = f"l2/eps_{m['eps']}" if l2 else f"eps_{m['eps']}"
     at = {k.rpartition("/")[2]: v for k, v in masks.items() if k.startswith(group + "/")}
-    if m["label"] == "autoattack":
-        parts = [at[a] for a in ensemble if a in at] if all(a in at for a in ensemble) else []
-    elif m["label"] == "worst":
+    if label in ("autoattack", "autoattack_l2"):
+        members = list(ensemble_l2 if l2 else ensemble)
+        parts = [at[a] for a in members] if members and all(a in at for a in members) else []
+    elif label == "worst" and not l2:
         parts = list(at.values())
     else:
-        parts = [at[m["label"]]] if m["label"] in at else []
+        parts = [at[label]] if label in at else []
     return np.logical_and.reduce([np.asarray(p, dtype=bool) for p in parts]) if parts else None
 
 

@@ -22,6 +22,7 @@ from robustops.evaluation.gate import Decision
 from robustops.evaluation.plots import models_vs_eps_figure, scorecard_figures
 from robustops.evaluation.report import Intervals, headline, intervals_of, row_n
 from robustops.evaluation.scorecard import Scorecard, small_test_note
+from robustops.names import number
 
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px;color:#1d2433}
@@ -86,7 +87,8 @@ WHAT = {
     "spec/pass": "every specification check passed",
 }
 _WHAT_FAMILY = {"adv/worst/": "worst case over every attack, per image",
-                "adv/autoattack/": "AutoAttack ensemble (version in the header), per image"}  # fmt: skip
+                "adv/autoattack/": "AutoAttack ensemble (version in the header), per image",
+                "adv/autoattack_l2/": "AutoAttack ensemble's L2 version (version in the header), per image"}  # fmt: skip
 # Rows without a best cell: thresholds, counts and checks.
 _NO_BEST = ("ood/energy_threshold", "selective/threshold")
 
@@ -366,7 +368,12 @@ def report_meta(cfg: Any, card: Scorecard) -> dict[str, str]:
         "data": cfg.data.source.value,
         "test images": str(card.n_test),
         "attacked images": str(card.n_attacked),
-        "AutoAttack": f"{aa.version} ({members}, Square {aa.queries:,} queries)" if aa.enabled else "off",
+        "AutoAttack": (
+            f"{aa.version} ({members}, Square {aa.queries:,} queries); L-inf "
+            f"{', '.join(map(number, aa.eps)) or 'none'}, L2 {', '.join(map(number, aa.l2_eps)) or 'none'}"
+            if aa.enabled
+            else "off"
+        ),  # fmt: skip
         "seed": str(cfg.seed),
     }
 

@@ -122,7 +122,9 @@ def _producer(name: str, producers: Sequence[tuple[tuple[str, ...], str]]) -> st
     defences' own metric prefixes and the setting that adds each)."""
     eps = re.search(r"/eps_([0-9.]+)/", name)
     rules = [
-        (("adv/autoattack/", "adv/apgd", "adv/square/", "adv/worst/", "masking/"),
+        (("adv/autoattack_l2/", "adv/apgd_l2", "adv/apgd_t_l2", "adv/fab_t_l2", "adv/square_l2/"),
+         "evaluation.autoattack.l2_eps (with evaluation.autoattack.enabled: true)"),
+        (("adv/autoattack/", "adv/apgd", "adv/fab_t/", "adv/square/", "adv/worst/", "masking/"),
          "evaluation.autoattack (enabled: true, with the radius in evaluation.autoattack.eps)"),
         (("adv/pgd_l2",), "evaluation.l2_eps"),
         (("adv/",), "evaluation.eps (the radius must be in the list)"),

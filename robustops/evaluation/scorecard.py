@@ -2,8 +2,9 @@
 
 - Clean: accuracy, per-class recall.
 - Adversarial: FGSM and PGD (cross-entropy and a logit margin) at the L-inf eps list, PGD-L2 at the
-  L2 list, the AutoAttack-grade ensemble (APGD-CE, APGD-DLR, Square; worst case per example),
-  the worst case over every attack, Lipschitz figures, and the gradient-masking checks.
+  L2 list, the AutoAttack ensemble of ``evaluation.autoattack.version`` (worst case per
+  example) at its L-inf radii and, in its L2 version, at its L2 radii, the worst case over every
+  L-inf attack, Lipschitz figures, and the gradient-masking checks.
 - Perturbation: accuracy under Gaussian, uniform and salt-and-pepper noise; the flip rate.
 - Distributional: held-out corruptions at severities 1-5 (mCE against the run's baseline is added
   by :func:`relative_corruption_metrics` once the baseline is scored); an optional shifted set.
@@ -30,9 +31,21 @@ import numpy as np
 from scipy.stats import binomtest
 from torch import nn
 
-from robustops.attacks import APGD, APGDT, FGSM, PGD, PGDL2, Attack, Square
+from robustops.attacks import (
+    APGD,
+    APGDL2,
+    APGDT,
+    APGDTL2,
+    FABT,
+    FABTL2,
+    FGSM,
+    PGD,
+    PGDL2,
+    Attack,
+    Square,
+    SquareL2,
+)
 from robustops.attacks.eot import Randomized
-from robustops.attacks.fab import FABT
 from robustops.config import EvalConfig
 from robustops.data import Dataset
 from robustops.errors import DataWarning
@@ -176,12 +189,13 @@ class Part:
         kind: what the part scores, a key of :data:`KINDS` (``clean``, ``linf``, ``l2``,
             ``large_eps``, ``lipschitz``, ``noise``, ``corruption``, ``corruption_benchmark``,
             ``shift``, ``post``, ``defence``).
-        eps: the L-inf radius of a ``linf`` part.
-        member: which one of its kind: for ``linf`` a member of the AutoAttack-grade ensemble
+        eps: the L-inf radius of a ``linf`` part, the L2 radius of an ``l2`` part's ensemble member.
+        member: which one of its kind: for ``linf`` a member of the AutoAttack ensemble
             (its attack label) or ``more_steps`` (the masking check's PGD with more steps), None
-            for the config's FGSM and PGD; for ``corruption`` and ``corruption_benchmark`` the
-            corruption's name; for
-            ``defence`` the name of the defence's own part.
+            for the config's FGSM and PGD; for ``l2`` a member of the ensemble's L2 version (its
+            label), None for the config's PGD-L2; for ``corruption`` and
+            ``corruption_benchmark`` the corruption's name; for ``defence`` the name of the
+            defence's own part.
     """
 
     kind: str
@@ -195,10 +209,14 @@ class Part:
     @property
     def label(self) -> str:
         """The part's name, as in Prefect's task-run names and :attr:`Scorecard.seconds`:
-        ``clean``, ``adv/eps_0.1``, ``adv/eps_0.1/apgd_dlr``, ``corruption/fog``, ``certify``."""
+        ``clean``, ``adv/eps_0.1``, ``adv/eps_0.1/apgd_dlr``, ``adv/l2/eps_0.5/square_l2``,
+        ``corruption/fog``, ``certify``."""
         eps = number(self.eps) if self.eps is not None else ""
         member = self.member or ""
-        return KINDS[self.kind].label.format(eps=eps, member=member, sub=f"/{member}" if member else "")
+        at = f"/eps_{eps}" if eps else ""
+        return KINDS[self.kind].label.format(
+            eps=eps, at=at, member=member, sub=f"/{member}" if member else ""
+        )
 
     def __str__(self) -> str:
         return self.label
@@ -313,15 +331,28 @@ def _pgd(cfg: EvalConfig, eps: float, seed: int, loss: str = "ce", steps: int | 
     )
 
 
-def ensemble_for(cfg: EvalConfig, eps: float, seed: int) -> list[Attack]:
-    """The members of the AutoAttack ensemble of ``evaluation.autoattack.version`` at ``eps``."""
+def ensemble_for(cfg: EvalConfig, eps: float, seed: int, l2: bool = False) -> list[Attack]:
+    """The members of the AutoAttack ensemble of ``evaluation.autoattack.version`` at ``eps``, in
+    the L-inf ball or (``l2``) their L2 versions in the L2 ball."""
     a = cfg.autoattack
-    ce = APGD(eps, steps=a.apgd_steps, restarts=a.apgd_restarts, loss="ce", seed=seed)
-    square = Square(eps, queries=a.queries, seed=seed)
+    apgd, apgd_t, fab_t, square = (APGDL2, APGDTL2, FABTL2, SquareL2) if l2 else (APGD, APGDT, FABT, Square)
+    ce = apgd(eps, steps=a.apgd_steps, restarts=a.apgd_restarts, loss="ce", seed=seed)
+    last = square(eps, queries=a.queries, seed=seed)
     if a.version == "standard":
-        return [ce, APGDT(eps, steps=a.apgd_steps, targets=a.targets, seed=seed),
-                FABT(eps, steps=a.apgd_steps, targets=a.targets), square]  # fmt: skip
-    return [ce, APGD(eps, steps=a.apgd_steps, restarts=a.apgd_restarts, loss="dlr", seed=seed), square]
+        return [ce, apgd_t(eps, steps=a.apgd_steps, targets=a.targets, seed=seed),
+                fab_t(eps, steps=a.apgd_steps, targets=a.targets), last]  # fmt: skip
+    return [ce, apgd(eps, steps=a.apgd_steps, restarts=a.apgd_restarts, loss="dlr", seed=seed), last]
+
+
+def ensemble_label(l2: bool = False) -> str:
+    """The ensemble's label in metric keys: ``autoattack``, ``autoattack_l2`` for its L2 version."""
+    return "autoattack_l2" if l2 else "autoattack"
+
+
+def mask_group(eps: float, l2: bool = False) -> str:
+    """The prefix of the masks (:attr:`Scorecard.masks`) of the attacks at one radius:
+    ``eps_<eps>`` in the L-inf ball, ``l2/eps_<eps>`` in the L2 ball."""
+    return f"l2/eps_{number(eps)}" if l2 else f"eps_{number(eps)}"
 
 
 def subsample(test: Dataset, n: int | None, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -370,7 +401,7 @@ def _linf(card: Scorecard, part: Part, s: ScoreInputs) -> None:
     the slowest work of a scorecard, over workers; :func:`merge` takes the worst cases."""
     cfg, eps, seed = s.cfg, part.eps, s.seed
     x, y = s.attacked()
-    group = f"eps_{number(eps)}"
+    group = mask_group(eps)
 
     mask_of = _masker(s)
 
@@ -401,32 +432,47 @@ def _linf(card: Scorecard, part: Part, s: ScoreInputs) -> None:
 
 
 def _worst_cases(card: Scorecard, cfg: EvalConfig) -> None:
-    """Per eps, from the masks of its parts: the AutoAttack-grade ensemble (an image counts only if
-    it survives every member) and the worst case over every attack at that eps."""
-    for eps in _linf_eps(cfg):
-        group = f"eps_{number(eps)}"
+    """Per L-inf eps, from the masks of its parts: the AutoAttack ensemble (an image counts only
+    if it survives every member) and the worst case over every attack at that eps; per radius of
+    ``autoattack.l2_eps``, the ensemble's L2 version."""
+    for eps, l2 in [(e, False) for e in _linf_eps(cfg)] + [(e, True) for e in _l2_ensemble_eps(cfg)]:
+        group = mask_group(eps, l2)
         masks = {k.rpartition("/")[2]: v for k, v in card.masks.items() if k.startswith(group + "/")}
         if not masks:
             continue
-        members = [a.label for a in ensemble_for(cfg, eps, 0)]
+        members = [a.label for a in ensemble_for(cfg, eps, 0, l2)]
         if all(a in masks for a in members):
             n = len(masks[members[0]])
             acc = float(np.logical_and.reduce([masks[a] for a in members]).mean())
-            card.metrics[adv_key("autoattack", eps)] = acc
+            label = ensemble_label(l2)
+            card.metrics[adv_key(label, eps)] = acc
             # After its members in the attack list, as they were scored.
             at = max(i for i, a in enumerate(card.attacks) if a["label"] in members and a["eps"] == eps)
-            card.attacks.insert(at + 1, {"label": "autoattack", "eps": eps, "acc": acc, "n": n,
+            card.attacks.insert(at + 1, {"label": label, "eps": eps, "acc": acc, "n": n,
+                                         "threat": "L2" if l2 else "Linf",
                                          "version": cfg.autoattack.version, "members": members,
                                          "worst_case": "per example"})  # fmt: skip
-        card.metrics[adv_key("worst", eps)] = float(np.logical_and.reduce(list(masks.values())).mean())
+        if not l2:
+            card.metrics[adv_key("worst", eps)] = float(np.logical_and.reduce(list(masks.values())).mean())
 
 
 def _l2(card: Scorecard, part: Part, s: ScoreInputs) -> None:
-    _, y = s.attacked()
+    """With no member, PGD-L2 at each radius of ``evaluation.l2_eps``; else one member of the
+    ensemble's L2 version at ``part.eps`` (its label), its own part as in :func:`_linf`."""
     mask_of = _masker(s)
+
+    def run(attack: Attack) -> None:
+        mask = mask_of(attack)
+        card.masks[f"{mask_group(attack.eps, l2=True)}/{attack.label}"] = mask
+        _score(card, attack, float(mask.mean()), len(mask), s)
+
+    if part.member:
+        assert part.eps is not None  # planned with its radius
+        run(next(a for a in ensemble_for(s.cfg, part.eps, s.seed, l2=True) if a.label == part.member))
+        return
     for attack in attacks_for(s.cfg, s.seed):
         if attack.threat.value != "Linf":
-            _score(card, attack, float(mask_of(attack).mean()), len(y), s)
+            run(attack)
 
 
 def _large_eps(card: Scorecard, part: Part, s: ScoreInputs) -> None:
@@ -578,7 +624,7 @@ class Kind(NamedTuple):
 KINDS: dict[str, Kind] = {
     "clean": Kind("clean", _clean),
     "linf": Kind("adv/eps_{eps}{sub}", _linf),
-    "l2": Kind("adv/l2", _l2),
+    "l2": Kind("adv/l2{at}{sub}", _l2),
     "large_eps": Kind("adv/large_eps", _large_eps),
     "lipschitz": Kind("lipschitz", _lipschitz),
     "noise": Kind("noise", _noise),
@@ -597,6 +643,11 @@ def _linf_eps(cfg: EvalConfig) -> list[float]:
     )
 
 
+def _l2_ensemble_eps(cfg: EvalConfig) -> list[float]:
+    """The L2 radii the ensemble's L2 version runs at."""
+    return list(cfg.autoattack.l2_eps) if cfg.autoattack.enabled else []
+
+
 def plan(cfg: EvalConfig, extra: Iterable[str] = (), shift: bool = False) -> list[Part]:
     """The independent parts of one model's scorecard, in report order: a runner may score them
     in any order or in parallel (each part seeds its own randomness), and :func:`merge` joins
@@ -609,6 +660,8 @@ def plan(cfg: EvalConfig, extra: Iterable[str] = (), shift: bool = False) -> lis
             members = [a.label for a in ensemble_for(cfg, e, 0)]
             parts += [Part("linf", e, m) for m in [*members, "more_steps"]]
     parts += [Part("l2")] if any(e > 0 for e in cfg.l2_eps) else []
+    for e in _l2_ensemble_eps(cfg):
+        parts += [Part("l2", e, a.label) for a in ensemble_for(cfg, e, 0, l2=True)]
     parts += [Part("large_eps"), Part("lipschitz"), Part("noise")]
     parts += [Part("corruption", member=c) for c in cfg.corruptions]
     if cfg.corruption_benchmark is not None:
@@ -626,7 +679,7 @@ def longest_first(parts: list[Part]) -> list[Part]:
     idle. Plan order within each group."""
 
     def rank(p: Part) -> int:
-        return 0 if p.kind == "defence" else 1 if p.kind == "linf" and p.member is not None else 2
+        return 0 if p.kind == "defence" else 1 if p.kind in ("linf", "l2") and p.member is not None else 2
 
     return sorted(parts, key=rank)
 

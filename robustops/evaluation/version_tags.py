@@ -23,7 +23,8 @@ def outcomes_of(card: Scorecard, cfg: Config) -> np.ndarray | None:
     """The card's per-image correctness on ``gate.primary`` (None: the card does not keep it)."""
     ev = cfg.evaluation
     ensemble = [a.label for a in ensemble_for(ev, (ev.autoattack.eps or [0.1])[0], 0)]
-    return primary_outcomes(card.masks, cfg.gate.primary, ensemble)
+    ensemble_l2 = [a.label for a in ensemble_for(ev, (ev.autoattack.l2_eps or [0.5])[0], 0, l2=True)]
+    return primary_outcomes(card.masks, cfg.gate.primary, ensemble, ensemble_l2)
 
 
 def data_tags(cfg: Config, test: Dataset, source: str | None = None) -> dict[str, str]:
