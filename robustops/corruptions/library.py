@@ -1,4 +1,5 @@
-"""Seventeen corruptions in the spirit of ImageNet-C / CIFAR-10-C, batched on torch.
+"""Twenty corruptions in the spirit of ImageNet-C / CIFAR-10-C, batched on torch: all fifteen kinds
+of CIFAR-10-C / ImageNet-C and five more.
 
 Parameters follow CIFAR-10-C (Hendrycks & Dietterich, 2019) where it has them. Spatial parameters
 (blur sizes, shifts, displacements) are given in pixels of a 32x32 image and scaled by
@@ -146,6 +147,28 @@ def _zoom_blur(x, zmax, gen):
     return out / (len(zooms) + 1)
 
 
+@register("glass_blur", Family.BLUR, ((0.05, 1, 1), (0.25, 1, 1), (0.4, 1, 1), (0.25, 1, 2), (0.4, 1, 2)),
+          "(blur sigma, largest pixel move, rounds), px at 32x32 (CIFAR-10-C)")  # fmt: skip
+def _glass_blur(x, param, gen):
+    sigma, delta, rounds = param
+    scale = spatial_scale(x)
+    d = max(1, round(delta * scale))
+    n, _, h, w = x.shape
+    out = (gaussian_blur(x, sigma * scale) * 255).round() / 255  # the reference blurs to 8 bits
+    rows = torch.arange(h, device=x.device).view(1, h, 1)
+    cols = torch.arange(w, device=x.device).view(1, 1, w)
+    for _ in range(rounds):
+        # Every pixel takes a neighbour's value at an offset drawn from [-d, d), as the
+        # reference's offsets are; it swaps pixels one at a time, which also carries a pixel
+        # along several moves in one round. Gathering in one step keeps this batched on torch.
+        dy = torch.randint(-d, d, (n, h, w), generator=gen).to(x.device)
+        dx = torch.randint(-d, d, (n, h, w), generator=gen).to(x.device)
+        src = (rows + dy).clamp(0, h - 1) * w + (cols + dx).clamp(0, w - 1)
+        flat = out.flatten(2)
+        out = flat.gather(2, src.flatten(1)[:, None].expand(-1, flat.shape[1], -1)).view_as(out)
+    return gaussian_blur(out, sigma * scale)
+
+
 # ---- weather ----------------------------------------------------------------------------------
 
 
@@ -161,6 +184,85 @@ def _fog(x, strength, gen):
     fog = (fog - lo) / (hi - lo + 1e-6)
     peak = x.amax(dim=(1, 2, 3), keepdim=True)
     return (x + strength * fog) * peak / (peak + strength)
+
+
+def _grey(x: torch.Tensor) -> torch.Tensor:
+    """Luminance (ITU-R 601 weights, as OpenCV's RGB2GRAY), one channel."""
+    if x.shape[1] == 1:
+        return x
+    return (x * torch.tensor([0.299, 0.587, 0.114], device=x.device, dtype=x.dtype).view(1, 3, 1, 1)).sum(
+        1, keepdim=True
+    )
+
+
+def _streak(x: torch.Tensor, radius: float, sigma: float, degrees: torch.Tensor) -> torch.Tensor:
+    """A one-sided motion blur per image (ImageMagick's, which the reference's snow uses):
+    Gaussian weights of ``sigma`` along a line of ``radius`` px in the direction ``degrees``."""
+    k = max(1, math.ceil(radius))
+    t = torch.arange(0, k + 1, dtype=torch.float32, device=x.device)
+    weight = torch.exp(-(t**2) / (2 * sigma**2))
+    a = torch.deg2rad(degrees.float())
+    size = 2 * k + 1
+    kern = torch.zeros(len(a), size, size, device=x.device)
+    # Each tap lands on the nearest pixel of the line; taps sharing a pixel add up.
+    r = (k + (t[None] * torch.sin(a)[:, None])).round().long().clamp(0, size - 1)
+    c = (k + (t[None] * torch.cos(a)[:, None])).round().long().clamp(0, size - 1)
+    kern.view(len(a), -1).scatter_add_(1, r * size + c, weight[None].expand(len(a), -1).contiguous())
+    # _conv correlates: flip so each output pixel averages the pixels behind it on the streak.
+    kern = kern.flip(1, 2)
+    return _conv(x, kern / kern.sum(dim=(1, 2), keepdim=True))
+
+
+@register("snow", Family.WEATHER,
+          ((0.1, 0.2, 1.0, 0.6, 8, 3, 0.95), (0.1, 0.2, 1.0, 0.5, 10, 4, 0.9), (0.15, 0.3, 1.75, 0.55, 10, 4, 0.9),
+           (0.25, 0.3, 2.25, 0.6, 12, 6, 0.85), (0.3, 0.3, 1.25, 0.65, 14, 12, 0.8)),
+          "(flake mean, flake std, zoom, threshold, streak radius px, streak sigma px, image weight) (CIFAR-10-C)")  # fmt: skip
+def _snow(x, param, gen):
+    loc, spread, zoom, threshold, radius, sigma, keep = param
+    n, _, h, w = x.shape
+    scale = spatial_scale(x)
+    flakes = loc + spread * _randn((n, 1, h, w), gen, x)
+    theta = torch.zeros(n, 2, 3, device=x.device, dtype=x.dtype)
+    theta[:, 0, 0] = theta[:, 1, 1] = 1 / zoom  # the centre, enlarged: bigger flakes
+    flakes = warp(flakes, theta)
+    flakes = torch.where(flakes < threshold, torch.zeros_like(flakes), flakes).clamp(0, 1)
+    degrees = _rand((n,), gen, x) * 90 - 135  # falling, as the reference's -135..-45 degrees
+    flakes = _streak(flakes, radius * scale, sigma * scale, degrees)
+    flakes = (flakes * 255).round() / 255
+    whitened = keep * x + (1 - keep) * torch.maximum(x, _grey(x) * 1.5 + 0.5)
+    return whitened + flakes + flakes.flip(-2, -1)
+
+
+# Mean (R, G, B) and contrast of the reference's frost photographs (the five CIFAR-10-C draws
+# from), at the size it crops them.
+FROST_RGB = (0.572, 0.656, 0.702)
+FROST_STD = (0.06, 0.17)
+
+
+@register("frost", Family.WEATHER, ((1, 0.2), (1, 0.3), (0.9, 0.4), (0.85, 0.4), (0.75, 0.45)),
+          "(image weight, frost weight) (CIFAR-10-C)")  # fmt: skip
+def _frost(x, param, gen):
+    """Procedural frost: the reference overlays crops of six photographs of frosted glass; this
+    draws a ridged multi-scale noise of thin bright veins instead, tinted and scaled per image to
+    the photographs' mean colour (bluish white) and their range of contrast. It matches their
+    brightness and contrast, not the shapes of real ice crystals, and needs no image files."""
+    a, b = param
+    n, c, h, w = x.shape
+    veins = torch.zeros(n, 1, h, w, dtype=x.dtype, device=x.device)
+    for octave, cells in enumerate((4, 8, 16)):  # features a fixed share of the image, as a crop's
+        coarse = _rand((n, 1, cells, cells), gen, x)
+        smooth = F.interpolate(coarse, size=(h, w), mode="bicubic", align_corners=False)
+        veins += (1 - (2 * smooth - 1).abs()).clamp(0, 1) ** 4 / 2**octave  # ridges: thin bright lines
+    veins = (veins - veins.mean(dim=(2, 3), keepdim=True)) / veins.std(dim=(2, 3), keepdim=True).clamp_min(
+        1e-6
+    )
+    contrast = FROST_STD[0] + (FROST_STD[1] - FROST_STD[0]) * _rand((n, 1, 1, 1), gen, x)
+    level = _rand((n, 1, 1, 1), gen, x) * 0.3 - 0.15  # the photographs' spread of brightness
+    tint = torch.tensor(FROST_RGB, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    frost = (tint + level + contrast * veins).clamp(0, 1)
+    if c == 1:
+        frost = _grey(frost)
+    return a * x + b * frost
 
 
 # ---- digital ----------------------------------------------------------------------------------
