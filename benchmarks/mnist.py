@@ -51,6 +51,15 @@ def main() -> None:
         choices=["standard", "fast"],
         help="standard: AutoAttack's standard version, as the published figures; fast: robustops' default",
     )
+    p.add_argument(
+        "--normalize",
+        default="off",
+        choices=["on", "off"],
+        help="standardize the input (model.normalize); off feeds raw pixels, as Wong et al.",
+    )
+    p.add_argument(
+        "--seed", type=int, default=0, help="seeds the initialisation, batches and attacks' starts"
+    )
     p.add_argument("--data", type=Path, default=DATA)
     p.add_argument("--json", type=Path)
     p.add_argument(
@@ -66,7 +75,7 @@ def main() -> None:
     del full
     base = load_config(None, ["augment.policy=none"])
     ctx = Context(
-        ModelConfig(name="cnn_strided", width=16, hidden=100, dropout=0.0),
+        ModelConfig(name="cnn_strided", width=16, hidden=100, dropout=0.0, normalize=args.normalize == "on"),
         TrainConfig(
             optimizer="adam",
             lr=5e-3,
@@ -79,7 +88,7 @@ def main() -> None:
         ),  # fmt: skip
         base.augment,
         RegularizeConfig(),
-        seed=0,
+        seed=args.seed,
     )
     settings = {
         "fgsm_rs": {"alpha": 1.25},
@@ -116,6 +125,9 @@ def main() -> None:
     aa_s = time.perf_counter() - start
     row = {
         "defence": args.defence,
+        "seed": args.seed,
+        "normalize": args.normalize,
+        "settings": {k: v for k, v in cfg.model_dump().items() if k != "name"},
         "epochs_run": len(result.history),
         "best_epoch": result.best_epoch,
         "stop_reason": result.stop_reason,

@@ -54,3 +54,17 @@ def test_learning_rate_schedules(digits_split):
     one = lrs["onecycle"]
     peak = int(np.argmax(one))
     assert peak in (3, 4) and one[peak] > 0.009 and one[-1] < 1e-4  # up for 40 % of the steps, then down
+
+
+def test_model_normalize_false_feeds_the_raw_pixels(digits_split):
+    from robustops.training.standard import build
+
+    train = digits_split.train
+    on, _ = build(train, ModelConfig(name="mlp", hidden=16), seed=0)
+    off, _ = build(train, ModelConfig(name="mlp", hidden=16, normalize=False), seed=0)
+    x = torch.from_numpy(train.x[:4])
+    assert torch.equal(off[0](x), x)  # the identity
+    torch.testing.assert_close(on[0].mean.flatten(), torch.from_numpy(train.x.mean(axis=(0, 2, 3))))
+    assert not torch.equal(on[0](x), x)
+    # Same layout either way: one checkpoint format.
+    assert on.state_dict().keys() == off.state_dict().keys()

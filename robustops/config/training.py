@@ -42,6 +42,11 @@ class ModelConfig(Strict):
     width: int = Field(32, ge=4, le=1024, description="channels of the first conv layer")
     hidden: int = Field(128, ge=8, le=8192, description="units of the hidden dense layers")
     dropout: float = Field(0.25, ge=0, lt=1)
+    normalize: bool = Field(
+        True,
+        description="a built-in model standardizes its input with the training split's per-channel "
+        "mean and std; false feeds it the raw [0, 1] pixels (as Wong et al.'s MNIST network)",
+    )
     source: str | None = Field(
         None,
         description="a user's model instead of the built-in one: package.module:callable or "

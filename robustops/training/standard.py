@@ -222,12 +222,14 @@ def fit(
 def build(
     train: Dataset, model_cfg: ModelConfig, seed: int, spectral_norm: bool = False
 ) -> tuple[nn.Module, Blueprint]:
-    """The configured model behind a :class:`Normalize` layer with the training split's statistics,
-    seeded, and the blueprint that rebuilds it (see :mod:`robustops.training.checkpoint`)."""
+    """The configured model behind a :class:`Normalize` layer with the training split's statistics
+    (the identity without ``model.normalize``), seeded, and the blueprint that rebuilds it (see :mod:`robustops.training.checkpoint`)."""
     seed_everything(seed)
     dims = (0, 2, 3)
-    mean = torch.from_numpy(train.x.mean(axis=dims))
-    std = torch.from_numpy(train.x.std(axis=dims))
+    c = train.shape[0]
+    # Without normalize the layer stays, as the identity: every built-in model has the same layout.
+    mean = torch.from_numpy(train.x.mean(axis=dims)) if model_cfg.normalize else torch.zeros(c)
+    std = torch.from_numpy(train.x.std(axis=dims)) if model_cfg.normalize else torch.ones(c)
     blueprint = Blueprint(
         name=model_cfg.name,
         shape=train.shape,
