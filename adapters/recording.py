@@ -5,6 +5,7 @@ guarded model, the link to the run's HTML scorecard, and a run marked FAILED on 
 from __future__ import annotations
 
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -92,6 +93,22 @@ def log_certificates(m: MlflowConfig, run_id: str, card: Scorecard) -> None:
     )
 
 
+@dataclass(frozen=True)
+class ReferenceFit:
+    """How a logged model's accuracy estimators are fitted: the held-out corruptions and severities
+    of its scorecard, how many validation images, the seed."""
+
+    corruptions: tuple[str, ...] = ()
+    severities: tuple[int, ...] = (1, 2, 3, 4, 5)
+    images: int = 2000
+    seed: int = 0
+
+    @classmethod
+    def of(cls, cfg: Config) -> ReferenceFit:
+        ev = cfg.evaluation
+        return cls(tuple(ev.corruptions), tuple(ev.severities), cfg.monitor.estimate_images, cfg.seed)
+
+
 def log_model(
     m: MlflowConfig,
     run_id: str,
@@ -100,8 +117,10 @@ def log_model(
     card: Scorecard,
     split: Split,
     defence: DefenceConfig | None,
+    fit: ReferenceFit = ReferenceFit(),  # noqa: B008 - frozen
 ) -> str:
-    """The checkpoint, the drift reference and the guarded model; returns the guarded model's URI."""
+    """The checkpoint, the drift reference (with its accuracy estimators, fitted as ``fit`` says)
+    and the guarded model; returns the guarded model's URI."""
     from adapters.pyfunc import log_guarded
     from robustops.monitoring.reference import build_reference, save_reference
     from robustops.serving import settings_for
@@ -110,7 +129,8 @@ def log_model(
         folder = checkpoint.save(model, blueprint, Path(tmp) / "checkpoint")
         for f in sorted(folder.iterdir()):
             tracking.log_file(m, run_id, f, "checkpoint")
-        ref = build_reference(model, split.val, split.test.classes)
+        ref = build_reference(model, split.val, split.test.classes, corruptions=fit.corruptions,
+                              severities=fit.severities, images=fit.images, seed=fit.seed)  # fmt: skip
         for f in save_reference(ref, Path(tmp) / "monitoring"):
             tracking.log_file(m, run_id, f, "monitoring")
         settings = settings_for(blueprint, card.thresholds, defence)

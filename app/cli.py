@@ -231,12 +231,14 @@ def _predict(cfg: Any, uri: str, data: str, out: str, convert: bool) -> int:
 
     from app.checks import champion_and_batch
     from robustops.cpus import torch_threads, use_threads
-    from robustops.monitoring.monitor import batch_scores, score
+    from robustops.monitoring.monitor import batch_scores, expect, score
     from robustops.spreadsheet import write_csv
 
     guarded, ref, champion, x, y = champion_and_batch(cfg, uri, data, convert)
     with use_threads(torch_threads(x[0].size)):
-        predictions, features = score(guarded, ref, x, cfg.monitor.chunk)
+        scored = score(guarded, ref, x, cfg.monitor.chunk)
+    predictions, features = scored.predictions, scored.features
+    expectation = expect(ref, scored, cfg.monitor, y, cfg.seed)
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
     write_csv(predictions, folder / "predictions.csv")  # class names are users' text: no formulas
@@ -246,6 +248,10 @@ def _predict(cfg: Any, uri: str, data: str, out: str, convert: bool) -> int:
     # Abstentions are no answer, not errors: coverage and the two accuracies, each named.
     for line in batch_scores(predictions, y).lines():
         print(f"  {line}")
+    if expectation is not None:
+        print(f"  {expectation.line()}")
+        for reason in expectation.reasons:
+            print(f"  ALERT: {reason}")
     print(f"  wrote {folder / 'predictions.csv'} and {folder / 'features.csv'}")
     return 0
 
@@ -261,6 +267,8 @@ def _monitor(cfg: Any, uri: str, data: str, convert: bool) -> int:
     print(
         f"\nrobustops: {data} ({out['n']} images) against {uri} (version {out['model']['version']}): {verdict}"
     )
+    if out["expected_accuracy"]:
+        print(f"  {out['expected_accuracy']}")
     if out["event"]:
         print(
             f"  emitted robustops.drift.detected (event {out['event']}): a served retrain deployment picks it up"

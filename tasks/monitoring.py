@@ -19,7 +19,7 @@ from adapters.retries import RETRY, is_io_error
 from robustops.config import Config, LimitsConfig
 from robustops.data.loaders import load_batch
 from robustops.monitoring.drift import DriftResult, DriftSettings
-from robustops.monitoring.monitor import batch_scores, drift, score
+from robustops.monitoring.monitor import Expectation, Scored, batch_scores, drift, expect, score, verdict
 from robustops.monitoring.reference import Reference
 from robustops.serving import GuardedModel
 from robustops.spreadsheet import write_csv
@@ -45,10 +45,21 @@ def read_batch(
 
 
 @task(name="score-batch")
-def score_batch(
-    guarded: GuardedModel, ref: Reference, x: np.ndarray, chunk: int
-) -> tuple[pd.DataFrame, pd.DataFrame]:
+def score_batch(guarded: GuardedModel, ref: Reference, x: np.ndarray, chunk: int) -> Scored:
     return score(guarded, ref, x, chunk)
+
+
+@task(name="expect-accuracy")
+def expect_accuracy(
+    ref: Reference, scored: Scored, cfg: Config, y: np.ndarray | None = None
+) -> Expectation | None:
+    """The batch's expected accuracy without labels, and the accuracy alerts."""
+    out = expect(ref, scored, cfg.monitor, y, cfg.seed)
+    if out is None:
+        logger().info("expected accuracy: the model was logged without estimators")
+    else:
+        logger().info("%s%s", out.line(), "; ALERT: " + "; ".join(out.reasons) if out.alert else "")
+    return out
 
 
 @task(name="detect-drift")
@@ -68,12 +79,15 @@ def detect_drift(
 @task(name="log-monitoring", **RETRY)
 def log_monitoring(
     cfg: Config, batch: str, champion: dict[str, Any], predictions: pd.DataFrame, features: pd.DataFrame,
-    y: np.ndarray | None, result: DriftResult, flow_run_id: str | None,
+    y: np.ndarray | None, result: DriftResult, flow_run_id: str | None, expectation: Expectation | None = None,
 ) -> str:  # fmt: skip
-    """One MLflow run per monitored batch: drift metrics, the Evidently report, predictions, features."""
+    """One MLflow run per monitored batch: drift metrics, the expected accuracy, the Evidently
+    report (the expected accuracy at its top), predictions, features."""
     m = cfg.mlflow
+    drift_or_alert, reasons = verdict(result, expectation)
     tags = {"robustops.kind": "monitor", "robustops.batch": batch, "robustops.model_uri": champion["uri"],
-            "robustops.source_run": champion["run_id"], "robustops.drift": "detected" if result.drift else "none"}  # fmt: skip
+            "robustops.source_run": champion["run_id"],
+            "robustops.drift": "detected" if drift_or_alert else "none"}  # fmt: skip
     if flow_run_id:
         tags["prefect.flow_run_id"] = flow_run_id
     run_id = tracking.start_run(m, f"monitor {Path(batch).name}", tags=tags, flow="robustness-monitor")
@@ -82,13 +96,21 @@ def log_monitoring(
         # Coverage, accuracy on the answered images and the plain model's: abstentions are not errors.
         metrics = result.metrics() | batch_scores(predictions, y).metrics()
         metrics["batch/mean_confidence"] = float(features["confidence"].mean()) if len(features) else 0.0
+        if expectation is not None:
+            metrics |= expectation.metrics()
         tracking.log_metrics(m, run_id, metrics)
         tracking.log_params(m, run_id, {"batch": batch, "model_uri": champion["uri"], "model_version": champion["version"],
                                         "monitor.alpha": cfg.monitor.alpha, "monitor.mmd_threshold": cfg.monitor.mmd_threshold})  # fmt: skip
-        tracking.log_json(m, run_id, {"drift": result.drift, "reasons": result.reasons, "p_values": result.p_values,
-                                      "embedding_mmd": result.embedding_mmd, "share": result.share}, "drift/decision.json")  # fmt: skip
+        tracking.log_json(m, run_id, {"drift": drift_or_alert, "reasons": reasons, "p_values": result.p_values,
+                                      "embedding_mmd": result.embedding_mmd, "share": result.share,
+                                      "distribution_drift": result.drift,
+                                      "accuracy_alert": expectation is not None and expectation.alert}, "drift/decision.json")  # fmt: skip
+        if expectation is not None:
+            tracking.log_json(m, run_id, expectation_json(expectation), "estimate/expected_accuracy.json")
         with tempfile.TemporaryDirectory() as tmp:
             result.save_html(Path(tmp) / "report.html")
+            if expectation is not None:
+                _prepend(Path(tmp) / "report.html", expectation.html())
             tracking.log_file(m, run_id, Path(tmp) / "report.html", "drift")
             write_csv(predictions, Path(tmp) / "predictions.csv")
             write_csv(features, Path(tmp) / "features.csv")
@@ -100,9 +122,22 @@ def log_monitoring(
     return run_id
 
 
+def expectation_json(e: Expectation) -> dict[str, Any]:
+    return {"method": e.method, "reference_acc": e.reference_acc, "n": e.n, "truth": e.truth,
+            "alert": e.alert, "reasons": e.reasons,
+            "estimates": {k: {"value": v.value, "low": v.low, "high": v.high} for k, v in e.estimates.items()}}  # fmt: skip
+
+
+def _prepend(page: Path, section: str) -> None:
+    """Puts ``section`` at the top of an HTML page's body (the Evidently report)."""
+    text = page.read_text(encoding="utf-8")
+    at = text.find(">", text.find("<body")) + 1 if "<body" in text else 0
+    page.write_text(text[:at] + section + text[at:], encoding="utf-8")
+
+
 @task(name="emit-drift-event")
 def emit_drift(
-    batch: str, champion: dict[str, Any], result: DriftResult, run_id: str, labelled: bool
+    batch: str, champion: dict[str, Any], reasons: list[str], run_id: str, labelled: bool
 ) -> str | None:
     """Emits ``robustops.drift.detected`` with the batch as its resource; the retrain deployment's
     trigger listens for it. Returns the event id (None when Prefect did not take it)."""
@@ -120,7 +155,7 @@ def emit_drift(
             "batch": str(Path(batch).resolve()),
             "model": champion["uri"],
             "model_version": champion["version"],
-            "reasons": result.reasons,
+            "reasons": reasons,
             "labelled": labelled,
             "mlflow_run_id": run_id,
         },  # fmt: skip

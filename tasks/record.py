@@ -19,6 +19,7 @@ from torch import nn
 from adapters import tracking
 from adapters.log import logger
 from adapters.recording import (
+    ReferenceFit,
     fail_quietly,
     log_adversarial_set,
     log_certificates,
@@ -160,7 +161,9 @@ def log_model_run(
             log_adversarial_set(m, run_id, aset, split.test.x)
         tracking.client(m)  # sets the tracking URI for the model logging below
         with tracking.translated(m):  # MLflow's fluent model logging, outside the adapter
-            model_uri = log_model(m, run_id, result.model, result.blueprint, card, split, defence)
+            model_uri = log_model(
+                m, run_id, result.model, result.blueprint, card, split, defence, ReferenceFit.of(cfg)
+            )
         stop = f" Stopped: {result.stop_reason}." if result.stop_reason else ""
         tracking.set_note(
             m,
@@ -363,7 +366,7 @@ def log_evaluation(
         if saved is not None:
             tracking.client(m)  # sets the tracking URI for the model logging below
             with tracking.translated(m):  # MLflow's fluent model logging, outside the adapter
-                model_uri = log_model(m, run_id, *saved[:2], card, saved[2], None)
+                model_uri = log_model(m, run_id, *saved[:2], card, saved[2], None, ReferenceFit.of(cfg))
         ok = True
     finally:
         tracking.end_run(m, run_id, ok)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+from pathlib import Path
 
 import mlflow
 import numpy as np
@@ -424,6 +425,28 @@ def test_monitor_flags_a_shifted_batch_and_emits_the_drift_event(first_run, tiny
         "batch/features.csv",
     } <= files
     assert c.get_run(clean["run_id"]).data.metrics["drift/detected"] == 0.0
+    # Expected accuracy: every estimator on every batch; with labels the truth and each error.
+    metrics = run.data.metrics
+    methods = ("atc_msp", "atc_ne", "doc", "temperature", "scorecard_match")
+    assert {f"estimate/acc/{k}" for k in methods} | {"estimate/acc", "estimate/truth"} <= set(metrics)
+    assert metrics["estimate/truth"] == metrics["batch/plain_acc"]
+    for k in methods:
+        assert metrics[f"estimate/error/{k}"] == pytest.approx(
+            metrics[f"estimate/acc/{k}"] - metrics["estimate/truth"]
+        )
+    clean_metrics = c.get_run(clean["run_id"]).data.metrics
+    assert clean_metrics["estimate/alert"] == 0.0 and "estimate/truth" not in clean_metrics
+    assert "estimate/expected_accuracy.json" in {
+        a.path for a in c.list_artifacts(run.info.run_id, "estimate")
+    }
+    report = Path(c.download_artifacts(run.info.run_id, "drift/report.html", str(tmp_path)))
+    assert "Expected accuracy" in report.read_text(encoding="utf-8")
+    # An accuracy alert alone raises the drift event, with its reason in words.
+    strict = tiny.model_copy(update={"monitor": tiny.monitor.model_copy(update={"min_expected_acc": 1.0})})
+    alert = robustness_monitor(str(tmp_path / "clean.npz"), strict)
+    assert alert["drift"] and alert["event"] and alert["metrics"]["drift/detected"] == 0.0
+    assert any(r.startswith("expected accuracy ") and r.endswith("below 1.00") for r in alert["reasons"])
+    assert c.get_run(alert["run_id"]).data.tags["robustops.drift"] == "detected"
 
 
 def test_cli_monitor_reads_the_batch_once(first_run, tiny, store, tmp_path, capsys, monkeypatch):

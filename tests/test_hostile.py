@@ -412,10 +412,10 @@ def test_drift_refuses_too_few_rows_in_the_core_too(champion, digits_split):
     from tasks.monitoring import load_champion
 
     guarded, ref, _ = load_champion.fn(champion["cfg"], "models:/hostile@champion")
-    _, features = score(guarded, ref, digits_split.test.x[:2])
+    _, features, _ = score(guarded, ref, digits_split.test.x[:2])
     with pytest.raises(DataValidationError, match="need at least 3"):
         drift(ref, features, DriftSettings())
-    _, features = score(guarded, ref, digits_split.test.x[:3])
+    _, features, _ = score(guarded, ref, digits_split.test.x[:3])
     assert drift(ref, features, DriftSettings()).p_values  # 3 rows: answered
 
 

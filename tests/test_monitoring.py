@@ -95,15 +95,15 @@ def test_embedding_mmd_samples_big_batches(trained, digits_split, reference, tmp
 
 def test_chunked_scoring_equals_one_pass(trained, digits_split, reference):
     guarded = GuardedModel(trained.model, settings_for(trained.blueprint, None))
-    p1, f1 = score(guarded, reference, digits_split.test.x, chunk=10_000)
-    p2, f2 = score(guarded, reference, digits_split.test.x, chunk=37)
+    p1, f1, _ = score(guarded, reference, digits_split.test.x, chunk=10_000)
+    p2, f2, _ = score(guarded, reference, digits_split.test.x, chunk=37)
     assert p1.equals(p2)
     np.testing.assert_allclose(
         f1.drop(columns="predicted").to_numpy(), f2.drop(columns="predicted").to_numpy(), atol=1e-5
     )
     x = digits_split.test.x[:10].copy()
     x[3, 0, 0, 0] = np.nan
-    p, f = score(guarded, reference, x)
+    p, f, _ = score(guarded, reference, x)
     assert p["rejected"].sum() == 1 and len(f) == 9  # a rejected image is no evidence of drift
 
 

@@ -29,6 +29,25 @@ class MonitorConfig(Strict):
         20, ge=3, description="a batch needs this many usable images for the drift tests (they fail below 3)"
     )
     emit_event: bool = Field(True, description="emit robustops.drift.detected to Prefect on drift")
+    estimator: Literal["atc_msp", "atc_ne", "doc", "temperature", "scorecard_match"] = Field(
+        "doc", description="the expected-accuracy estimate that alerts and that predict prints"
+    )
+    min_expected_acc: float | None = Field(
+        None, ge=0, le=1, description="alert (a drift event) when the expected accuracy is below this"
+    )
+    max_expected_drop: float | None = Field(
+        0.05,
+        ge=0,
+        le=1,
+        description="alert (a drift event) when the expected accuracy's whole interval lies more "
+        "than this below the validation accuracy (None: off)",
+    )
+    estimate_boot: int = Field(
+        200, ge=0, description="bootstrap resamples of a batch for the estimate's interval"
+    )
+    estimate_images: int = Field(
+        2000, ge=10, description="validation images the estimators are fitted on, clean and corrupted"
+    )
     cron: str | None = Field(None, description="serve: monitor batch_path on this schedule")
     batch_path: Path | None = Field(None, description="serve: the batch the scheduled monitor scores")
 

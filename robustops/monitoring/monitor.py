@@ -9,27 +9,37 @@ images, and the plain model's accuracy (its argmax, with no guard).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import html
+from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
 
+from robustops.config import MonitorConfig
 from robustops.errors import DataValidationError
 from robustops.evaluation.scorecard import wilson
+from robustops.monitoring import estimate
 from robustops.monitoring.drift import DriftResult, DriftSettings, detect
 from robustops.monitoring.features import batch_features
-from robustops.monitoring.reference import Reference
+from robustops.monitoring.reference import Reference, signals
 from robustops.serving import GuardedModel
 
 PLAIN_COLUMN = "plain_class_index"  # the model's argmax without the guard (-1: rejected image)
 
 
-def score(
-    guarded: GuardedModel, ref: Reference, x: np.ndarray, chunk: int = 4096
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(predictions, features) for every image of ``x``, ``chunk`` images at a time. The
-    predictions are the guarded model's columns plus :data:`PLAIN_COLUMN`."""
-    preds, feats = [], []
+class Scored(NamedTuple):
+    """A scored batch: the guarded model's answers (with :data:`PLAIN_COLUMN`), and for every image
+    it did not reject the drift features and the plain model's logits, row for row."""
+
+    predictions: pd.DataFrame
+    features: pd.DataFrame
+    logits: np.ndarray
+
+
+def score(guarded: GuardedModel, ref: Reference, x: np.ndarray, chunk: int = 4096) -> Scored:
+    """:class:`Scored` for every image of ``x``, ``chunk`` images at a time."""
+    preds, feats, logit_parts = [], [], []
     classes = guarded.settings.classes
     for i in range(0, len(x), chunk):
         xb = np.ascontiguousarray(x[i : i + chunk], dtype=np.float32)
@@ -40,10 +50,12 @@ def score(
         if ok.any():
             table, logits, _ = batch_features(guarded.model, xb[ok], classes, ref.projection)
             feats.append(table)
+            logit_parts.append(logits)
             preds[-1].loc[ok, PLAIN_COLUMN] = logits.argmax(1)
     predictions = pd.concat(preds, ignore_index=True) if preds else pd.DataFrame()
     features = pd.concat(feats, ignore_index=True) if feats else ref.features.iloc[:0]
-    return predictions, features
+    logits = np.concatenate(logit_parts) if logit_parts else np.zeros((0, len(classes)), dtype=np.float32)
+    return Scored(predictions, features, logits)
 
 
 def check_batch_size(n: int, min_batch: int, where: str) -> None:
@@ -163,3 +175,103 @@ def batch_scores(predictions: pd.DataFrame, y: np.ndarray | None = None) -> Batc
             plain = predictions[PLAIN_COLUMN].to_numpy()
             out.plain_correct = int((plain[~rejected] == y[~rejected]).sum())
     return out
+
+
+@dataclass
+class Expectation:
+    """The expected accuracy of the plain model (its argmax, as ``batch/plain_acc`` measures it) on
+    a batch, by every fitted estimator; ``method`` is the one that alerts; ``truth`` the measured
+    accuracy when the batch has labels; ``reasons`` the accuracy alerts, in words."""
+
+    estimates: dict[str, estimate.Estimate]
+    method: str
+    reference_acc: float
+    n: int
+    truth: float | None = None
+    reasons: list[str] = field(default_factory=list)
+
+    @property
+    def alert(self) -> bool:
+        return bool(self.reasons)
+
+    @property
+    def chosen(self) -> estimate.Estimate:
+        return self.estimates[self.method]
+
+    def metrics(self) -> dict[str, float]:
+        """``estimate/*``: each method's value and interval, the chosen one as ``estimate/acc``,
+        the validation accuracy it is read against and, with labels, the truth and each error."""
+        m = {"estimate/acc": self.chosen.value, "estimate/reference_acc": self.reference_acc,
+             "estimate/alert": float(self.alert)}  # fmt: skip
+        for name, e in self.estimates.items():
+            m |= {
+                f"estimate/acc/{name}": e.value,
+                f"estimate/acc/{name}/low": e.low,
+                f"estimate/acc/{name}/high": e.high,
+            }
+        if self.truth is not None:
+            m["estimate/truth"] = self.truth
+            m |= {f"estimate/error/{name}": e.value - self.truth for name, e in self.estimates.items()}
+        return m
+
+    def line(self) -> str:
+        e = self.chosen
+        out = (f"expected accuracy {e.value:.4f} ({e.method}; 95 % interval {e.low:.4f}-{e.high:.4f} over "
+               f"{self.n} images; validation accuracy {self.reference_acc:.4f})")  # fmt: skip
+        return out + (f", measured {self.truth:.4f}" if self.truth is not None else "")
+
+    def html(self) -> str:
+        """A table of the estimates, for the top of the monitor's report."""
+        truth = self.truth is not None
+        head = "<tr><th>method</th><th>expected accuracy</th><th>95 % interval</th>" + (
+            "<th>error vs measured</th>" if truth else ""
+        )
+        rows = []
+        for name, e in self.estimates.items():
+            mark = " (alerts)" if name == self.method else ""
+            err = f"<td>{e.value - self.truth:+.4f}</td>" if truth else ""
+            rows.append(f"<tr><td>{html.escape(name)}{mark}</td><td>{e.value:.4f}</td>"
+                        f"<td>{e.low:.4f}-{e.high:.4f}</td>{err}</tr>")  # fmt: skip
+        measured = f"<p>Measured accuracy (labels): {self.truth:.4f}.</p>" if truth else ""
+        alerts = "".join(f"<p><b>Alert:</b> {html.escape(r)}</p>" for r in self.reasons)
+        return (f"<section style='font-family:sans-serif;margin:1em'><h2>Expected accuracy</h2>"
+                f"<p>The plain model's accuracy on this batch of {self.n} images, estimated without labels; "
+                f"validation accuracy {self.reference_acc:.4f}.</p>{alerts}{measured}"
+                f"<table border='1' cellpadding='4'>{head}</tr>{''.join(rows)}</table></section>")  # fmt: skip
+
+
+def expect(
+    ref: Reference, scored: Scored, cfg: MonitorConfig, y: np.ndarray | None = None, seed: int = 0
+) -> Expectation | None:
+    """The batch's expected accuracy by the reference's estimators, the alerts of
+    ``monitor.min_expected_acc`` and ``monitor.max_expected_drop`` (each fires only when the whole
+    interval of ``monitor.estimator``'s estimate lies past its bound), and with labels ``y`` the
+    measured accuracy. None when the reference has no estimators or no image was scored."""
+    fitted = ref.fitted
+    if fitted is None or len(scored.features) == 0:
+        return None
+    if cfg.estimator not in fitted.estimators:
+        raise DataValidationError(
+            f"monitor.estimator {cfg.estimator!r}: the model was logged without it (it has "
+            f"{', '.join(fitted.estimators)}); choose one of those"
+        )
+    estimates = estimate.estimate(fitted, signals(scored.features, scored.logits), cfg.estimate_boot, seed)
+    truth = batch_scores(scored.predictions, y).plain_acc if y is not None else None
+    out = Expectation(estimates, cfg.estimator, fitted.val_acc, len(scored.features), truth)
+    e = out.chosen
+    said = f"expected accuracy {e.value:.2f} ({e.method}, 95 % interval {e.low:.2f}-{e.high:.2f})"
+    if cfg.min_expected_acc is not None and e.high < cfg.min_expected_acc:
+        out.reasons.append(f"{said}, below {cfg.min_expected_acc:.2f}")
+    if cfg.max_expected_drop is not None and e.high < fitted.val_acc - cfg.max_expected_drop:
+        out.reasons.append(
+            f"{said}, {fitted.val_acc - e.value:.2f} below the validation accuracy {fitted.val_acc:.2f} "
+            f"(more than {cfg.max_expected_drop:.2f})"
+        )
+    return out
+
+
+def verdict(result: DriftResult, expectation: Expectation | None) -> tuple[bool, list[str]]:
+    """Whether the batch raises the drift event, and why: the drift tests' reasons, then the
+    accuracy alerts'."""
+    alerts = expectation.reasons if expectation is not None else []
+    return result.drift or bool(alerts), result.reasons + alerts
