@@ -4,6 +4,7 @@ retrain config, and the deployments `robustops serve` registers."""
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 from PIL import Image
 
@@ -207,3 +208,24 @@ def test_serve_without_a_prefect_server_is_a_clear_error(monkeypatch):
         pytest.raises(PrefectUnavailable, match="no Prefect server answers at http://127.0.0.1:9/api"),
     ):
         check_server()
+
+
+def test_a_reference_of_more_than_a_thousand_rows_still_tests_with_p_values():
+    """Evidently switches to distances above 1,000 reference rows unless told the test: the
+    decision must stay a p-value one (it once never fired on MNIST's 5,000-image reference)."""
+    from robustops.monitoring.drift import DriftSettings, detect
+    from robustops.monitoring.features import CLASS_COLUMN
+
+    rng = np.random.default_rng(0)
+
+    def table(n: int, shift: float) -> pd.DataFrame:
+        df = pd.DataFrame(rng.normal(shift, 1.0, (n, len(IMAGE_COLUMNS))), columns=IMAGE_COLUMNS)
+        df[CLASS_COLUMN] = rng.choice(["a", "b", "c"], n)
+        return df
+
+    ref = table(3000, 0.0)
+    settings = DriftSettings(0.01, 0.015, False)
+    assert not detect(ref, table(300, 0.0), settings).drift
+    moved = detect(ref, table(300, 0.5), settings)
+    assert moved.drift and all(0 <= p <= 1 for p in moved.p_values.values())
+    assert min(moved.p_values.values()) < 1e-6
