@@ -112,7 +112,7 @@ def test_the_monitor_alerts_on_expected_accuracy_with_its_reason(trained, digits
     assert quiet is not None and not quiet.alert  # a clean batch fires nothing
     assert quiet.truth == pytest.approx(float((clean.logits.argmax(1) == test.y).mean()))
     m = quiet.metrics()
-    assert m["estimate/acc"] == m["estimate/acc/doc"] and m["estimate/reference_acc"] == ref.fitted.val_acc
+    assert m["estimate/acc"] == m["estimate/acc/atc_msp"] and m["estimate/reference_acc"] == ref.fitted.val_acc
     assert m["estimate/error/doc"] == pytest.approx(m["estimate/acc/doc"] - quiet.truth)
     strict = expect(ref, clean, MonitorConfig(min_expected_acc=1.0), test.y)
     assert strict.alert and strict.reasons[0].endswith("below 1.00")

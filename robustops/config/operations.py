@@ -30,7 +30,7 @@ class MonitorConfig(Strict):
     )
     emit_event: bool = Field(True, description="emit robustops.drift.detected to Prefect on drift")
     estimator: Literal["atc_msp", "atc_ne", "doc", "temperature", "scorecard_match"] = Field(
-        "doc", description="the expected-accuracy estimate that alerts and that predict prints"
+        "atc_msp", description="the expected-accuracy estimate that alerts and that predict prints"
     )
     min_expected_acc: float | None = Field(
         None, ge=0, le=1, description="alert (a drift event) when the expected accuracy is below this"
