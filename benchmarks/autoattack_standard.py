@@ -115,7 +115,8 @@ def main() -> None:
         rows.append(
             (name, len(y), eps, clean, a.mean(), b.mean(), int((a != b).sum()), t_ours, t_theirs, shipped)
         )
-        print(f"{name}: done ({trained:.0f} s to train)", flush=True)
+        print(f"{name}: done ({trained:.0f} s to train): ours {a.mean():.3f} in {t_ours:.1f} s, torchattacks "
+              f"{b.mean():.3f} in {t_theirs:.1f} s, shipped {shipped:.3f}", flush=True)  # fmt: skip
     print(f"\n{args.norm}:\n| model | images | eps | clean | robustops standard | torchattacks, reference settings | "
           "diff (points) | images judged differently | robustops s | torchattacks s | ratio | "
           "torchattacks as shipped (10 steps) |")  # fmt: skip
