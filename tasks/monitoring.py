@@ -106,11 +106,9 @@ def log_monitoring(
                                       "distribution_drift": result.drift,
                                       "accuracy_alert": expectation is not None and expectation.alert}, "drift/decision.json")  # fmt: skip
         if expectation is not None:
-            tracking.log_json(m, run_id, expectation_json(expectation), "estimate/expected_accuracy.json")
+            tracking.log_json(m, run_id, expectation.as_json(), "estimate/expected_accuracy.json")
         with tempfile.TemporaryDirectory() as tmp:
-            result.save_html(Path(tmp) / "report.html")
-            if expectation is not None:
-                _prepend(Path(tmp) / "report.html", expectation.html())
+            result.save_html(Path(tmp) / "report.html", expectation.html() if expectation is not None else "")
             tracking.log_file(m, run_id, Path(tmp) / "report.html", "drift")
             write_csv(predictions, Path(tmp) / "predictions.csv")
             write_csv(features, Path(tmp) / "features.csv")
@@ -120,19 +118,6 @@ def log_monitoring(
     finally:
         tracking.end_run(m, run_id, ok)
     return run_id
-
-
-def expectation_json(e: Expectation) -> dict[str, Any]:
-    return {"method": e.method, "reference_acc": e.reference_acc, "n": e.n, "truth": e.truth,
-            "alert": e.alert, "reasons": e.reasons,
-            "estimates": {k: {"value": v.value, "low": v.low, "high": v.high} for k, v in e.estimates.items()}}  # fmt: skip
-
-
-def _prepend(page: Path, section: str) -> None:
-    """Puts ``section`` at the top of an HTML page's body (the Evidently report)."""
-    text = page.read_text(encoding="utf-8")
-    at = text.find(">", text.find("<body")) + 1 if "<body" in text else 0
-    page.write_text(text[:at] + section + text[at:], encoding="utf-8")
 
 
 @task(name="emit-drift-event")

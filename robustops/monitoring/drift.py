@@ -50,8 +50,14 @@ class DriftResult:
         m["drift/min_p_value"] = min(self.p_values.values()) if self.p_values else 1.0
         return m
 
-    def save_html(self, path: str | Path) -> None:
+    def save_html(self, path: str | Path, header: str = "") -> None:
+        """The Evidently report at ``path``, with ``header`` (HTML) at the top of its body."""
         self.snapshot.save_html(str(path))
+        if header:
+            page = Path(path)
+            text = page.read_text(encoding="utf-8")
+            at = text.find(">", text.find("<body")) + 1 if "<body" in text else 0
+            page.write_text(text[:at] + header + text[at:], encoding="utf-8")
         if self.embedding_snapshot is not None:
             path = Path(path)
             self.embedding_snapshot.save_html(str(path.with_name(f"{path.stem}_embeddings{path.suffix}")))

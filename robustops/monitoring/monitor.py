@@ -214,6 +214,11 @@ class Expectation:
             m |= {f"estimate/error/{name}": e.value - self.truth for name, e in self.estimates.items()}
         return m
 
+    def as_json(self) -> dict[str, object]:
+        return {"method": self.method, "reference_acc": self.reference_acc, "n": self.n, "truth": self.truth,
+                "alert": self.alert, "reasons": self.reasons,
+                "estimates": {k: {"value": v.value, "low": v.low, "high": v.high} for k, v in self.estimates.items()}}  # fmt: skip
+
     def line(self) -> str:
         e = self.chosen
         out = (f"expected accuracy {e.value:.4f} ({e.method}; 95 % interval {e.low:.4f}-{e.high:.4f} over "
