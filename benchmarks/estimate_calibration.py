@@ -136,36 +136,58 @@ def run(name: str, seed: int) -> tuple[pd.DataFrame, dict]:
         row = {"kind": kind, "batch": label, "n": len(y), "truth": e.truth, "val_acc": ref.fitted.val_acc,
                "distribution_alert": d.drift}  # fmt: skip
         for k, est in e.estimates.items():
-            row |= {k: est.value, f"{k}_low": est.low, f"{k}_high": est.high}
+            row |= {k: est.value, f"{k}_low": est.low, f"{k}_high": est.high,
+                    f"{k}_sampling_low": est.sampling[0], f"{k}_sampling_high": est.sampling[1]}  # fmt: skip
         rows.append(row)
     df = pd.DataFrame(rows)
     return df, {"val_acc": ref.fitted.val_acc, "fit_s": fit_s, "seconds": time.perf_counter() - start}
 
 
-def summary(df: pd.DataFrame, val_acc: float, drop: float, chosen: str) -> str:
-    """The error table per method, then per method the accuracy alert (its estimate's whole
-    interval more than ``drop`` below ``val_acc``, as the monitor decides) beside the
-    distribution alert."""
+def _sampling(df: pd.DataFrame, k: str) -> tuple[pd.Series, pd.Series]:
+    # Files written before the intervals took in the estimators' error under shift hold the
+    # bootstrap interval alone, as low and high.
+    if f"{k}_sampling_low" in df:
+        return df[f"{k}_sampling_low"], df[f"{k}_sampling_high"]
+    return df[f"{k}_low"], df[f"{k}_high"]
+
+
+def summary(df: pd.DataFrame, val_acc: float, m) -> str:
+    """The error table per method, then per method the accuracy alert of ``m``
+    (``monitor.max_expected_drop`` and ``monitor.min_expected_acc``, decided as the monitor decides)
+    beside the distribution alert."""
+    from robustops.monitoring.estimate import Estimate
+    from robustops.monitoring.monitor import alerts
+
     lines = ["| method | MAE all | MAE seen corruptions | MAE unseen corruptions | MAE prior shift | "
-             "MAE mixtures | MAE clean | worst | interval coverage |", "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+             "MAE mixtures | MAE clean | worst | interval coverage | bootstrap alone |",
+             "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for k in METHODS:
         err = (df[k] - df["truth"]).abs()
         cover = ((df[f"{k}_low"] <= df["truth"]) & (df["truth"] <= df[f"{k}_high"])).mean()
+        lo, hi = _sampling(df, k)
+        boot = ((lo <= df["truth"]) & (df["truth"] <= hi)).mean()
         by = {
             kind: 100 * err[df["kind"] == kind].mean()
             for kind in ("seen", "unseen", "prior", "mixture", "clean")
         }
         lines.append(f"| {k} | {100 * err.mean():.1f} | {by['seen']:.1f} | {by['unseen']:.1f} | {by['prior']:.1f} | "
-                     f"{by['mixture']:.1f} | {by['clean']:.1f} | {100 * err.max():.1f} | {100 * cover:.0f} % |")  # fmt: skip
+                     f"{by['mixture']:.1f} | {by['clean']:.1f} | {100 * err.max():.1f} | {100 * cover:.0f} % | "
+                     f"{100 * boot:.0f} % |")  # fmt: skip
     clean = df["kind"] == "clean"
     fell = df["truth"] < val_acc - 0.10
     lines += ["", f"alerts on {clean.sum()} clean batches (false alarms) and on the {fell.sum()} batches whose true "
               f"accuracy fell more than 10 points below the validation accuracy {val_acc:.3f} (caught); "
-              f"accuracy alert: monitor.max_expected_drop {drop}:", "",
+              f"accuracy alert: monitor.max_expected_drop {m.max_expected_drop}, "
+              f"monitor.min_expected_acc {m.min_expected_acc}:", "",
               "| alert | false alarms | caught | alerts on all shifted batches |", "|---|---|---|---|"]  # fmt: skip
     for k in METHODS:
-        alert = df[f"{k}_high"] < val_acc - drop
-        mark = " (monitor.estimator)" if k == chosen else ""
+        lo, hi = _sampling(df, k)
+        alert = pd.Series(
+            [bool(alerts(Estimate(k, v, a, b, (sa, sb)), val_acc, m))
+             for v, a, b, sa, sb in zip(df[k], df[f"{k}_low"], df[f"{k}_high"], lo, hi, strict=True)],
+            index=df.index,
+        )  # fmt: skip
+        mark = " (monitor.estimator)" if k == m.estimator else ""
         lines.append(f"| accuracy, {k}{mark} | {int(alert[clean].sum())} | {int(alert[fell].sum())} of {int(fell.sum())} | "
                      f"{int(alert[~clean].sum())} of {int((~clean).sum())} |")  # fmt: skip
     d = df["distribution_alert"].astype(bool)
@@ -192,7 +214,7 @@ def main() -> None:
         for name in args.datasets:
             df = pd.read_csv(args.summarize / f"{name}.csv")
             print(f"\n## {name}: {len(df)} batches\n")
-            print(summary(df, float(df["val_acc"].iloc[0]), m.max_expected_drop, m.estimator))
+            print(summary(df, float(df["val_acc"].iloc[0]), m))
         return
     for name in args.datasets:
         df, info = run(name, args.seed)
@@ -201,7 +223,7 @@ def main() -> None:
             df.to_csv(args.csv / f"{name}.csv", index=False)
         print(f"\n## {name}: {len(df)} batches, validation accuracy {info['val_acc']:.3f}, "
               f"fitted in {info['fit_s']:.0f} s, {info['seconds']:.0f} s in all\n")  # fmt: skip
-        print(summary(df, info["val_acc"], m.max_expected_drop, m.estimator))
+        print(summary(df, info["val_acc"], m))
 
 
 if __name__ == "__main__":

@@ -33,14 +33,18 @@ class MonitorConfig(Strict):
         "atc_msp", description="the expected-accuracy estimate that alerts and that predict prints"
     )
     min_expected_acc: float | None = Field(
-        None, ge=0, le=1, description="alert (a drift event) when the expected accuracy is below this"
-    )
-    max_expected_drop: float | None = Field(
-        0.05,
+        None,
         ge=0,
         le=1,
-        description="alert (a drift event) when the expected accuracy's whole interval lies more "
-        "than this below the validation accuracy (None: off)",
+        description="alert (a drift event) when the expected accuracy is below this, beyond the "
+        "batch's sampling error",
+    )
+    max_expected_drop: float | None = Field(
+        0.04,
+        ge=0,
+        le=1,
+        description="alert (a drift event) when the expected accuracy is more than this below the "
+        "validation accuracy, and below it beyond the batch's sampling error (None: off)",
     )
     estimate_boot: int = Field(
         200, ge=0, description="bootstrap resamples of a batch for the estimate's interval"

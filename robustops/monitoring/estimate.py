@@ -13,7 +13,9 @@ what it makes of the images, by estimators fitted on its labelled validation spl
   with its measured accuracy and its profile (mean image statistics and confidence); a batch
   reads the accuracies of the profiles nearest to its own.
 
-Every estimate comes with a bootstrap interval over the batch's images (:func:`estimate`).
+Every estimate comes with an interval (:func:`estimate`): a bootstrap over the batch's images,
+widened by the estimator's own error under shift, its root mean square error on the held-out
+corruptions with each corruption left out of its fitting (:func:`shift_rmse`).
 Estimators are plug-ins (:data:`ESTIMATORS`), fitted once when a model is logged and stored beside
 its drift reference as plain JSON (:func:`fit_all`, :func:`to_json`, :func:`from_json`).
 """
@@ -27,11 +29,12 @@ from typing import Any, ClassVar
 import numpy as np
 from scipy.optimize import minimize_scalar
 from scipy.special import log_softmax, softmax
+from scipy.stats import norm
 
 from robustops.registry import Registry
 
 ESTIMATORS: Registry[type[Estimator]] = Registry("estimator")
-LEVEL = 0.95  # the bootstrap interval's coverage
+LEVEL = 0.95  # the interval's nominal coverage
 
 
 @dataclass(frozen=True)
@@ -223,16 +226,35 @@ class Fitted:
     val_acc: float
     n_val: int
     shifted: list[str] = field(default_factory=list)
+    shift_rmse: dict[str, float] = field(default_factory=dict)
+
+
+def _corruption(s: Shifted) -> str:
+    return s.name.split("/")[0]
+
+
+def shift_rmse(name: str, val: Signals, y: np.ndarray, shifted: list[Shifted]) -> float:
+    """Estimator ``name``'s root mean square error on the held-out corruptions: each corruption
+    (all its severities) scored by the estimator fitted without it, so that the figure stands for
+    a shift the estimator has not seen. 0 without held-out corruptions."""
+    errors = []
+    for left_out in sorted({_corruption(s) for s in shifted}):
+        est = ESTIMATORS.get(name)()
+        est.fit(val, y, [s for s in shifted if _corruption(s) != left_out])
+        errors += [est.estimate(s.signals) - s.acc for s in shifted if _corruption(s) == left_out]
+    return float(np.sqrt(np.mean(np.square(errors)))) if errors else 0.0
 
 
 def fit_all(val: Signals, y: np.ndarray, shifted: list[Shifted], names: list[str] | None = None) -> Fitted:
-    """Every registered estimator (or those of ``names``) fitted on the validation split."""
-    out = {}
+    """Every registered estimator (or those of ``names``) fitted on the validation split, with its
+    error under the held-out corruptions (:func:`shift_rmse`)."""
+    out, rmse = {}, {}
     for name in names or ESTIMATORS.names():
         est = ESTIMATORS.get(name)()
         est.fit(val, y, shifted)
         out[name] = est
-    return Fitted(out, _accuracy(val, y), len(y), [s.name for s in shifted])
+        rmse[name] = shift_rmse(name, val, y, shifted)
+    return Fitted(out, _accuracy(val, y), len(y), [s.name for s in shifted], rmse)
 
 
 def to_json(f: Fitted) -> dict[str, Any]:
@@ -240,43 +262,64 @@ def to_json(f: Fitted) -> dict[str, Any]:
         "val_acc": f.val_acc,
         "n_val": f.n_val,
         "shifted": f.shifted,
+        "shift_rmse": f.shift_rmse,
         "estimators": {name: e.state() for name, e in f.estimators.items()},
     }
 
 
 def from_json(d: dict[str, Any]) -> Fitted:
     ests = {name: ESTIMATORS.get(name).from_state(state) for name, state in d["estimators"].items()}
-    return Fitted(ests, float(d["val_acc"]), int(d["n_val"]), list(d.get("shifted", [])))
+    return Fitted(
+        ests,
+        float(d["val_acc"]),
+        int(d["n_val"]),
+        list(d.get("shifted", [])),
+        {k: float(v) for k, v in d.get("shift_rmse", {}).items()},
+    )
 
 
 @dataclass(frozen=True)
 class Estimate:
-    """One estimator's expected accuracy on a batch, with its bootstrap interval."""
+    """One estimator's expected accuracy on a batch, with its interval (:func:`estimate`) and the
+    bootstrap interval that interval widens (``sampling``: the batch's sampling error alone)."""
 
     method: str
     value: float
     low: float
     high: float
+    sampling: tuple[float, float]
 
 
 def estimate(
     fitted: Fitted, batch: Signals, boot: int = 200, seed: int = 0, level: float = LEVEL
 ) -> dict[str, Estimate]:
-    """Each fitted estimator's estimate on ``batch`` with a percentile bootstrap interval over its
-    images (``boot`` resamples, seeded)."""
+    """Each fitted estimator's estimate on ``batch`` with its interval: a percentile bootstrap over
+    the batch's images (``boot`` resamples, seeded), each side widened in quadrature by the normal
+    quantile of ``level`` times the estimator's :attr:`Fitted.shift_rmse`, within [0, 1]."""
     if len(batch) == 0:
         raise ValueError("no images to estimate an accuracy on")
     gen = np.random.default_rng(seed)
     draws = [gen.integers(0, len(batch), len(batch)) for _ in range(boot)]
+    tail = (1 - level) / 2
+    z = float(norm.ppf(1 - tail))
     out = {}
     for name, est in fitted.estimators.items():
         values = np.array([est.estimate(batch.take(idx)) for idx in draws]) if boot else np.array([])
         point = est.estimate(batch)
-        tail = (1 - level) / 2
         low, high = (
             (float(np.quantile(values, tail)), float(np.quantile(values, 1 - tail)))
             if boot
             else (point, point)
         )
-        out[name] = Estimate(name, point, min(low, point), max(high, point))
+        # The bootstrap sees only which images the batch holds; the shift itself moves the
+        # estimator by about its error under the held-out corruptions, independent of that.
+        low, high = min(low, point), max(high, point)
+        shift = z * fitted.shift_rmse.get(name, 0.0)
+        out[name] = Estimate(
+            name,
+            point,
+            max(point - math.hypot(point - low, shift), 0.0),
+            min(point + math.hypot(high - point, shift), 1.0),
+            (low, high),
+        )
     return out

@@ -217,7 +217,8 @@ class Expectation:
     def as_json(self) -> dict[str, object]:
         return {"method": self.method, "reference_acc": self.reference_acc, "n": self.n, "truth": self.truth,
                 "alert": self.alert, "reasons": self.reasons,
-                "estimates": {k: {"value": v.value, "low": v.low, "high": v.high} for k, v in self.estimates.items()}}  # fmt: skip
+                "estimates": {k: {"value": v.value, "low": v.low, "high": v.high, "sampling": list(v.sampling)}
+                              for k, v in self.estimates.items()}}  # fmt: skip
 
     def line(self) -> str:
         e = self.chosen
@@ -228,15 +229,17 @@ class Expectation:
     def html(self) -> str:
         """A table of the estimates, for the top of the monitor's report."""
         truth = self.truth is not None
-        head = "<tr><th>method</th><th>expected accuracy</th><th>95 % interval</th>" + (
-            "<th>error vs measured</th>" if truth else ""
+        head = (
+            "<tr><th>method</th><th>expected accuracy</th><th>95 % interval</th><th>sampling alone</th>"
+            + ("<th>error vs measured</th>" if truth else "")
         )
         rows = []
         for name, e in self.estimates.items():
             mark = " (alerts)" if name == self.method else ""
             err = f"<td>{e.value - self.truth:+.4f}</td>" if truth else ""
             rows.append(f"<tr><td>{html.escape(name)}{mark}</td><td>{e.value:.4f}</td>"
-                        f"<td>{e.low:.4f}-{e.high:.4f}</td>{err}</tr>")  # fmt: skip
+                        f"<td>{e.low:.4f}-{e.high:.4f}</td><td>{e.sampling[0]:.4f}-{e.sampling[1]:.4f}</td>"
+                        f"{err}</tr>")  # fmt: skip
         measured = f"<p>Measured accuracy (labels): {self.truth:.4f}.</p>" if truth else ""
         alerts = "".join(f"<p><b>Alert:</b> {html.escape(r)}</p>" for r in self.reasons)
         return (f"<section style='font-family:sans-serif;margin:1em'><h2>Expected accuracy</h2>"
@@ -249,9 +252,9 @@ def expect(
     ref: Reference, scored: Scored, cfg: MonitorConfig, y: np.ndarray | None = None, seed: int = 0
 ) -> Expectation | None:
     """The batch's expected accuracy by the reference's estimators, the alerts of
-    ``monitor.min_expected_acc`` and ``monitor.max_expected_drop`` (each fires only when the whole
-    interval of ``monitor.estimator``'s estimate lies past its bound), and with labels ``y`` the
-    measured accuracy. None when the reference has no estimators or no image was scored."""
+    ``monitor.min_expected_acc`` and ``monitor.max_expected_drop`` on ``monitor.estimator``'s
+    estimate (:func:`alerts`), and with labels ``y`` the measured accuracy. None when the reference
+    has no estimators or no image was scored."""
     fitted = ref.fitted
     if fitted is None or len(scored.features) == 0:
         return None
@@ -263,14 +266,25 @@ def expect(
     estimates = estimate.estimate(fitted, signals(scored.features, scored.logits), cfg.estimate_boot, seed)
     truth = batch_scores(scored.predictions, y).plain_acc if y is not None else None
     out = Expectation(estimates, cfg.estimator, fitted.val_acc, len(scored.features), truth)
-    e = out.chosen
+    out.reasons.extend(alerts(out.chosen, fitted.val_acc, cfg))
+    return out
+
+
+def alerts(e: estimate.Estimate, reference_acc: float, cfg: MonitorConfig) -> list[str]:
+    """The reasons ``e`` raises the accuracy alerts, in words. Each needs the estimate past its
+    bound, and the batch below the accuracy the bound is measured from beyond its sampling error
+    (the bootstrap's upper end below ``min_expected_acc`` itself, or below the validation accuracy
+    ``reference_acc`` for ``max_expected_drop``), so that a small batch does not fire on noise."""
     said = f"expected accuracy {e.value:.2f} ({e.method}, 95 % interval {e.low:.2f}-{e.high:.2f})"
-    if cfg.min_expected_acc is not None and e.high < cfg.min_expected_acc:
-        out.reasons.append(f"{said}, below {cfg.min_expected_acc:.2f}")
-    if cfg.max_expected_drop is not None and e.high < fitted.val_acc - cfg.max_expected_drop:
-        out.reasons.append(
-            f"{said}, {fitted.val_acc - e.value:.2f} below the validation accuracy {fitted.val_acc:.2f} "
-            f"(more than {cfg.max_expected_drop:.2f})"
+    out = []
+    lowest = cfg.min_expected_acc
+    if lowest is not None and e.value < lowest and e.sampling[1] < lowest:
+        out.append(f"{said}, below {lowest:.2f}")
+    drop = cfg.max_expected_drop
+    if drop is not None and e.value < reference_acc - drop and e.sampling[1] < reference_acc:
+        out.append(
+            f"{said}, {reference_acc - e.value:.2f} below the validation accuracy {reference_acc:.2f} "
+            f"(more than {drop:.2f})"
         )
     return out
 
