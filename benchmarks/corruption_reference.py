@@ -2,7 +2,7 @@
 code as a library) on the same CIFAR-10 images: output statistics per corruption and severity
 (run by hand in the benchmark environment, never by tests; the images live in ../shared/data).
 
-    .venv-bench/bin/python benchmarks/corruption_reference.py [--images 200]
+    .venv-bench/bin/python benchmarks/corruption_reference.py [--images 200] [--only NAME ...]
 
 Both sides get the same parameter: imagecorruptions' own (ImageNet-C's) for each severity,
 passed to our function directly, so the table compares the algorithms, not the severity
@@ -38,6 +38,10 @@ IMAGENET_C = {
                       (0.55, 0.3, 4, 0.9, 12, 8, 0.7), (0.55, 0.3, 4.5, 0.85, 12, 8, 0.65),
                       (0.55, 0.3, 2.5, 0.85, 12, 12, 0.55)]),
     "frost": ("frost", [(1, 0.4), (0.8, 0.6), (0.7, 0.7), (0.65, 0.7), (0.6, 0.75)]),
+    "defocus_blur": ("defocus_blur", [(3, 0.1), (4, 0.5), (6, 0.5), (8, 0.5), (10, 0.5)]),
+    "motion_blur": ("motion_blur", [(10, 3), (15, 5), (15, 8), (15, 12), (20, 15)]),
+    "fog": ("fog", [(1.5, 2), (2.0, 2), (2.5, 1.7), (2.5, 1.5), (3.0, 1.4)]),
+    "brightness": ("brightness", [0.1, 0.2, 0.3, 0.4, 0.5]),
 }  # fmt: skip
 
 
@@ -58,9 +62,13 @@ def stats(clean: np.ndarray, out: np.ndarray) -> dict[str, float]:
 
 def _modern_skimage() -> None:
     """imagecorruptions 1.1.2 calls ``skimage.filters.gaussian(..., multichannel=True)``, an
-    argument scikit-image has since renamed to ``channel_axis``: translate it."""
+    argument scikit-image has since renamed to ``channel_axis``: translate it. Its fog also
+    names ``np.float_``, which NumPy 2 removed: alias it to float64."""
     import imagecorruptions.corruptions as ic
     from skimage.filters import gaussian
+
+    if not hasattr(np, "float_"):
+        np.float_ = np.float64
 
     def compat(image, *a, multichannel=None, **kw):
         if multichannel:
@@ -80,6 +88,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--images", type=int, default=200)
     p.add_argument("--data", type=Path, default=DATA)
+    p.add_argument("--only", nargs="+", choices=sorted(IMAGENET_C), help="these corruptions alone")
     args = p.parse_args()
     x8 = np.load(args.data)["x"][: args.images]  # (N, 32, 32, 3) uint8
     clean = x8.transpose(0, 3, 1, 2).astype(np.float32) / 255
@@ -91,6 +100,8 @@ def main() -> None:
     print("|---|---:|---|---|---|---|")
     worst: dict[str, float] = {}
     for name, (ref_name, params) in IMAGENET_C.items():
+        if args.only and name not in args.only:
+            continue
         fn = CORRUPTIONS.get(name).fn
         for severity, param in enumerate(params, start=1):
             gen = torch.Generator().manual_seed(severity)

@@ -54,6 +54,12 @@ def test_shape_dtype_range_and_determinism(name, severity, images):
 @pytest.mark.parametrize("name", NAMES)
 def test_damage_grows_with_severity(name, images):
     c = CORRUPTIONS.get(name)
+    if name == "elastic":
+        pytest.skip("CIFAR-10-C's elastic trades a shrinking affine move for a growing elastic one: "
+                    "test_elastic_is_an_affine_map_then_a_smooth_displacement checks each part")  # fmt: skip
+    if name == "snow" and images.shape[-1] < 16:
+        pytest.skip("at 8x8 the reference's longest streaks (14 px at 32x32) cross the whole image "
+                    "and thin the flakes out; rgb16 checks the growth")  # fmt: skip
     if name == "frost":
         # The reference's frost dims the image as it adds more frost, so the mean change need not
         # grow; what the image loses does: its correlation with the clean image falls.
@@ -143,3 +149,21 @@ def test_snow_frost_and_glass_blur_do_what_the_reference_does():
     # keeps its value, its edges do not.
     change = (glass - x).abs().mean(dim=(0, 1, 3))
     assert change[12:15].max() < 0.01 and change[[10, 16]].min() > 0.1
+
+
+def test_elastic_is_an_affine_map_then_a_smooth_displacement():
+    # A linear ramp stays linear under an affine map sampled bilinearly, so its second differences
+    # vanish away from the reflected borders; the elastic field of the higher severities bends it.
+    i, j = torch.meshgrid(torch.arange(32.0), torch.arange(32.0), indexing="ij")
+    ramp = (0.2 + 0.6 * (0.6 * i + 0.4 * j) / 31).expand(4, 3, 32, 32).contiguous()
+
+    def bend(out: torch.Tensor) -> float:
+        inner = out[..., 6:-6, 6:-6]
+        return float(max((inner[..., 2:, :] - 2 * inner[..., 1:-1, :] + inner[..., :-2, :]).abs().max(),
+                         (inner[..., 2:] - 2 * inner[..., 1:-1] + inner[..., :-2]).abs().max()))  # fmt: skip
+
+    c = CORRUPTIONS.get("elastic")
+    affine = c(ramp, 1, seed=0)  # severity 1: the affine part alone, moving points up to 2.56 px
+    assert (affine - ramp).abs().max() > 0.01
+    assert bend(affine) < 1e-4
+    assert bend(c(ramp, 5, seed=0)) > 100 * bend(affine) + 1e-3

@@ -109,30 +109,34 @@ def _gaussian_blur(x, sigma, gen):
     return gaussian_blur(x, sigma * spatial_scale(x))
 
 
-@register("defocus_blur", Family.BLUR, (0.5, 0.75, 1.0, 1.5, 2.0), "disk radius, px at 32x32")
-def _defocus_blur(x, radius, gen):
-    r = radius * spatial_scale(x)
-    k = math.ceil(r)
-    t = torch.arange(-k, k + 1, dtype=torch.float32, device=x.device)
-    dist = torch.sqrt(t[:, None] ** 2 + t[None, :] ** 2)
-    # A disk with a 1 px linear edge: sub-pixel radii (small images) still blur, and grow smoothly.
-    disk = (r + 1 - dist).clamp(0, 1)
-    return _conv(x, disk / disk.sum())
+@register("defocus_blur", Family.BLUR, ((0.3, 0.4), (0.4, 0.5), (0.5, 0.6), (1, 0.2), (1.5, 0.1)),
+          "(disk radius, alias blur sigma), px at 32x32 (CIFAR-10-C)")  # fmt: skip
+def _defocus_blur(x, param, gen):
+    radius, alias = param
+    # The reference's kernel at 32x32: the pixels within the radius (below 1 px only the centre)
+    # on a 17x17 grid, smoothed by a 3x3 Gaussian of the alias sigma.
+    t = torch.arange(-8, 9, dtype=torch.float32)
+    disk = (t[:, None] ** 2 + t[None, :] ** 2 <= radius**2).float()
+    g = torch.exp(-torch.tensor([1.0, 0.0, 1.0]) / (2 * alias**2))
+    kernel = F.conv2d(disk[None, None], (g[:, None] * g[None, :])[None, None], padding=1)
+    scale = spatial_scale(x)
+    if scale != 1:
+        # Resized with the image's scale rather than rebuilt from a scaled radius: a sub-pixel
+        # disk on a small image would be its centre alone, and blur nothing.
+        size = 2 * max(1, round(8 * scale)) + 1
+        kernel = F.interpolate(
+            kernel, size=(size, size), mode="bilinear", antialias=scale < 1, align_corners=True
+        )
+    kernel = kernel[0, 0].clamp_min(0)
+    return _conv(x, (kernel / kernel.sum()).to(x.device))
 
 
-@register("motion_blur", Family.BLUR, (2.0, 3.0, 4.0, 5.0, 6.0), "streak length, px at 32x32")
-def _motion_blur(x, length, gen):
-    n = x.shape[0]
-    half = length * spatial_scale(x) / 2
-    k = math.ceil(half)
-    angle = _rand((n,), gen, x).float() * math.pi  # a random direction per image
-    t = torch.arange(-k, k + 1, dtype=torch.float32, device=x.device)
-    yy, xx = torch.meshgrid(t, t, indexing="ij")
-    dx, dy = torch.cos(angle)[:, None, None], torch.sin(angle)[:, None, None]
-    along = (xx * dx + yy * dy).clamp(-half, half)
-    dist = torch.sqrt((xx - along * dx) ** 2 + (yy - along * dy) ** 2)
-    kern = (1 - dist).clamp(min=0)  # an antialiased line segment
-    return _conv(x, kern / kern.sum(dim=(1, 2), keepdim=True))
+@register("motion_blur", Family.BLUR, ((6, 1), (6, 1.5), (6, 2), (8, 2), (9, 2.5)),
+          "(streak radius, streak sigma), px at 32x32 (CIFAR-10-C)")  # fmt: skip
+def _motion_blur(x, param, gen):
+    radius, sigma = (v * spatial_scale(x) for v in param)
+    degrees = _rand((x.shape[0],), gen, x) * 90 - 45  # the reference's -45..45 degrees
+    return _streak(x, radius, sigma, degrees)
 
 
 @register("zoom_blur", Family.BLUR, (1.06, 1.11, 1.16, 1.21, 1.26), "largest zoom factor")
@@ -172,13 +176,18 @@ def _glass_blur(x, param, gen):
 # ---- weather ----------------------------------------------------------------------------------
 
 
-@register("fog", Family.WEATHER, (0.3, 0.5, 0.7, 0.9, 1.2), "fog strength")
-def _fog(x, strength, gen):
+@register("fog", Family.WEATHER, ((0.2, 3), (0.5, 3), (0.75, 2.5), (1, 2), (1.5, 1.75)),
+          "(fog strength, roughness decay) (CIFAR-10-C)")  # fmt: skip
+def _fog(x, param, gen):
+    strength, decay = param
     n, _, h, w = x.shape
     fog = torch.zeros(n, 1, h, w, dtype=x.dtype, device=x.device)
-    for octave, cells in enumerate((2, 4, 8)):  # smooth noise at three scales, like a plasma fractal
-        coarse = _rand((n, 1, cells, cells), gen, x)
-        fog += F.interpolate(coarse, size=(h, w), mode="bicubic", align_corners=False) / 2**octave
+    # Smooth noise from 2 cells up to half the image's side, each finer octave weaker by the
+    # decay: the reference's plasma fractal (diamond-square) divides its noise by it per level.
+    cells = [2**i for i in range(1, max(2, int(math.log2(max(h, w)))))]
+    for octave, c in enumerate(cells):
+        coarse = _rand((n, 1, c, c), gen, x) * 2 - 1
+        fog += F.interpolate(coarse, size=(h, w), mode="bicubic", align_corners=False) / decay**octave
     lo = fog.amin(dim=(2, 3), keepdim=True)
     hi = fog.amax(dim=(2, 3), keepdim=True)
     fog = (fog - lo) / (hi - lo + 1e-6)
@@ -197,8 +206,9 @@ def _grey(x: torch.Tensor) -> torch.Tensor:
 
 def _streak(x: torch.Tensor, radius: float, sigma: float, degrees: torch.Tensor) -> torch.Tensor:
     """A one-sided motion blur per image (ImageMagick's, which the reference's snow uses):
-    Gaussian weights of ``sigma`` along a line of ``radius`` px in the direction ``degrees``."""
-    k = max(1, math.ceil(radius))
+    Gaussian weights of ``sigma`` on the 2 * radius + 1 pixels of a line in the direction
+    ``degrees`` (ImageMagick's kernel width for a radius)."""
+    k = 2 * max(1, math.ceil(radius))
     t = torch.arange(0, k + 1, dtype=torch.float32, device=x.device)
     weight = torch.exp(-(t**2) / (2 * sigma**2))
     a = torch.deg2rad(degrees.float())
@@ -270,13 +280,18 @@ def _frost(x, param, gen):
 
 @register("contrast", Family.DIGITAL, (0.75, 0.5, 0.4, 0.3, 0.15), "contrast factor")
 def _contrast(x, c, gen):
-    mean = x.mean(dim=(1, 2, 3), keepdim=True)
+    # Per channel, as the reference: a colour cast survives the loss of contrast.
+    mean = x.mean(dim=(2, 3), keepdim=True)
     return (x - mean) * c + mean
 
 
-@register("brightness", Family.DIGITAL, (0.1, 0.2, 0.3, 0.4, 0.5), "added intensity")
+@register("brightness", Family.DIGITAL, (0.05, 0.1, 0.15, 0.2, 0.3), "added HSV value (CIFAR-10-C)")
 def _brightness(x, b, gen):
-    return x + b
+    # The reference adds to V of HSV (the largest channel) and keeps hue and saturation: every
+    # channel scales by V'/V; a black pixel (V = 0, saturation 0) turns grey at V'.
+    v = x.amax(dim=1, keepdim=True)
+    lifted = (v + b).clamp(max=1.0)
+    return torch.where(v > 0, x * lifted / v.clamp_min(1e-12), lifted.expand_as(x))
 
 
 @register("gamma", Family.DIGITAL, (1.4, 1.8, 2.2, 2.7, 3.3), "gamma exponent (darkens)")
@@ -284,11 +299,12 @@ def _gamma(x, g, gen):
     return x.clamp(0, 1) ** g
 
 
-@register("pixelate", Family.DIGITAL, (0.6, 0.5, 0.4, 0.3, 0.25), "resolution factor (ImageNet-C)")
+@register("pixelate", Family.DIGITAL, (0.95, 0.9, 0.85, 0.75, 0.65), "resolution factor (CIFAR-10-C)")
 def _pixelate(x, f, gen):
+    # Box filters down and back up, as the reference's PIL BOX resizes.
     h, w = x.shape[-2:]
     small = F.interpolate(x, size=(max(2, int(h * f)), max(2, int(w * f))), mode="area")
-    return F.interpolate(small, size=(h, w), mode="nearest")
+    return F.interpolate(small, size=(h, w), mode="area")
 
 
 _JPEG_LUMA = torch.tensor(
@@ -346,14 +362,34 @@ def _cutout(x, frac, gen):
 # ---- geometric --------------------------------------------------------------------------------
 
 
-@register("elastic", Family.GEOMETRIC, (0.5, 0.75, 1.0, 1.25, 1.5), "max displacement, px at 32x32")
-def _elastic(x, alpha, gen):
+@register("elastic", Family.GEOMETRIC,
+          ((0, 0, 2.56), (1.6, 6.4, 2.24), (2.56, 1.92, 1.92), (3.2, 1.28, 1.6), (3.2, 0.96, 0.96)),
+          "(displacement scale, displacement smoothing sigma, affine point move), px at 32x32 (CIFAR-10-C)")  # fmt: skip
+def _elastic(x, param, gen):
+    """The reference's elastic transform: a random affine map (three points a third of the side
+    from the centre, each moved by up to the point move), then a displacement field of uniform
+    noise smoothed by a Gaussian and scaled, both resampled bilinearly with reflected borders."""
+    alpha, sigma, move = (v * spatial_scale(x) for v in param)
     n, _, h, w = x.shape
-    coarse = _rand((n, 2, 4, 4), gen, x) * 2 - 1  # a smooth random field from a coarse grid
-    field = F.interpolate(coarse, size=(h, w), mode="bicubic", align_corners=False).clamp(-1, 1)
-    px = alpha * spatial_scale(x)
-    flow = field.permute(0, 2, 3, 1) * torch.tensor([2 * px / w, 2 * px / h], device=x.device, dtype=x.dtype)
-    return warp(x, flow=flow)
+    cy, cx, side = h // 2, w // 2, min(h, w) // 3
+    src = torch.tensor(
+        [[cx + side, cy + side], [cx - side, cy + side], [cx - side, cy - side]], dtype=torch.float64
+    )
+    dst = src + (torch.rand((n, 3, 2), generator=gen, dtype=torch.float64) * 2 - 1) * move
+    # The map takes dst back to src (the image is sampled where the moved points came from).
+    ones = torch.ones(n, 3, 1, dtype=torch.float64)
+    inv = torch.linalg.solve(torch.cat([dst, ones], 2), src).transpose(1, 2)  # (N, 2, 3), pixels
+    # In grid_sample's normalized coordinates (align_corners=False): u = (2p + 1) / size - 1.
+    to_n = torch.tensor([[2 / w, 0, 1 / w - 1], [0, 2 / h, 1 / h - 1], [0, 0, 1]], dtype=torch.float64)
+    from_n = torch.linalg.inv(to_n)
+    full = torch.cat([inv, torch.tensor([[[0, 0, 1]]], dtype=torch.float64).expand(n, 1, 3)], 1)
+    theta = (to_n @ full @ from_n)[:, :2].to(x.device, x.dtype)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    if alpha > 0:
+        noise = _rand((n, 2, h, w), gen, x) * 2 - 1
+        field = gaussian_blur(noise, sigma) * alpha  # pixels
+        grid = grid + field.permute(0, 2, 3, 1) * torch.tensor([2 / w, 2 / h], device=x.device, dtype=x.dtype)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
 
 
 @register("affine", Family.GEOMETRIC, ((4, 0.02), (8, 0.04), (12, 0.06), (16, 0.08), (20, 0.10)),
