@@ -14,6 +14,7 @@ from robustops.config import ModelConfig, RegularizeConfig, TrainConfig
 from robustops.data import split_dataset
 from robustops.data.loaders import resize
 from robustops.defences import DEFENCES, Context, train_defence
+from robustops.defences.adversarial import collapse_stop
 from robustops.defences.fgsm_rs import FGSMRSConfig, overfitting_stop
 from robustops.defences.pgd_at import PGDATConfig
 from robustops.errors import ConfigError
@@ -250,3 +251,29 @@ def test_label_smoothing_lowers_confidence(digits_split, standard):
         return torch.softmax(torch.from_numpy(predict(model, digits_split.test.x)), 1).max(1).values.mean()
 
     assert confidence(smooth.model) < confidence(standard.model) - 0.05
+
+
+def test_collapse_stop_fires_on_a_flat_run_not_on_a_slow_start(digits_split):
+    val = digits_split.val
+    stop = collapse_stop(val, PGDATConfig(eps=0.3))
+    share = np.bincount(val.y).max() / len(val.y)
+
+    def hist(*rows):
+        return [{"val_acc": a, "loss": loss} for a, loss in rows]
+
+    flat = (share, 2.303)
+    assert stop(hist(flat)) is None  # one epoch is not yet a collapse
+    assert stop(hist((0.12, 2.25), flat)) is None  # the loss has moved off a uniform guess once
+    assert stop(hist(flat, (0.3, 2.29))) is None  # learning: accuracy above the largest class
+    reason = stop(hist((0.5, 1.2), flat, flat))
+    assert reason.startswith("training collapsed at epoch 3") and "warmup_epochs" in reason
+
+
+def test_pgd_at_stops_when_the_inner_attack_collapses_training(digits_split):
+    """At eps 1 the attack may draw any image, so the best the model can do is a constant guess:
+    training collapses, and the run stops after two flat epochs instead of running them all."""
+    cfg = _defence("pgd_at", eps=1.0, steps=2)
+    model = ModelConfig(name="cnn", width=8, hidden=32, dropout=0.0)
+    result = train_defence(digits_split.train, digits_split.val, _ctx(6, model), cfg)
+    assert result.stop_reason and result.stop_reason.startswith("training collapsed at epoch")
+    assert len(result.history) < 6

@@ -3,6 +3,7 @@ selection, and one trainer around :class:`~robustops.training.adversarial.Advers
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -70,7 +71,7 @@ class AdversarialDefence(Defence):
             self.objective(cfg, ctx),
             probe=robust_probe(val, cfg.eps, cfg.select_steps, ctx.seed, ctx.device, watched),
             select="val_pgd_acc",
-            stop=self.stop_rule(cfg),
+            stop=first_reason(collapse_stop(val, cfg), self.stop_rule(cfg)),
         )
         best = result.history[result.best_epoch - 1]
         result.extras["train/val_pgd_acc"] = best["val_pgd_acc"]
@@ -87,3 +88,44 @@ class AdversarialDefence(Defence):
             "transform": make_transform(ctx.augment, ctx.seed),
             "label_smoothing": reg.label_smoothing,
         }
+
+
+# Two epochs, so a single bad epoch while the learning rate peaks does not end a run that recovers.
+COLLAPSE_EPOCHS = 2
+
+
+def collapse_stop(val: Dataset, cfg: AdversarialConfig) -> StopRule:
+    """Collapse: an inner attack too strong for the untrained model (a large eps from the first
+    epoch, a high learning rate) can leave adversarial training predicting one class, its loss
+    stuck at a uniform guess's ln(classes), for the rest of a run that may take hours. The rule
+    fires when, for ``COLLAPSE_EPOCHS`` epochs in a row, validation accuracy is no better than the
+    largest class's share (plus 0.01) and the training loss is at least 0.98 ln(classes)."""
+    majority = float(np.bincount(val.y).max() / len(val.y))
+    uniform = math.log(val.num_classes)
+
+    def stop(history: list[dict[str, float]]) -> str | None:
+        last = history[-COLLAPSE_EPOCHS:]
+        if len(last) < COLLAPSE_EPOCHS:
+            return None
+        if all(h["val_acc"] <= majority + 0.01 and h["loss"] >= 0.98 * uniform for h in last):
+            return (
+                f"training collapsed at epoch {len(history)}: for {COLLAPSE_EPOCHS} epochs the model "
+                f"predicted one class (validation accuracy {last[-1]['val_acc']:.3f}, the largest "
+                f"class's share {majority:.3f}) at a training loss of {last[-1]['loss']:.3f}, a uniform "
+                f"guess's ln({val.num_classes}) = {uniform:.3f}. The inner attack at eps {cfg.eps} is "
+                "too strong for the untrained model: ramp it up with warmup_epochs (e.g. 3) or lower "
+                "train.lr"
+            )
+        return None
+
+    return stop
+
+
+def first_reason(*rules: StopRule | None) -> StopRule:
+    """The stop rule that asks each of ``rules`` in turn and returns the first reason given."""
+    present = [r for r in rules if r is not None]
+
+    def stop(history: list[dict[str, float]]) -> str | None:
+        return next((reason for r in present if (reason := r(history))), None)
+
+    return stop
