@@ -43,7 +43,7 @@ EPS = 0.3
 
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("--defence", default="fgsm_rs", choices=["fgsm_rs", "pgd_at", "trades"])
+    p.add_argument("--defence", default="fgsm_rs", choices=["fgsm_rs", "n_fgsm", "pgd_at", "trades"])
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--aa-samples", type=int, default=10000, help="test images for the ensemble")
     p.add_argument(
@@ -95,6 +95,7 @@ def main() -> None:
         # Wong et al. train all 10 epochs; the best epoch on validation PGD is kept. The
         # catastrophic-overfitting stop ends the run at the dip of epoch 3, which it recovers from.
         "fgsm_rs": {"alpha": 1.25, "overfit_drop": 1.0},
+        "n_fgsm": {},  # de Jorge et al.'s defaults: noise 2 eps, step 1 eps, not projected
         "pgd_at": {"steps": 40, "rel_step": 0.01 * 40 / EPS},
         "trades": {},
     }

@@ -28,6 +28,7 @@ TINY_DEFENCE_SETTINGS = {
     "standard": {},
     "pgd_at": {"steps": 3, "select_steps": 3},
     "fgsm_rs": {"overfit_samples": 64, "select_steps": 3},
+    "n_fgsm": {"select_steps": 3},
     "trades": {"steps": 3, "select_steps": 3},
     "distillation": {"temperature": 5.0},
     "smoothing": {"n0": 10, "n": 50},
@@ -129,7 +130,7 @@ def standard(digits_split):
     return train_defence(digits_split.train, digits_split.val, _ctx(8), _defence("standard"))
 
 
-@pytest.mark.parametrize("name", ["pgd_at", "trades", "fgsm_rs"])
+@pytest.mark.parametrize("name", ["pgd_at", "trades", "fgsm_rs", "n_fgsm"])
 def test_adversarial_training_beats_standard_under_pgd(name, digits_split, standard):
     robust = train_defence(digits_split.train, digits_split.val, _ctx(8), _defence(name))
     assert _pgd_acc(robust.model, digits_split) > _pgd_acc(standard.model, digits_split) + 0.1
@@ -277,3 +278,21 @@ def test_pgd_at_stops_when_the_inner_attack_collapses_training(digits_split):
     result = train_defence(digits_split.train, digits_split.val, _ctx(6, model), cfg)
     assert result.stop_reason and result.stop_reason.startswith("training collapsed at epoch")
     assert len(result.history) < 6
+
+
+def test_n_fgsm_steps_from_wide_noise_and_keeps_the_whole_step(trained, digits_split):
+    """The training perturbation is noise of half-width 2 eps plus a full eps step, in [0, 1], not
+    projected back onto the eps ball; the step follows the gradient's sign at the noisy start."""
+    eps = 0.1
+    x, y = torch.from_numpy(digits_split.test.x[:128]), torch.from_numpy(digits_split.test.y[:128])
+    attack = DEFENCES.get("n_fgsm").objective(_defence("n_fgsm", eps=eps), _ctx()).attack()
+    x_adv = attack(trained.model, x, y)
+    move = (x_adv - x).abs()
+    assert x_adv.min() >= 0 and x_adv.max() <= 1
+    assert move.max() <= 3 * eps + 1e-6 and move.max() > 2 * eps  # beyond the ball, within noise + step
+    # Replaying the draw: the step is +-eps from the clipped start wherever [0, 1] does not cut it.
+    replay = DEFENCES.get("n_fgsm").objective(_defence("n_fgsm", eps=eps), _ctx()).attack()
+    u = torch.rand(x.shape, generator=replay.generator)
+    start = (x + (2 * u - 1) * 2 * eps).clamp(0, 1)
+    inside = (start > eps) & (start < 1 - eps)
+    assert torch.allclose((x_adv - start).abs()[inside], torch.tensor(eps), atol=1e-6)

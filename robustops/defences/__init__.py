@@ -3,7 +3,7 @@
 Adding a defence means one new file and its import line below.
 """
 
-from robustops.defences import distillation, fgsm_rs, pgd_at, smoothing, standard, trades
+from robustops.defences import distillation, fgsm_rs, n_fgsm, pgd_at, smoothing, standard, trades
 from robustops.defences.base import (
     DEFENCES,
     Context,
@@ -23,6 +23,7 @@ __all__ = [
     "Defence",
     "distillation",
     "fgsm_rs",
+    "n_fgsm",
     "pgd_at",
     "recorded_defence",
     "register",
