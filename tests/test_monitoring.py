@@ -229,3 +229,27 @@ def test_a_reference_of_more_than_a_thousand_rows_still_tests_with_p_values():
     moved = detect(ref, table(300, 0.5), settings)
     assert moved.drift and all(0 <= p <= 1 for p in moved.p_values.values())
     assert min(moved.p_values.values()) < 1e-6
+
+
+def test_a_class_the_reference_never_predicted_is_weak_evidence_and_a_prior_shift_is_strong():
+    """The predicted-class test compares two samples: one prediction of a class the reference
+    never predicted must not drift a batch (a goodness-of-fit test expects zero there and gives
+    p = 0), while a batch that predicts that class often must, and the p-value equals scipy's
+    test of homogeneity on the two count rows."""
+    from scipy.stats import chi2_contingency
+
+    from robustops.monitoring.features import CLASS_COLUMN
+
+    ref_counts, cur_counts = [60, 60, 60, 0], [40, 40, 39, 1]
+
+    def table(counts: list[int]) -> pd.DataFrame:
+        labels = np.repeat(["a", "b", "c", "d"], counts)
+        return pd.DataFrame({"confidence": np.linspace(0.2, 0.9, len(labels)), CLASS_COLUMN: labels})
+
+    settings = DriftSettings(0.01, 0.015, False)
+    one = detect(table(ref_counts), table(cur_counts), settings)
+    assert not one.drift
+    expected = chi2_contingency(np.array([ref_counts, cur_counts])).pvalue
+    assert one.p_values[CLASS_COLUMN] == pytest.approx(expected)
+    many = detect(table(ref_counts), table([30, 30, 30, 30]), settings)
+    assert many.drift and many.p_values[CLASS_COLUMN] < 1e-6

@@ -1,7 +1,8 @@
 """The one adapter around Evidently (0.7): drift of a batch's features against the reference.
 
-Evidently computes the per-column tests (Kolmogorov-Smirnov for numeric columns, chi-square for
-the predicted class) and the embedding drift (maximum mean discrepancy). The dataset-level
+Evidently computes the per-column tests (Kolmogorov-Smirnov for numeric columns, a two-sample
+chi-square test of homogeneity for the predicted class) and the embedding drift (maximum mean
+discrepancy). The dataset-level
 decision is ours, because Evidently's default (half the columns drifted) is blind to a shift that
 moves one thing a lot, such as the class priors: drift when any column's p-value falls below
 ``alpha / number of columns`` (Bonferroni: at most ``alpha`` false alarms per clean batch) or the
@@ -16,9 +17,36 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from robustops.monitoring.features import CLASS_COLUMN
+
+CLASS_TEST = "chi2_homogeneity"
+
+
+def _homogeneity(reference: pd.Series, current: pd.Series, feature_type: Any, threshold: float):
+    """Pearson's chi-square test that two samples share one categorical distribution, on their
+    2 x K table of counts (scipy). Evidently's ``chisquare`` takes the reference's shares as the
+    truth: a class the reference never predicted expects zero, so one such prediction in a
+    clean batch gives p = 0. Here both sides are samples, and a class seen once is weak
+    evidence, as it should be."""
+    from scipy.stats import chi2_contingency
+
+    keys = sorted(set(reference.dropna()) | set(current.dropna()))
+    table = np.array([[int((side == k).sum()) for k in keys] for side in (reference, current)])
+    p_value = float(chi2_contingency(table).pvalue) if len(keys) > 1 else 1.0
+    return p_value, p_value < threshold
+
+
+def _register_class_test() -> None:
+    """Registers the test under :data:`CLASS_TEST` (again is harmless: the same name, the same
+    function)."""
+    from evidently.legacy.calculations.stattests.registry import StatTest, register_stattest
+    from evidently.legacy.core import ColumnType
+
+    test = StatTest(CLASS_TEST, "chi-square homogeneity p_value", [ColumnType.Categorical])
+    register_stattest(test, default_impl=_homogeneity)
 
 
 @dataclass
@@ -86,7 +114,8 @@ def detect(reference: pd.DataFrame, current: pd.DataFrame, settings: DriftSettin
     # Named tests: Evidently's default switches to distances (Wasserstein, Jensen-Shannon) once the
     # reference has more than 1,000 rows, and a distance read as a p-value never falls below
     # alpha, so a large reference would never drift.
-    metrics: list[Any] = [DataDriftPreset(columns=columns, num_method="ks", cat_method="chisquare")]
+    _register_class_test()
+    metrics: list[Any] = [DataDriftPreset(columns=columns, num_method="ks", cat_method=CLASS_TEST)]
     if embed and not sample:
         metrics.append(mmd_metric)
 
