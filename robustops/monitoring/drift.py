@@ -2,9 +2,9 @@
 
 Evidently computes the per-column tests (Kolmogorov-Smirnov for numeric columns, a two-sample
 chi-square test of homogeneity for the predicted class) and the embedding drift (maximum mean
-discrepancy). The dataset-level
-decision is ours, because Evidently's default (half the columns drifted) is blind to a shift that
-moves one thing a lot, such as the class priors: drift when any column's p-value falls below
+discrepancy). The dataset-level decision is ours, because Evidently's default (half the columns
+drifted) is blind to a shift that moves one thing a lot, such as the class priors: drift when
+any column's p-value falls below
 ``alpha / number of columns`` (Bonferroni: at most ``alpha`` false alarms per clean batch) or the
 embedding MMD exceeds its threshold. ``benchmarks/drift_calibration.py`` measures the false-alarm
 rate on clean batches and the detection rate on shifted ones.
