@@ -61,13 +61,15 @@ def main() -> None:
     p.add_argument(
         "--seed", type=int, default=0, help="seeds the initialisation, batches and attacks' starts"
     )
+    p.add_argument("--lr", type=float, default=5e-3, help="peak learning rate of the one-cycle schedule")
+    p.add_argument("--threads", type=int, default=2, help="torch threads (2: the target's setting)")
     p.add_argument("--data", type=Path, default=DATA)
     p.add_argument("--json", type=Path)
     p.add_argument(
         "--opt", action="append", default=[], help="a defence setting, KEY=VALUE (YAML), e.g. warmup_epochs=2"
     )
     args = p.parse_args()
-    torch.set_num_threads(min(2, os.cpu_count() or 2))
+    torch.set_num_threads(min(args.threads, os.cpu_count() or 2))
     full = load_npz(args.data / "mnist_train.npz")
     test = load_npz(args.data / "mnist_test.npz")
     tr, va, _ = split_indices(full.y, 5000 / len(full.y), 1 / len(full.y), seed=0)  # test part unused
@@ -79,7 +81,7 @@ def main() -> None:
         ModelConfig(name="cnn_strided", width=16, hidden=100, dropout=0.0, normalize=args.normalize == "on"),
         TrainConfig(
             optimizer="adam",
-            lr=5e-3,
+            lr=args.lr,
             schedule="onecycle",
             batch_size=100,
             epochs=args.epochs,
@@ -132,6 +134,7 @@ def main() -> None:
     row = {
         "defence": args.defence,
         "seed": args.seed,
+        "lr": args.lr,
         "normalize": args.normalize,
         "settings": {k: v for k, v in cfg.model_dump().items() if k != "name"},
         "epochs_run": len(result.history),
