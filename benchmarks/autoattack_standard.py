@@ -34,7 +34,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 L2_EPS = {"digits": 0.4, "mnist": 1.5, "rgb": 0.5}
 
 
-def ours(model, x: np.ndarray, y: np.ndarray, eps: float, l2: bool = False) -> np.ndarray:
+def ours(model, x: np.ndarray, y: np.ndarray, eps: float, l2: bool = False) -> tuple[np.ndarray, list[float]]:
+    """Robust mask of robustops' standard ensemble, each member on the images the ones before
+    left standing, and each member's seconds."""
     from robustops.config import EvalConfig
     from robustops.evaluation.scorecard import ensemble_for
     from robustops.inference import robust_mask
@@ -43,34 +45,49 @@ def ours(model, x: np.ndarray, y: np.ndarray, eps: float, l2: bool = False) -> n
         autoattack={"version": "standard", "eps": [] if l2 else [eps], "l2_eps": [eps] if l2 else []}
     )
     standing = np.ones(len(y), dtype=bool)
+    seconds = []
     for attack in ensemble_for(cfg, eps, 0, l2):
         idx = np.flatnonzero(standing)
-        if len(idx) == 0:
-            break
-        standing[idx] = robust_mask(model, attack, x[idx], y[idx], batch_size=500)
-    return standing
+        start = time.perf_counter()
+        if len(idx):
+            standing[idx] = robust_mask(model, attack, x[idx], y[idx], batch_size=500)
+        seconds.append(time.perf_counter() - start)
+    return standing, seconds
 
 
 def theirs(
     model, x: np.ndarray, y: np.ndarray, eps: float, shipped: bool = False, norm: str = "Linf"
-) -> np.ndarray:
-    """torchattacks' standard version with the reference's settings (100 steps for APGD-CE,
-    APGD-T and FAB-T), or ``shipped``: ``AutoAttack(version="standard")`` as torchattacks 3.3.0
-    builds it, whose members run its default of 10 steps."""
+) -> tuple[np.ndarray, list[float]]:
+    """Robust mask of torchattacks' standard version with the reference's settings (100 steps for
+    APGD-CE, APGD-T and FAB-T) and each member's seconds, or ``shipped``:
+    ``AutoAttack(version="standard")`` as torchattacks 3.3.0 builds it, whose members run its
+    default of 10 steps. The members run as its MultiAttack runs them: each on the images every
+    one before failed on (all of them for the first), the attacked images kept where they fool
+    the model; timed one by one."""
     import torchattacks as ta
 
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
     if shipped:
         attack = ta.AutoAttack(model, norm=norm, eps=eps, version="standard", n_classes=10, seed=0)
-    else:
-        attack = ta.MultiAttack([
-            ta.APGD(model, norm=norm, eps=eps, steps=100, n_restarts=1, loss="ce", seed=0),
-            ta.APGDT(model, norm=norm, eps=eps, steps=100, n_restarts=1, n_classes=10, seed=0),
-            ta.FAB(model, norm=norm, eps=eps, steps=100, n_restarts=1, multi_targeted=True, n_classes=10, seed=0),
-            ta.Square(model, norm=norm, eps=eps, n_queries=5000, n_restarts=1, seed=0),
-        ])  # fmt: skip
-    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
-    with torch.no_grad():
-        return (model(attack(xt, yt)).argmax(1) == yt).numpy()
+        with torch.no_grad():
+            return (model(attack(xt, yt)).argmax(1) == yt).numpy(), []
+    members = [
+        ta.APGD(model, norm=norm, eps=eps, steps=100, n_restarts=1, loss="ce", seed=0),
+        ta.APGDT(model, norm=norm, eps=eps, steps=100, n_restarts=1, n_classes=10, seed=0),
+        ta.FAB(model, norm=norm, eps=eps, steps=100, n_restarts=1, multi_targeted=True, n_classes=10, seed=0),
+        ta.Square(model, norm=norm, eps=eps, n_queries=5000, n_restarts=1, seed=0),
+    ]  # fmt: skip
+    standing = np.ones(len(y), dtype=bool)
+    seconds = []
+    for attack in members:
+        idx = np.flatnonzero(standing)
+        start = time.perf_counter()
+        if len(idx):
+            adv = attack(xt[idx], yt[idx])
+            with torch.no_grad():
+                standing[idx] = (model(adv).argmax(1) == yt[idx]).numpy()
+        seconds.append(time.perf_counter() - start)
+    return standing, seconds
 
 
 def main() -> None:
@@ -84,7 +101,10 @@ def main() -> None:
     p.add_argument("--rgb-cache", type=Path, default=None, help="the RGB ResNet's weights, trained once")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
+    import torchattacks  # noqa: F401 - both sides' imports before any timing
     from attack_speed import rgb_resnet, trained_model
+
+    import robustops.evaluation.scorecard  # noqa: F401
 
     rows = []
     for name in args.models:
@@ -106,17 +126,20 @@ def main() -> None:
         with torch.no_grad():
             clean = float((model(torch.from_numpy(x)).argmax(1).numpy() == y).mean())
         t = time.perf_counter()
-        a = ours(model, x, y, eps, l2)
+        a, s_ours = ours(model, x, y, eps, l2)
         t_ours = time.perf_counter() - t
         t = time.perf_counter()
-        b = theirs(model, x, y, eps, norm=args.norm)
+        b, s_theirs = theirs(model, x, y, eps, norm=args.norm)
         t_theirs = time.perf_counter() - t
-        shipped = theirs(model, x, y, eps, shipped=True, norm=args.norm).mean()
+        shipped = theirs(model, x, y, eps, shipped=True, norm=args.norm)[0].mean()
         rows.append(
             (name, len(y), eps, clean, a.mean(), b.mean(), int((a != b).sum()), t_ours, t_theirs, shipped)
         )
         print(f"{name}: done ({trained:.0f} s to train): ours {a.mean():.3f} in {t_ours:.1f} s, torchattacks "
               f"{b.mean():.3f} in {t_theirs:.1f} s, shipped {shipped:.3f}", flush=True)  # fmt: skip
+        print("  seconds per member (APGD-CE, APGD-T, FAB-T, Square): ours "
+              + ", ".join(f"{v:.1f}" for v in s_ours) + "; torchattacks "
+              + ", ".join(f"{v:.1f}" for v in s_theirs), flush=True)  # fmt: skip
     print(f"\n{args.norm}:\n| model | images | eps | clean | robustops standard | torchattacks, reference settings | "
           "diff (points) | images judged differently | robustops s | torchattacks s | ratio | "
           "torchattacks as shipped (10 steps) |")  # fmt: skip
