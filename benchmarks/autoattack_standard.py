@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +33,23 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 L2_EPS = {"digits": 0.4, "mnist": 1.5, "rgb": 0.5}
+
+
+def cascade(
+    n: int, members, run: Callable[[object, np.ndarray], np.ndarray]
+) -> tuple[np.ndarray, list[float]]:
+    """Each member on the images the ones before left standing, as AutoAttack and torchattacks'
+    MultiAttack run them (``run(member, indices)`` gives which of those still stand): the robust
+    mask over ``n`` images and each member's seconds."""
+    standing = np.ones(n, dtype=bool)
+    seconds = []
+    for member in members:
+        idx = np.flatnonzero(standing)
+        start = time.perf_counter()
+        if len(idx):
+            standing[idx] = run(member, idx)
+        seconds.append(time.perf_counter() - start)
+    return standing, seconds
 
 
 def ours(model, x: np.ndarray, y: np.ndarray, eps: float, l2: bool = False) -> tuple[np.ndarray, list[float]]:
@@ -44,15 +62,11 @@ def ours(model, x: np.ndarray, y: np.ndarray, eps: float, l2: bool = False) -> t
     cfg = EvalConfig(
         autoattack={"version": "standard", "eps": [] if l2 else [eps], "l2_eps": [eps] if l2 else []}
     )
-    standing = np.ones(len(y), dtype=bool)
-    seconds = []
-    for attack in ensemble_for(cfg, eps, 0, l2):
-        idx = np.flatnonzero(standing)
-        start = time.perf_counter()
-        if len(idx):
-            standing[idx] = robust_mask(model, attack, x[idx], y[idx], batch_size=500)
-        seconds.append(time.perf_counter() - start)
-    return standing, seconds
+    return cascade(
+        len(y),
+        ensemble_for(cfg, eps, 0, l2),
+        lambda attack, idx: robust_mask(model, attack, x[idx], y[idx], batch_size=500),
+    )
 
 
 def theirs(
@@ -63,7 +77,7 @@ def theirs(
     ``AutoAttack(version="standard")`` as torchattacks 3.3.0 builds it, whose members run its
     default of 10 steps. The members run as its MultiAttack runs them: each on the images every
     one before failed on (all of them for the first), the attacked images kept where they fool
-    the model; timed one by one."""
+    the model; timed one by one (:func:`cascade`)."""
     import torchattacks as ta
 
     xt, yt = torch.from_numpy(x), torch.from_numpy(y)
@@ -77,17 +91,13 @@ def theirs(
         ta.FAB(model, norm=norm, eps=eps, steps=100, n_restarts=1, multi_targeted=True, n_classes=10, seed=0),
         ta.Square(model, norm=norm, eps=eps, n_queries=5000, n_restarts=1, seed=0),
     ]  # fmt: skip
-    standing = np.ones(len(y), dtype=bool)
-    seconds = []
-    for attack in members:
-        idx = np.flatnonzero(standing)
-        start = time.perf_counter()
-        if len(idx):
-            adv = attack(xt[idx], yt[idx])
-            with torch.no_grad():
-                standing[idx] = (model(adv).argmax(1) == yt[idx]).numpy()
-        seconds.append(time.perf_counter() - start)
-    return standing, seconds
+
+    def run(attack, idx: np.ndarray) -> np.ndarray:
+        adv = attack(xt[idx], yt[idx])
+        with torch.no_grad():
+            return (model(adv).argmax(1) == yt[idx]).numpy()
+
+    return cascade(len(y), members, run)
 
 
 def main() -> None:

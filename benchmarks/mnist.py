@@ -2,7 +2,7 @@
 (run by hand, never by tests; the data lives outside the project, in ../shared/data).
 
     .venv/bin/python benchmarks/mnist.py [--defence fgsm_rs] [--epochs 10] [--aa-samples 10000]
-        [--opt KEY=VALUE ...]   # a defence setting, e.g. --opt warmup_epochs=2
+        [--lr 5e-3] [--threads 2] [--opt KEY=VALUE ...]   # a defence setting, e.g. --opt warmup_epochs=2
 
 Setup (Wong, Rice & Kolter, 2020): the small strided CNN (``cnn_strided``: 16 and 32 channels,
 100 hidden units) on raw pixels (``--normalize on`` standardizes them, robustops' default), FGSM
