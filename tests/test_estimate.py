@@ -37,7 +37,14 @@ def _signals(model, x, classes) -> estimate.Signals:
 
 
 def test_every_estimator_is_a_plug_in_the_config_can_name():
-    assert set(estimate.ESTIMATORS.names()) == {"atc_msp", "atc_ne", "doc", "temperature", "scorecard_match"}
+    assert set(estimate.ESTIMATORS.names()) == {
+        "atc_msp",
+        "atc_ne",
+        "atc_logit_z",
+        "doc",
+        "temperature",
+        "scorecard_match",
+    }
     allowed = typing.get_args(MonitorConfig.model_fields["estimator"].annotation)
     assert set(allowed) == set(estimate.ESTIMATORS.names())
 
@@ -49,7 +56,7 @@ def test_on_the_validation_split_itself_the_estimates_are_exact(trained, digits_
     est = {n: e.estimate(val) for n, e in fitted.estimators.items()}
     # ATC's threshold leaves exactly the validation accuracy's share above it; DoC moves by zero;
     # the clean profile is the nearest to itself.
-    for name in ("atc_msp", "atc_ne", "doc", "scorecard_match"):
+    for name in ("atc_msp", "atc_ne", "atc_logit_z", "doc", "scorecard_match"):
         assert est[name] == pytest.approx(acc, abs=1e-6), name
     assert abs(est["temperature"] - acc) < 0.05  # calibrated confidence: close, not exact
     # A batch of copies of validation images gives the validation estimate.
@@ -69,6 +76,17 @@ def test_estimates_fall_with_a_corruption_that_lowers_accuracy(trained, digits_s
     assert acc_dark < acc_clean - 0.05  # the corruption costs accuracy
     for name, e in fitted.estimators.items():
         assert e.estimate(dark) < e.estimate(clean), name
+
+
+def test_the_logit_z_score_ignores_a_shift_that_scales_every_logit(trained, digits_split, fitted):
+    s = _signals(trained.model, digits_split.test.x, digits_split.train.classes)
+    # A fading image shrinks the logits about evenly: the ranking, and so the accuracy, holds.
+    faded = estimate.Signals(0.2 * s.logits + 3.0, s.stats)
+    z, msp = fitted.estimators["atc_logit_z"], fitted.estimators["atc_msp"]
+    assert z.estimate(faded) == pytest.approx(z.estimate(s), abs=1e-9)
+    assert msp.estimate(faded) < msp.estimate(s) - 0.2  # the softmax's confidence falls with the scale
+    # Images whose logits are all equal carry no ranking: a z-score of 0, not a division by zero.
+    assert estimate.top_logit_z(np.ones((2, 10))).tolist() == [0.0, 0.0]
 
 
 def test_the_bootstrap_interval_holds_the_estimate_and_narrows_with_more_images(
@@ -179,15 +197,17 @@ def test_the_monitor_alerts_on_expected_accuracy_with_its_reason(trained, digits
     assert quiet is not None and not quiet.alert  # a clean batch fires nothing
     assert quiet.truth == pytest.approx(float((clean.logits.argmax(1) == test.y).mean()))
     m = quiet.metrics()
+    default = MonitorConfig().estimator
     assert (
-        m["estimate/acc"] == m["estimate/acc/atc_msp"] and m["estimate/reference_acc"] == ref.fitted.val_acc
+        m["estimate/acc"] == m[f"estimate/acc/{default}"]
+        and m["estimate/reference_acc"] == ref.fitted.val_acc
     )
     assert m["estimate/error/doc"] == pytest.approx(m["estimate/acc/doc"] - quiet.truth)
     strict = expect(ref, clean, MonitorConfig(min_expected_acc=1.0), test.y)
     assert strict.alert and strict.reasons[0].endswith("below 1.00")
     assert strict.reasons[0].startswith("expected accuracy ")
-    dim = CORRUPTIONS.get("contrast")(torch.from_numpy(test.x), 5, 0).numpy()
-    dropped = expect(ref, score(guarded, ref, dim), MonitorConfig(max_expected_drop=0.05))
+    blurred = CORRUPTIONS.get("motion_blur")(torch.from_numpy(test.x), 5, 0).numpy()
+    dropped = expect(ref, score(guarded, ref, blurred), MonitorConfig(max_expected_drop=0.05))
     assert dropped.alert and "below the validation accuracy" in dropped.reasons[0]
     assert dropped.truth is None and "estimate/truth" not in dropped.metrics()
     with pytest.raises(Exception, match="logged without it"):

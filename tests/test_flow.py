@@ -427,7 +427,7 @@ def test_monitor_flags_a_shifted_batch_and_emits_the_drift_event(first_run, tiny
     assert c.get_run(clean["run_id"]).data.metrics["drift/detected"] == 0.0
     # Expected accuracy: every estimator on every batch; with labels the truth and each error.
     metrics = run.data.metrics
-    methods = ("atc_msp", "atc_ne", "doc", "temperature", "scorecard_match")
+    methods = ("atc_msp", "atc_ne", "atc_logit_z", "doc", "temperature", "scorecard_match")
     assert {f"estimate/acc/{k}" for k in methods} | {"estimate/acc", "estimate/truth"} <= set(metrics)
     assert metrics["estimate/truth"] == metrics["batch/plain_acc"]
     for k in methods:

@@ -29,8 +29,8 @@ class MonitorConfig(Strict):
         20, ge=3, description="a batch needs this many usable images for the drift tests (they fail below 3)"
     )
     emit_event: bool = Field(True, description="emit robustops.drift.detected to Prefect on drift")
-    estimator: Literal["atc_msp", "atc_ne", "doc", "temperature", "scorecard_match"] = Field(
-        "atc_msp", description="the expected-accuracy estimate that alerts and that predict prints"
+    estimator: Literal["atc_msp", "atc_ne", "atc_logit_z", "doc", "temperature", "scorecard_match"] = Field(
+        "atc_logit_z", description="the expected-accuracy estimate that alerts and that predict prints"
     )
     min_expected_acc: float | None = Field(
         None,

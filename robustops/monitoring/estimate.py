@@ -5,6 +5,8 @@ what it makes of the images, by estimators fitted on its labelled validation spl
   threshold on a per-image score (the top softmax probability, or the negative entropy) is chosen
   so that the share of validation images above it equals the validation accuracy; a batch's
   estimate is its share above the threshold.
+- ``atc_logit_z``: ATC on the top logit's z-score (how many standard deviations it stands above
+  the mean of the image's logits), a score that a shift scaling all logits alike leaves unchanged.
 - ``doc``: difference of confidences (Guillory et al., 2021): the validation accuracy moved by
   how far the batch's mean top probability is from the validation split's.
 - ``temperature``: the mean top probability after temperature scaling fitted on the validation
@@ -68,6 +70,12 @@ class Shifted:
 
 def top_probability(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
     return softmax(logits / temperature, axis=1).max(1)
+
+
+def top_logit_z(logits: np.ndarray) -> np.ndarray:
+    z = logits.astype(np.float64)
+    spread = z.std(1)
+    return (z.max(1) - z.mean(1)) / np.where(spread > 0, spread, 1.0)
 
 
 def negative_entropy(logits: np.ndarray) -> np.ndarray:
@@ -143,6 +151,19 @@ class ATCEntropy(_ATC):
     @staticmethod
     def score(logits: np.ndarray) -> np.ndarray:
         return negative_entropy(logits)
+
+
+@ESTIMATORS.register("atc_logit_z")
+class ATCLogitZ(_ATC):
+    """ATC on the top logit's z-score within the image's logits. A fading image (contrast,
+    darkening) shrinks a ReLU network's logits about evenly, which lowers the softmax's
+    confidence while the ranking, and so the answer, holds; the z-score does not move with it."""
+
+    name = "atc_logit_z"
+
+    @staticmethod
+    def score(logits: np.ndarray) -> np.ndarray:
+        return top_logit_z(logits)
 
 
 @ESTIMATORS.register("doc")
