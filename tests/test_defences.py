@@ -21,6 +21,7 @@ from robustops.errors import ConfigError
 from robustops.evaluation.lipschitz import input_grad_norm, lipschitz_bound
 from robustops.inference import predict, robust_accuracy
 from robustops.training import checkpoint
+from robustops.training.adversarial import AdversarialObjective, misalignment
 
 TINY_MODEL = ModelConfig(name="mlp", hidden=64, dropout=0.0)
 # Each defence's settings, small enough for seconds on CPU; every defence accepts them.
@@ -192,6 +193,31 @@ def test_fgsm_rs_stops_on_forced_catastrophic_overfitting(digits):
     assert result.best_epoch < len(result.history)
     val_pgd = robust_accuracy(result.model, PGD(0.2, steps=10, seed=0), split.val.x, split.val.y)
     assert val_pgd == pytest.approx(result.history[result.best_epoch - 1]["val_pgd_acc"])
+
+
+def test_grad_align_measures_how_far_the_input_gradient_turns_inside_the_ball(digits):
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))
+    x, y = torch.from_numpy(digits.x[:64]), torch.from_numpy(digits.y[:64]).long()
+    gen = torch.Generator().manual_seed(0)
+    # A ball too small to leave the ReLU pattern: the gradient does not turn.
+    assert misalignment(net, x, y, 1e-7, gen).item() == pytest.approx(0.0, abs=1e-4)
+    wide = misalignment(net, x, y, 0.5, gen)
+    assert 0.01 < wide.item() <= 2.0
+    wide.backward()  # differentiable in the weights (double backpropagation)
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in net.parameters() if p.dim() > 1)
+    # The objective adds exactly weight * the term, on the same random draws.
+    plain = AdversarialObjective(0.3, lambda e, g: PGD(e, steps=1, step_size=1.25 * e, generator=g), seed=0)
+    aligned = AdversarialObjective(
+        0.3, lambda e, g: PGD(e, steps=1, step_size=1.25 * e, generator=g), seed=0, grad_align=0.5
+    )
+    base = plain(net, x, y)
+    term = misalignment(net, x, y, 0.3, plain.gen)
+    assert aligned(net, x, y).item() == pytest.approx(base.item() + 0.5 * term.item(), rel=1e-5)
+    with pytest.raises(
+        ConfigError, match="defences.0: grad_align: Input should be greater than or equal to 0"
+    ):
+        load_config(None, ["defences=[{name: fgsm_rs, grad_align: -1}]"])
 
 
 # ---- distillation: robustness that only cross-entropy PGD believes ---------------------------

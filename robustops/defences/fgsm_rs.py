@@ -31,6 +31,12 @@ class FGSMRSConfig(AdversarialConfig):
         "at x + noise unclipped, as Wong et al. do (a clipped start on black backgrounds drifts into "
         "gradient masking)",
     )
+    grad_align: float = Field(
+        0.0,
+        ge=0,
+        description="weight of GradAlign's gradient-alignment term (Andriushchenko & Flammarion, 2020: "
+        "1 - cosine of the input gradients at x and at a random point of the ball); 0 (default): off",
+    )
     overfit_samples: int = Field(
         256, ge=1, description="training images PGD and FGSM attack each epoch to watch for overfitting"
     )
@@ -55,7 +61,9 @@ class FGSMRS(AdversarialDefence):
             # alpha * eps, projected back onto the ball and the image range.
             return PGD(eps, steps=1, step_size=cfg.alpha * eps, generator=gen, clip_start=cfg.clip_start)
 
-        return AdversarialObjective(cfg.eps, inner, clean_weight=cfg.clean_weight, **self.common(cfg, ctx))
+        return AdversarialObjective(
+            cfg.eps, inner, clean_weight=cfg.clean_weight, grad_align=cfg.grad_align, **self.common(cfg, ctx)
+        )
 
     def watch_batch(self, train: Dataset, cfg: FGSMRSConfig, seed: int) -> tuple[np.ndarray, np.ndarray]:
         """A fixed, seeded sample of ``overfit_samples`` training images, watched for overfitting."""

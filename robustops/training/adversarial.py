@@ -37,6 +37,7 @@ class AdversarialObjective:
         label_smoothing: of every cross-entropy term.
         clean_weight: mixed batches: w * clean CE + (1 - w) * adversarial CE.
         kl_beta: TRADES: clean CE + beta * KL(clean || adversarial) instead.
+        grad_align: weight of GradAlign's term (:func:`misalignment`), added to the loss; 0: none.
     """
 
     def __init__(
@@ -49,12 +50,14 @@ class AdversarialObjective:
         label_smoothing: float = 0.0,
         clean_weight: float = 0.0,
         kl_beta: float | None = None,
+        grad_align: float = 0.0,
     ) -> None:
         self.target, self.inner, self.warmup = eps, inner, warmup_epochs
         self.gen = torch.Generator().manual_seed(seed + 2)
         self.transform = transform
         self.smoothing = label_smoothing
         self.clean_weight, self.kl_beta = clean_weight, kl_beta
+        self.grad_align = grad_align
         self.eps = eps
 
     def begin_epoch(self, epoch: int, epochs: int) -> None:
@@ -82,7 +85,29 @@ class AdversarialObjective:
             return self.ce(clean, y) + self.kl_beta * robust
         w = self.clean_weight
         loss = self.ce(model(x_adv), y)
-        return (1 - w) * loss + w * self.ce(model(x), y) if w else loss
+        loss = (1 - w) * loss + w * self.ce(model(x), y) if w else loss
+        if self.grad_align and self.eps > 0:
+            with torch.autocast(x.device.type, enabled=False):
+                loss = loss + self.grad_align * misalignment(model, x, y, self.eps, self.gen)
+        return loss
+
+
+def misalignment(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, gen: torch.Generator
+) -> torch.Tensor:
+    """GradAlign's regulariser (Andriushchenko & Flammarion, 2020): the batch's mean of 1 - the
+    cosine between the input gradient of the loss at x and at a uniform random point of the eps
+    ball around it, differentiable in the weights through the second. Where the loss is locally
+    linear the two agree and FGSM's one step finds what PGD finds; catastrophic overfitting is the
+    loss bending inside the ball, so the term keeps a single-step attack honest."""
+    at_x = x.detach().requires_grad_(True)
+    g_x = torch.autograd.grad(F.cross_entropy(model(at_x), y), at_x)[0].detach()
+    noise = (torch.rand(x.shape, generator=gen, device="cpu").to(x.device, x.dtype) * 2 - 1) * eps
+    at_noise = (x.detach() + noise).requires_grad_(True)
+    g_noise = torch.autograd.grad(F.cross_entropy(model(at_noise), y), at_noise, create_graph=True)[0]
+    # cosine_similarity's own floor on the norms keeps an all-zero gradient (a saturated image)
+    # from dividing by zero.
+    return (1 - F.cosine_similarity(g_x.flatten(1), g_noise.flatten(1), dim=1)).mean()
 
 
 def robust_probe(
@@ -112,4 +137,4 @@ def robust_probe(
     return probe
 
 
-__all__ = ["AdversarialObjective", "robust_probe"]
+__all__ = ["AdversarialObjective", "misalignment", "robust_probe"]
