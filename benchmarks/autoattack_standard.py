@@ -2,7 +2,7 @@
 same model, images and eps, side by side in one run (run by hand, never by tests).
 
     .venv-bench/bin/python benchmarks/autoattack_standard.py [--models digits mnist rgb] [--threads 2]
-        [--norm Linf|L2]
+        [--norm Linf|L2] [--images N]
 
 Models: ``digits``, the default config's CNN trained on the embedded digits (eps 0.1, 200 test
 images); ``mnist``, the small strided CNN trained with FGSM-RS for ``--mnist-epochs`` on MNIST
@@ -14,7 +14,7 @@ queries, each on the images the ones before left standing (torchattacks' members
 MultiAttack: its own ``AutoAttack(version="standard")`` runs its default of 10 steps, shown in
 the last column). Ours is scored as the scorecard scores it.
 ``--norm L2`` runs both ensembles' L2 versions instead, at L2 radii 0.4 (digits), 1.5 (MNIST) and
-0.5 (RGB, RobustBench's CIFAR-10 L2 radius).
+0.5 (RGB, RobustBench's CIFAR-10 L2 radius). ``--images N`` scores N test images per model.
 Target: within 0.5 points of torchattacks on every model, and at least as fast.
 """
 
@@ -109,6 +109,9 @@ def main() -> None:
     p.add_argument("--mnist-epochs", type=int, default=3)
     p.add_argument("--norm", default="Linf", choices=["Linf", "L2"])
     p.add_argument("--rgb-cache", type=Path, default=None, help="the RGB ResNet's weights, trained once")
+    p.add_argument(
+        "--images", type=int, default=None, help="test images per model (default: 200; 100 for rgb)"
+    )
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     import torchattacks  # noqa: F401 - both sides' imports before any timing
@@ -121,12 +124,12 @@ def main() -> None:
         start = time.perf_counter()
         if name == "digits":
             model, test = trained_model("baseline")
-            x, y, eps = test.x[:200], test.y[:200], 0.1
+            x, y, eps = test.x[: args.images or 200], test.y[: args.images or 200], 0.1
         elif name == "mnist":
-            model, x, y = _mnist(args.mnist_epochs)
+            model, x, y = _mnist(args.mnist_epochs, args.images or 200)
             eps = 0.3
         else:
-            model, test = rgb_resnet(args.rgb_cache, 10, 100)
+            model, test = rgb_resnet(args.rgb_cache, 10, args.images or 100)
             x, y, eps = test.x, test.y, 2 / 255
         model = model.eval()
         l2 = args.norm == "L2"
@@ -159,9 +162,9 @@ def main() -> None:
               f"{ta:.1f} | {tb:.1f} | x{tb / ta:.2f} | {shipped:.3f} |")  # fmt: skip
 
 
-def _mnist(epochs: int):
+def _mnist(epochs: int, n: int):
     """The small strided CNN trained with FGSM-RS at eps 0.3 for ``epochs`` on MNIST (as
-    ``benchmarks/mnist.py`` trains it), and the first 200 test images."""
+    ``benchmarks/mnist.py`` trains it), and the first ``n`` test images."""
     from robustops.catalog import load_config
     from robustops.config import ModelConfig
     from robustops.data import Dataset, load_npz
@@ -178,7 +181,7 @@ def _mnist(epochs: int):
                   cfg.regularize, 0)  # fmt: skip
     defence = settings_from({"name": "fgsm_rs", "eps": 0.3, "epochs": epochs})
     model = train_defence(train, val, ctx, defence).model
-    return model, test.x[:200], test.y[:200]
+    return model, test.x[:n], test.y[:n]
 
 
 if __name__ == "__main__":
