@@ -124,7 +124,8 @@ def main() -> None:
         start = time.perf_counter()
         if name == "digits":
             model, test = trained_model("baseline")
-            x, y, eps = test.x[: args.images or 200], test.y[: args.images or 200], 0.1
+            n = args.images or 200
+            x, y, eps = test.x[:n], test.y[:n], 0.1
         elif name == "mnist":
             model, x, y = _mnist(args.mnist_epochs, args.images or 200)
             eps = 0.3

@@ -206,11 +206,13 @@ def test_grad_align_measures_how_far_the_input_gradient_turns_inside_the_ball(di
     assert 0.01 < wide.item() <= 2.0
     wide.backward()  # differentiable in the weights (double backpropagation)
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in net.parameters() if p.dim() > 1)
+
     # The objective adds exactly weight * the term, on the same random draws.
-    plain = AdversarialObjective(0.3, lambda e, g: PGD(e, steps=1, step_size=1.25 * e, generator=g), seed=0)
-    aligned = AdversarialObjective(
-        0.3, lambda e, g: PGD(e, steps=1, step_size=1.25 * e, generator=g), seed=0, grad_align=0.5
-    )
+    def fgsm(e: float, g: torch.Generator) -> PGD:
+        return PGD(e, steps=1, step_size=1.25 * e, generator=g)
+
+    plain = AdversarialObjective(0.3, fgsm, seed=0)
+    aligned = AdversarialObjective(0.3, fgsm, seed=0, grad_align=0.5)
     base = plain(net, x, y)
     term = misalignment(net, x, y, 0.3, plain.gen)
     assert aligned(net, x, y).item() == pytest.approx(base.item() + 0.5 * term.item(), rel=1e-5)
