@@ -332,3 +332,34 @@ def test_fgsm_rs_training_starts_unclipped_like_wong_et_al(trained, digits_split
         inside[clip] = float(((x_adv > 0.01) & (x_adv < 0.29)).float().mean())
     assert inside[True] == 0.0  # a clipped start: every pixel ends on 0 or eps
     assert inside[False] > 0.1
+
+
+def test_fab_linf_projection_is_the_smallest_radius_onto_the_hyperplane_inside_the_box():
+    from robustops.attacks.fab import project_linf, smallest_reaching
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(64, 1, 4, 4, generator=gen)
+    w = torch.randn(64, 1, 4, 4, generator=gen)
+    w[:, :, 0] = 0  # coordinates the hyperplane ignores stay put
+    b = torch.randn(64, generator=gen) * 2
+    d = project_linf(x, w, b)
+    up = torch.where(w * b.view(-1, 1, 1, 1) > 0, 1 - x, -x) * (w != 0)
+    ok = (w * up).flatten(1).sum(1).abs() >= b.abs()
+    assert ok.sum() > 10 and (~ok).sum() > 0  # both cases occur
+    torch.testing.assert_close((w * d).flatten(1).sum(1)[ok], b[ok], atol=1e-5, rtol=0)
+    torch.testing.assert_close(d[~ok], up[~ok])  # unreachable: as close as the box allows
+    assert ((x + d) >= -1e-6).all() and ((x + d) <= 1 + 1e-6).all() and (d[:, :, 0] == 0).all()
+    # Smallest: the same move clipped to a radius 1 % shorter falls short of the hyperplane.
+    r = d.flatten(1).abs().amax(1)
+    shorter = torch.maximum(torch.minimum(d, 0.99 * r.view(-1, 1, 1, 1)), -0.99 * r.view(-1, 1, 1, 1))
+    assert ((w * shorter).flatten(1).sum(1)[ok].abs() < b[ok].abs()).all()
+    # The piecewise-linear root against a fine grid on a hand-sized row: sum 2 min(t, 0.1) + 1 min(t, 0.5).
+    breaks, slope = torch.tensor([[0.5, 0.1]]), torch.tensor([[1.0, 2.0]])
+    grid = torch.linspace(0, 0.6, 60001)
+    reach = (slope[0] * torch.minimum(grid[:, None], breaks[0])).sum(1)
+    for target in (0.1, 0.3, 0.7):
+        t = float(smallest_reaching(breaks, slope, torch.tensor([target]))[0])
+        assert t == pytest.approx(float(grid[(reach >= target).nonzero()[0]]), abs=2e-5)
+    assert (
+        float(smallest_reaching(breaks, slope, torch.tensor([5.0]))[0]) == 0.5
+    )  # unreachable: the last break
