@@ -22,9 +22,13 @@ from tasks.data import load_data
 from tests.helpers.runs import TINY_CONFIG
 
 # On top of tests/tiny.yaml: two models (one with certificates) and every scorecard part; no
-# registry, to stay quick.
+# registry, one epoch, fewer images and one severity, to stay quick (the runners must agree on
+# whatever they score).
 SMALL = [
     "defences=[{name: smoothing, n0: 10, n: 50, max_samples: 16}]",
+    "train.epochs=1",
+    "evaluation.max_samples=32",
+    "evaluation.severities=[3]",
     "mlflow.register_model=false",
     "gate={enabled: false}",
     "adversarial_set.enabled=false",
