@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from robustops.attacks import PGD
+from robustops.attacks import APGD, PGD
 from robustops.catalog import load_config
 from robustops.config import ModelConfig, RegularizeConfig, TrainConfig
 from robustops.data import split_dataset
@@ -139,6 +139,23 @@ def test_adversarial_training_beats_standard_under_pgd(name, digits_split, stand
     best = robust.history[robust.best_epoch - 1]["val_pgd_acc"]
     assert best == max(h["val_pgd_acc"] for h in robust.history)
     assert robust.extras["train/val_pgd_acc"] == best
+
+
+def test_apgd_selection_keeps_the_epoch_apgd_ce_scores_best_on_its_validation_sample(digits_split):
+    cfg = _defence("pgd_at", select_attack="apgd", select_steps=5, select_samples=60)
+    result = train_defence(digits_split.train, digits_split.val, _ctx(3), cfg)
+    scores = [h["val_apgd_acc"] for h in result.history]
+    assert all("val_pgd_acc" not in h for h in result.history)
+    assert scores[result.best_epoch - 1] == max(scores) == result.extras["train/val_apgd_acc"]
+    # The score is APGD-CE's on a seeded sample of 60 validation images: the returned weights,
+    # attacked again on that sample, give it back.
+    idx = np.sort(np.random.default_rng(0).permutation(len(digits_split.val.y))[:60])
+    again = robust_accuracy(
+        result.model, APGD(0.1, steps=5, seed=0), digits_split.val.x[idx], digits_split.val.y[idx]
+    )
+    assert again == pytest.approx(max(scores))
+    with pytest.raises(ValueError, match="select_attack"):
+        _defence("pgd_at", select_attack="fab")
 
 
 def test_eps_warmup_ramps_linearly():

@@ -4,7 +4,7 @@ selection, and one trainer around :class:`~robustops.training.adversarial.Advers
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -24,8 +24,17 @@ class AdversarialConfig(DefenceConfig):
 
     eps: float = Field(0.1, gt=0, le=1, description="L-inf radius of the training attack")
     warmup_epochs: int = Field(0, ge=0, description="ramp eps linearly from 0 over this many epochs")
+    select_attack: Literal["pgd", "apgd"] = Field(
+        "pgd",
+        description="the validation attack that picks the best epoch: pgd (from a random start, step "
+        "2.5 eps / steps) or apgd (APGD-CE, AutoAttack's first member, whose accuracy moves between "
+        "epochs where PGD's barely does)",
+    )
     select_steps: int = Field(
-        10, ge=1, description="PGD steps of the validation attack that picks the best epoch"
+        10, ge=1, description="steps of the validation attack that picks the best epoch"
+    )
+    select_samples: int = Field(
+        0, ge=0, description="validation images that attack scores, a seeded sample (0: all)"
     )
 
 
@@ -63,18 +72,27 @@ class AdversarialDefence(Defence):
 
     def train(self, train: Dataset, val: Dataset, ctx: Context, cfg: AdversarialConfig) -> TrainResult:
         watched = self.watch_batch(train, cfg, ctx.seed)
+        selected = f"val_{cfg.select_attack}_acc"
         result = build_and_fit(
             train,
             val,
             ctx,
             cfg,
             self.objective(cfg, ctx),
-            probe=robust_probe(val, cfg.eps, cfg.select_steps, ctx.seed, ctx.device, watched),
-            select="val_pgd_acc",
+            probe=robust_probe(
+                val,
+                cfg.eps,
+                cfg.select_steps,
+                ctx.seed,
+                ctx.device,
+                watched,
+                cfg.select_attack,
+                cfg.select_samples,
+            ),
+            select=selected,
             stop=first_reason(collapse_stop(val, cfg), self.stop_rule(cfg)),
         )
-        best = result.history[result.best_epoch - 1]
-        result.extras["train/val_pgd_acc"] = best["val_pgd_acc"]
+        result.extras[f"train/{selected}"] = result.history[result.best_epoch - 1][selected]
         result.extras |= self.extras(result, cfg)
         return result
 

@@ -4,8 +4,8 @@ The inner maximisation uses the same attack classes as evaluation and the advers
 (:mod:`robustops.attacks`), given a generator so every batch gets a fresh random start. The
 attack runs in eval mode (dropout off) and the outer step in train mode.
 
-Epoch selection and early stopping follow robust validation accuracy (PGD on the validation
-split), not clean accuracy: robust accuracy peaks and then falls while clean accuracy still rises
+Epoch selection and early stopping follow robust validation accuracy (PGD or APGD-CE on the
+validation split), not clean accuracy: robust accuracy peaks and then falls while clean accuracy still rises
 ("robust overfitting", Rice et al., 2020).
 """
 
@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from robustops.attacks import FGSM, PGD, Attack
+from robustops.attacks import APGD, FGSM, PGD, Attack
 from robustops.data import Dataset
 from robustops.inference import robust_accuracy
 from robustops.training.augment import Transform
@@ -117,20 +117,32 @@ def robust_probe(
     seed: int,
     device: str,
     watch: tuple[np.ndarray, np.ndarray] | None = None,
+    attack: str = "pgd",
+    samples: int = 0,
 ) -> EpochProbe:
-    """Per-epoch PGD accuracy (``steps`` steps at ``eps``) on the validation split
-    (``val_pgd_acc``, which the adversarial defences select the best epoch on) and, given a fixed
-    batch of training images to watch, PGD and FGSM accuracy on it (``watch_pgd_acc``,
-    ``watch_fgsm_acc``: what FGSM-RS's catastrophic-overfitting stop reads)."""
+    """Per-epoch robust accuracy at ``eps`` on the validation split, under PGD (``val_pgd_acc``)
+    or APGD-CE (``val_apgd_acc``) of ``steps`` steps, over a seeded sample of ``samples`` images
+    (0: all); the adversarial defences select the best epoch on it. Given a fixed batch of training
+    images to watch, also PGD and FGSM accuracy on it (``watch_pgd_acc``, ``watch_fgsm_acc``: what
+    FGSM-RS's catastrophic-overfitting stop reads)."""
+    if attack not in ("pgd", "apgd"):
+        raise ValueError(f"the validation attack must be pgd or apgd, got {attack!r}")
+    vx, vy = val.x, val.y
+    if 0 < samples < len(vy):
+        idx = np.sort(np.random.default_rng(seed).permutation(len(vy))[:samples])
+        vx, vy = vx[idx], vy[idx]
 
-    def attack() -> PGD:
+    def pgd() -> PGD:
         return PGD(eps, steps=steps, step_size=2.5 * eps / steps, seed=seed)
 
+    def selecting() -> Attack:
+        return APGD(eps, steps=steps, seed=seed) if attack == "apgd" else pgd()
+
     def probe(model: nn.Module) -> dict[str, float]:
-        out = {"val_pgd_acc": robust_accuracy(model, attack(), val.x, val.y, device=device)}
+        out = {f"val_{attack}_acc": robust_accuracy(model, selecting(), vx, vy, device=device)}
         if watch is not None:
             # Both: catastrophic overfitting shows as FGSM accuracy high while PGD accuracy collapses.
-            out["watch_pgd_acc"] = robust_accuracy(model, attack(), watch[0], watch[1], device=device)
+            out["watch_pgd_acc"] = robust_accuracy(model, pgd(), watch[0], watch[1], device=device)
             out["watch_fgsm_acc"] = robust_accuracy(model, FGSM(eps), watch[0], watch[1], device=device)
         return out
 
